@@ -1,0 +1,172 @@
+//! The batch pipeline: one call fans a whole batch out over a thread pool.
+//! Every input gets exactly one result, in order; a bad item never affects
+//! its neighbours.
+
+use crate::digest::Digest;
+use crate::envelope::{self, Opened, WireFormat};
+use crate::error::Result;
+use crate::key::PrivateKey;
+use crate::store::CertStore;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+static REQUESTED_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Threads the pool will use: `set_threads`, else `CELERY_SIGN_THREADS`, else the cores.
+fn wanted_threads() -> usize {
+    let requested = REQUESTED_THREADS.load(std::sync::atomic::Ordering::Relaxed);
+    if requested > 0 {
+        return requested;
+    }
+    std::env::var("CELERY_SIGN_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+/// Sets the pool size. Only effective before the first batch runs; returns
+/// whether it took effect.
+pub fn set_threads(n: usize) -> bool {
+    if POOL.get().is_some() || n == 0 {
+        return false;
+    }
+    REQUESTED_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+pub fn pool() -> &'static rayon::ThreadPool {
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(wanted_threads())
+            .thread_name(|i| format!("celery-sign-{i}"))
+            .build()
+            .expect("building the celery-sign thread pool")
+    })
+}
+
+/// The number of threads in the pool.
+pub fn threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Payloads laid end to end: `data[offsets[i]..offsets[i + 1]]` is item `i`.
+pub struct Packed {
+    pub data: Vec<u8>,
+    pub offsets: Vec<usize>,
+}
+
+impl Packed {
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn item(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    pub fn from_items<I: IntoIterator<Item = T>, T: AsRef<[u8]>>(items: I) -> Packed {
+        let mut data = Vec::new();
+        let mut offsets = vec![0];
+        for item in items {
+            data.extend_from_slice(item.as_ref());
+            offsets.push(data.len());
+        }
+        Packed { data, offsets }
+    }
+}
+
+/// The results of a verified batch: all bodies live in one buffer.
+pub struct OpenedBatch {
+    /// Decoded payloads, item `i` at `bases[i]..`; result ranges are absolute.
+    pub buffer: Vec<u8>,
+    pub results: Vec<Result<Opened>>,
+}
+
+/// Decodes and verifies every payload on the pool.
+pub fn open_many(
+    store: &CertStore,
+    digest: Digest,
+    payloads: &Packed,
+    max_payload: usize,
+) -> OpenedBatch {
+    let n = payloads.len();
+    // One buffer for every decoded payload; oversize items get no room.
+    let mut bases = Vec::with_capacity(n + 1);
+    let mut total = 0usize;
+    for i in 0..n {
+        bases.push(total);
+        let len = payloads.offsets[i + 1] - payloads.offsets[i];
+        if len <= max_payload {
+            total += envelope::decode_capacity(len);
+        }
+    }
+    bases.push(total);
+    let mut buffer = vec![0u8; total];
+    let mut slots: Vec<&mut [u8]> = Vec::with_capacity(n);
+    let mut rest: &mut [u8] = &mut buffer;
+    for i in 0..n {
+        let (head, tail) = rest.split_at_mut(bases[i + 1] - bases[i]);
+        slots.push(head);
+        rest = tail;
+    }
+    let now = crate::cert::now_unix_ms();
+    let results: Vec<Result<Opened>> = pool().install(|| {
+        slots
+            .into_par_iter()
+            .enumerate()
+            .with_min_len(4)
+            .map(|(i, slot)| {
+                envelope::open_into(store, digest, payloads.item(i), max_payload, slot, now).map(
+                    |mut o| {
+                        let base = bases[i];
+                        o.content_type = o.content_type.start + base..o.content_type.end + base;
+                        o.content_encoding =
+                            o.content_encoding.start + base..o.content_encoding.end + base;
+                        o.body = o.body.start + base..o.body.end + base;
+                        o
+                    },
+                )
+            })
+            .collect()
+    });
+    OpenedBatch { buffer, results }
+}
+
+/// Signs and packs every body on the pool.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_many(
+    key: &PrivateKey,
+    signer_id: &str,
+    digest: Digest,
+    format: WireFormat,
+    content_type: &str,
+    content_encoding: &str,
+    bodies: &Packed,
+) -> Vec<Result<String>> {
+    pool().install(|| {
+        (0..bodies.len())
+            .into_par_iter()
+            .map(|i| {
+                envelope::seal(
+                    key,
+                    signer_id,
+                    digest,
+                    format,
+                    content_type,
+                    content_encoding,
+                    bodies.item(i),
+                )
+            })
+            .collect()
+    })
+}

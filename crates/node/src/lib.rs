@@ -1,0 +1,617 @@
+//! napi-rs bindings of celery-sign: converts types and schedules work, nothing
+//! else. Every refusal crosses into JavaScript as an `Error` whose message
+//! starts with the stable code (`ERR_...: `); the facade turns it into a
+//! `SecurityError`. Async work runs as napi `Task`s; a batch is one task that
+//! fans out over the core's thread pool.
+#![deny(clippy::all)]
+
+use celery_sign_core::batch::{self, Packed};
+use celery_sign_core::{
+    envelope, CertStore, Certificate, Digest, Error as CoreError, ErrorCode, PrivateKey, WireFormat,
+};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+fn to_js(err: CoreError) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, err.to_string())
+}
+
+fn digest(name: &str) -> Result<Digest> {
+    Digest::from_name(name).map_err(|e| napi::Error::new(Status::InvalidArg, e.message))
+}
+
+/// The index of a code in `ErrorCode::ALL`, plus one (0 means success).
+fn status_of(code: ErrorCode) -> f64 {
+    (ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0) + 1) as f64
+}
+
+/// The stable error codes, in the order the batch status numbers use (1-based).
+#[napi]
+pub fn error_codes() -> Vec<&'static str> {
+    ErrorCode::ALL.iter().map(|c| c.as_str()).collect()
+}
+
+/// Sets the size of the native thread pool; only before the first batch runs.
+#[napi]
+pub fn set_threads(n: u32) -> bool {
+    batch::set_threads(n as usize)
+}
+
+/// The number of native threads batches run on.
+#[napi]
+pub fn thread_count() -> u32 {
+    batch::threads() as u32
+}
+
+#[napi]
+pub struct NativePrivateKey {
+    inner: Arc<PrivateKey>,
+}
+
+#[napi]
+impl NativePrivateKey {
+    #[napi(constructor)]
+    pub fn new(pem: &[u8], password: Option<&[u8]>) -> Result<Self> {
+        let inner = PrivateKey::from_pem(pem, password).map_err(to_js)?;
+        Ok(NativePrivateKey {
+            inner: Arc::new(inner),
+        })
+    }
+
+    #[napi(getter)]
+    pub fn bits(&self) -> u32 {
+        self.inner.bits()
+    }
+
+    /// RSA-PSS, MGF1(digest), maximum salt length.
+    #[napi]
+    pub fn sign(&self, data: &[u8], digest_name: String) -> Result<Buffer> {
+        let sig = self
+            .inner
+            .sign(data, digest(&digest_name)?)
+            .map_err(to_js)?;
+        Ok(sig.into())
+    }
+}
+
+#[napi]
+pub struct NativeCertificate {
+    inner: Arc<Certificate>,
+}
+
+#[napi]
+impl NativeCertificate {
+    #[napi(constructor)]
+    pub fn new(pem: &[u8]) -> Result<Self> {
+        let inner = Certificate::from_pem(pem).map_err(to_js)?;
+        Ok(NativeCertificate {
+            inner: Arc::new(inner),
+        })
+    }
+
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.inner.id().to_owned()
+    }
+
+    #[napi(getter)]
+    pub fn issuer(&self) -> String {
+        self.inner.issuer().to_owned()
+    }
+
+    /// The serial number in decimal.
+    #[napi(getter)]
+    pub fn serial(&self) -> String {
+        self.inner.serial().to_owned()
+    }
+
+    /// notAfter in milliseconds since the epoch.
+    #[napi(getter)]
+    pub fn not_after_ms(&self) -> f64 {
+        self.inner.not_after() as f64 * 1000.0
+    }
+
+    #[napi(getter)]
+    pub fn bits(&self) -> u32 {
+        self.inner.bits()
+    }
+
+    #[napi]
+    pub fn has_expired(&self, now_ms: f64) -> bool {
+        self.inner.has_expired_at(now_ms as i64)
+    }
+
+    /// Celery's `Certificate.verify`: expired certificates refuse, any salt length.
+    #[napi]
+    pub fn verify(&self, data: &[u8], signature: &[u8], digest_name: String) -> Result<()> {
+        self.inner
+            .verify(data, signature, digest(&digest_name)?)
+            .map_err(to_js)
+    }
+}
+
+/// A certificate store shared with serializers: adding a certificate is seen
+/// by every serializer that uses the store; a running batch works on the
+/// snapshot it started with.
+#[napi]
+pub struct NativeCertStore {
+    inner: Arc<Mutex<Arc<CertStore>>>,
+}
+
+impl NativeCertStore {
+    fn snapshot(&self) -> Arc<CertStore> {
+        Arc::clone(&self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[napi]
+impl NativeCertStore {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        NativeCertStore {
+            inner: Arc::new(Mutex::new(Arc::new(CertStore::new()))),
+        }
+    }
+
+    #[napi]
+    pub fn add(&self, cert: &NativeCertificate) -> Result<()> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::make_mut(&mut guard)
+            .add(Arc::clone(&cert.inner))
+            .map_err(to_js)
+    }
+
+    /// The index of the certificate with this id (in insertion order), or -1.
+    #[napi]
+    pub fn index_of(&self, id: &[u8]) -> i32 {
+        let store = self.snapshot();
+        match store.lookup(id) {
+            Some(found) => store
+                .iter()
+                .position(|c| Arc::ptr_eq(c, found))
+                .map(|i| i as i32)
+                .unwrap_or(-1),
+            None => -1,
+        }
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> u32 {
+        self.snapshot().len() as u32
+    }
+}
+
+impl Default for NativeCertStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One verified payload.
+#[napi(object)]
+pub struct Opened {
+    pub content_type: String,
+    pub content_encoding: String,
+    pub body: Buffer,
+    pub signer: String,
+}
+
+/// A verified batch, flat: `meta` has 6 numbers an item.
+/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd]`
+/// err: `[status, messageIdx, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+/// Indices point into `strings`; body ranges into `buffer`.
+#[napi(object)]
+pub struct OpenedBatch {
+    pub buffer: Buffer,
+    pub meta: Float64Array,
+    pub strings: Vec<String>,
+}
+
+/// Signed payloads of a batch; `errors` has `[index, status, messageIdx]` triples.
+#[napi(object)]
+pub struct SealedBatch {
+    pub payloads: Vec<String>,
+    pub errors: Vec<u32>,
+    pub messages: Vec<String>,
+}
+
+struct Signing {
+    key: Arc<PrivateKey>,
+    signer_id: String,
+}
+
+#[derive(Clone)]
+struct Shared {
+    signing: Option<Arc<Signing>>,
+    store: Option<Arc<Mutex<Arc<CertStore>>>>,
+    digest: Digest,
+    format: WireFormat,
+    max_payload: usize,
+}
+
+impl Shared {
+    fn signing(&self) -> Result<Arc<Signing>> {
+        self.signing.clone().ok_or_else(|| {
+            napi::Error::new(
+                Status::InvalidArg,
+                "this serializer has no key and certificate to sign with",
+            )
+        })
+    }
+
+    fn store(&self) -> Result<Arc<CertStore>> {
+        let store = self.store.as_ref().ok_or_else(|| {
+            napi::Error::new(
+                Status::InvalidArg,
+                "this serializer has no certificate store",
+            )
+        })?;
+        Ok(Arc::clone(&store.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    fn seal(
+        &self,
+        signing: &Signing,
+        content_type: &str,
+        content_encoding: &str,
+        body: &[u8],
+    ) -> Result<String> {
+        envelope::seal(
+            &signing.key,
+            &signing.signer_id,
+            self.digest,
+            self.format,
+            content_type,
+            content_encoding,
+            body,
+        )
+        .map_err(to_js)
+    }
+
+    fn open(&self, store: &CertStore, payload: &[u8]) -> Result<Opened> {
+        let (buf, opened) =
+            envelope::open(store, self.digest, payload, self.max_payload).map_err(to_js)?;
+        let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&buf[r]).into_owned();
+        Ok(Opened {
+            content_type: text(opened.content_type.clone()),
+            content_encoding: text(opened.content_encoding.clone()),
+            signer: opened.signer.id().to_owned(),
+            body: buf[opened.body].to_vec().into(),
+        })
+    }
+}
+
+#[napi]
+pub struct NativeSerializer {
+    shared: Shared,
+}
+
+#[napi]
+impl NativeSerializer {
+    #[napi(constructor)]
+    pub fn new(
+        key: Option<&NativePrivateKey>,
+        cert: Option<&NativeCertificate>,
+        store: Option<&NativeCertStore>,
+        digest_name: String,
+        wire_format: String,
+        max_payload: f64,
+    ) -> Result<Self> {
+        let format = WireFormat::from_name(&wire_format).ok_or_else(|| {
+            napi::Error::new(
+                Status::InvalidArg,
+                "wireFormat must be 'celery-5.5' or 'celery-5.4'",
+            )
+        })?;
+        let signing = match (key, cert) {
+            (Some(k), Some(c)) => Some(Arc::new(Signing {
+                key: Arc::clone(&k.inner),
+                signer_id: c.inner.id().to_owned(),
+            })),
+            _ => None,
+        };
+        Ok(NativeSerializer {
+            shared: Shared {
+                signing,
+                store: store.map(|s| Arc::clone(&s.inner)),
+                digest: digest(&digest_name)?,
+                format,
+                max_payload: if max_payload.is_finite() && max_payload >= 0.0 {
+                    max_payload as usize
+                } else {
+                    envelope::DEFAULT_MAX_PAYLOAD
+                },
+            },
+        })
+    }
+
+    /// Signs and packs one body on the calling thread.
+    #[napi]
+    pub fn seal(
+        &self,
+        content_type: String,
+        content_encoding: String,
+        body: &[u8],
+    ) -> Result<String> {
+        let signing = self.shared.signing()?;
+        self.shared
+            .seal(&signing, &content_type, &content_encoding, body)
+    }
+
+    /// Signs and packs one body on a libuv worker thread.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn seal_async(
+        &self,
+        content_type: String,
+        content_encoding: String,
+        body: &[u8],
+    ) -> Result<AsyncTask<SealTask>> {
+        Ok(AsyncTask::new(SealTask {
+            signing: self.shared.signing()?,
+            shared: self.shared.clone(),
+            content_type,
+            content_encoding,
+            body: body.to_vec(),
+        }))
+    }
+
+    /// Signs and packs a batch of bodies in one native call over the thread pool.
+    #[napi(ts_return_type = "Promise<SealedBatch>")]
+    pub fn seal_many(
+        &self,
+        content_type: String,
+        content_encoding: String,
+        bodies: Vec<&[u8]>,
+    ) -> Result<AsyncTask<SealManyTask>> {
+        Ok(AsyncTask::new(SealManyTask {
+            signing: self.shared.signing()?,
+            shared: self.shared.clone(),
+            content_type,
+            content_encoding,
+            bodies: Packed::from_items(bodies),
+        }))
+    }
+
+    /// Verifies one payload on the calling thread.
+    #[napi]
+    pub fn open(&self, payload: &[u8]) -> Result<Opened> {
+        let store = self.shared.store()?;
+        self.shared.open(&store, payload)
+    }
+
+    /// Verifies one payload on a libuv worker thread.
+    #[napi(ts_return_type = "Promise<Opened>")]
+    pub fn open_async(&self, payload: &[u8]) -> Result<AsyncTask<OpenTask>> {
+        Ok(AsyncTask::new(OpenTask {
+            store: self.shared.store()?,
+            shared: self.shared.clone(),
+            payload: payload.to_vec(),
+        }))
+    }
+
+    /// Verifies a batch of byte payloads in one native call over the thread pool.
+    #[napi(ts_return_type = "Promise<OpenedBatch>")]
+    pub fn open_many(&self, payloads: Vec<&[u8]>) -> Result<AsyncTask<OpenManyTask>> {
+        Ok(AsyncTask::new(OpenManyTask {
+            store: self.shared.store()?,
+            shared: self.shared.clone(),
+            payloads: Packed::from_items(payloads),
+        }))
+    }
+
+    /// Verifies a batch of text payloads given joined, with their lengths in
+    /// UTF-16 code units. Non-ASCII characters can never be base64 and are
+    /// kept as an invalid byte, so every item keeps its own boundaries.
+    #[napi(ts_return_type = "Promise<OpenedBatch>")]
+    pub fn open_many_joined(
+        &self,
+        joined: Utf16String,
+        lengths: &[u32],
+    ) -> Result<AsyncTask<OpenManyTask>> {
+        let units: &[u16] = &joined;
+        let total: usize = lengths.iter().map(|&l| l as usize).sum();
+        if total != units.len() {
+            return Err(napi::Error::new(
+                Status::InvalidArg,
+                "lengths do not add up to the joined text",
+            ));
+        }
+        let data: Vec<u8> = units
+            .iter()
+            .map(|&u| if u < 0x80 { u as u8 } else { 0xff })
+            .collect();
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        let mut at = 0usize;
+        offsets.push(0);
+        for &l in lengths {
+            at += l as usize;
+            offsets.push(at);
+        }
+        Ok(AsyncTask::new(OpenManyTask {
+            store: self.shared.store()?,
+            shared: self.shared.clone(),
+            payloads: Packed { data, offsets },
+        }))
+    }
+}
+
+pub struct SealTask {
+    signing: Arc<Signing>,
+    shared: Shared,
+    content_type: String,
+    content_encoding: String,
+    body: Vec<u8>,
+}
+
+impl Task for SealTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> Result<String> {
+        self.shared.seal(
+            &self.signing,
+            &self.content_type,
+            &self.content_encoding,
+            &self.body,
+        )
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
+        Ok(output)
+    }
+}
+
+pub struct SealManyTask {
+    signing: Arc<Signing>,
+    shared: Shared,
+    content_type: String,
+    content_encoding: String,
+    bodies: Packed,
+}
+
+impl Task for SealManyTask {
+    type Output = SealedBatch;
+    type JsValue = SealedBatch;
+
+    fn compute(&mut self) -> Result<SealedBatch> {
+        let results = batch::seal_many(
+            &self.signing.key,
+            &self.signing.signer_id,
+            self.shared.digest,
+            self.shared.format,
+            &self.content_type,
+            &self.content_encoding,
+            &self.bodies,
+        );
+        let mut out = SealedBatch {
+            payloads: Vec::with_capacity(results.len()),
+            errors: Vec::new(),
+            messages: Vec::new(),
+        };
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(p) => out.payloads.push(p),
+                Err(e) => {
+                    out.payloads.push(String::new());
+                    out.errors.push(i as u32);
+                    out.errors.push(status_of(e.code) as u32);
+                    out.errors.push(out.messages.len() as u32);
+                    out.messages.push(e.message);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn resolve(&mut self, _env: Env, output: SealedBatch) -> Result<SealedBatch> {
+        Ok(output)
+    }
+}
+
+pub struct OpenTask {
+    store: Arc<CertStore>,
+    shared: Shared,
+    payload: Vec<u8>,
+}
+
+impl Task for OpenTask {
+    type Output = Opened;
+    type JsValue = Opened;
+
+    fn compute(&mut self) -> Result<Opened> {
+        self.shared.open(&self.store, &self.payload)
+    }
+
+    fn resolve(&mut self, _env: Env, output: Opened) -> Result<Opened> {
+        Ok(output)
+    }
+}
+
+pub struct OpenManyTask {
+    store: Arc<CertStore>,
+    shared: Shared,
+    payloads: Packed,
+}
+
+/// Interns short strings (content types, encodings, signer ids) of a batch.
+#[derive(Default)]
+struct Interner {
+    index: HashMap<Vec<u8>, usize>,
+    strings: Vec<String>,
+}
+
+impl Interner {
+    fn intern(&mut self, bytes: &[u8]) -> f64 {
+        if let Some(&i) = self.index.get(bytes) {
+            return i as f64;
+        }
+        let i = self.strings.len();
+        self.strings
+            .push(String::from_utf8_lossy(bytes).into_owned());
+        self.index.insert(bytes.to_vec(), i);
+        i as f64
+    }
+
+    fn push(&mut self, s: String) -> f64 {
+        self.strings.push(s);
+        (self.strings.len() - 1) as f64
+    }
+}
+
+pub struct OpenManyOutput {
+    buffer: Vec<u8>,
+    meta: Vec<f64>,
+    strings: Vec<String>,
+}
+
+impl Task for OpenManyTask {
+    type Output = OpenManyOutput;
+    type JsValue = OpenedBatch;
+
+    fn compute(&mut self) -> Result<OpenManyOutput> {
+        let opened = batch::open_many(
+            &self.store,
+            self.shared.digest,
+            &self.payloads,
+            self.shared.max_payload,
+        );
+        let mut meta = Vec::with_capacity(opened.results.len() * 6);
+        let mut strings = Interner::default();
+        for r in &opened.results {
+            match r {
+                Ok(o) => {
+                    let ct = strings.intern(&opened.buffer[o.content_type.clone()]);
+                    let enc = strings.intern(&opened.buffer[o.content_encoding.clone()]);
+                    let signer = strings.intern(o.signer.id().as_bytes());
+                    meta.extend_from_slice(&[
+                        0.0,
+                        ct,
+                        enc,
+                        signer,
+                        o.body.start as f64,
+                        o.body.end as f64,
+                    ]);
+                }
+                Err(e) => {
+                    let msg = strings.push(e.message.clone());
+                    meta.extend_from_slice(&[status_of(e.code), msg, 0.0, 0.0, 0.0, 0.0]);
+                }
+            }
+        }
+        Ok(OpenManyOutput {
+            buffer: opened.buffer,
+            meta,
+            strings: strings.strings,
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: OpenManyOutput) -> Result<OpenedBatch> {
+        Ok(OpenedBatch {
+            buffer: output.buffer.into(),
+            meta: output.meta.into(),
+            strings: output.strings,
+        })
+    }
+}

@@ -1,0 +1,233 @@
+import { type Bytes, type Digest } from './bytes.js';
+import { Certificate, CertStore } from './certificate.js';
+import { ImproperlyConfigured, SecurityError } from './errors.js';
+import { PrivateKey } from './keys.js';
+import { call, callAsync, native, STATUS_CODES, type NativeSerializer, type Opened } from './native.js';
+import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
+import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerRegistry } from './registry.js';
+
+/** Default limit on one payload's size (bytes of base64), like the Rust core's. */
+export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
+
+export interface SecureSerializerOptions {
+  /** Signs; needed by the serialize methods. */
+  key?: PrivateKey;
+  /** Whose id goes into each payload as the signer; needed by the serialize methods. */
+  cert?: Certificate;
+  /** Certificates that may sign; needed by the deserialize methods. */
+  store?: CertStore;
+  /** Default `'sha256'`. */
+  digest?: Digest;
+  /** The inner serializer, a name in the registry. Default `'json'`. */
+  serializer?: string;
+  /**
+   * Inner content types (or serializer names) decoded after verification.
+   * Default: the inner serializer's own type plus `application/data` and
+   * `application/text`. Pickle and YAML are never decoded.
+   */
+  accept?: string[];
+  /** What the serialize methods write. Default `'celery-5.5'`; deserialize reads both. */
+  wireFormat?: WireFormat;
+  /** Payloads longer than this (bytes of base64) are refused before decoding. Default 64 MiB. */
+  maxPayloadSize?: number;
+  /** The registry the inner serializer comes from. Default: the package's `registry`. */
+  registry?: SerializerRegistry;
+}
+
+export type DeserializeResult =
+  | { ok: true; value: unknown; signer: string }
+  | { ok: false; error: SecurityError };
+
+/**
+ * Celery's `SecureSerializer` (`celery.security.serialization`): signs the
+ * serialized body with RSA-PSS and packs it the way Celery does; verifies a
+ * payload against a certificate store and decodes the body.
+ *
+ * The sync methods block the event loop for one RSA operation: keep them for
+ * small call sites. The async and batch methods run on native threads.
+ */
+export class SecureSerializer {
+  readonly digest: Digest;
+  readonly serializer: string;
+  readonly wireFormat: WireFormat;
+  readonly maxPayloadSize: number;
+  readonly #native: NativeSerializer;
+  readonly #registry: SerializerRegistry;
+  readonly #accept: ReadonlySet<string>;
+  readonly #canSign: boolean;
+  readonly #canVerify: boolean;
+
+  constructor(options: SecureSerializerOptions = {}) {
+    const { key, cert, store } = options;
+    if (key !== undefined && !(key instanceof PrivateKey)) throw new TypeError('key must be a PrivateKey');
+    if (cert !== undefined && !(cert instanceof Certificate)) throw new TypeError('cert must be a Certificate');
+    if (store !== undefined && !(store instanceof CertStore)) throw new TypeError('store must be a CertStore');
+    this.digest = checkDigest(options.digest ?? 'sha256');
+    this.wireFormat = checkWireFormat(options.wireFormat ?? 'celery-5.5');
+    this.serializer = options.serializer ?? 'json';
+    this.#registry = options.registry ?? defaultRegistry;
+    const innerType = this.#registry.nameToType.get(this.serializer);
+    if (innerType === undefined && this.serializer !== 'raw') {
+      throw new ImproperlyConfigured(`No encoder installed for ${JSON.stringify(this.serializer)}`);
+    }
+    const maxPayloadSize = options.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD_SIZE;
+    if (!Number.isSafeInteger(maxPayloadSize) || maxPayloadSize < 0) {
+      throw new ImproperlyConfigured('maxPayloadSize must be a non-negative integer');
+    }
+    this.maxPayloadSize = maxPayloadSize;
+    const accept = options.accept ?? [innerType ?? 'application/data', 'application/data', 'application/text'];
+    this.#accept = new Set(
+      [...this.#registry.prepareAccept(accept)].filter((ct) => !INSECURE_CONTENT_TYPES.has(ct)),
+    );
+    this.#canSign = key !== undefined && cert !== undefined;
+    this.#canVerify = store !== undefined;
+    this.#native = call(
+      () =>
+        new native.NativeSerializer(
+          key?.native ?? null,
+          cert?.native ?? null,
+          store?.native ?? null,
+          this.digest,
+          this.wireFormat,
+          maxPayloadSize,
+        ),
+    );
+  }
+
+  /** Serializes and signs `data`; returns the payload (base64 text). Blocks for one signature. */
+  serialize(data: unknown): string {
+    this.#needKey();
+    const m = this.#registry.dumps(data, this.serializer);
+    return call(() => this.#native.seal(m.contentType, m.contentEncoding, m.body));
+  }
+
+  /** Like {@link serialize}, with the signature made on a native thread. */
+  async serializeAsync(data: unknown): Promise<string> {
+    this.#needKey();
+    const m = this.#registry.dumps(data, this.serializer);
+    return callAsync(() => this.#native.sealAsync(m.contentType, m.contentEncoding, m.body));
+  }
+
+  /** Serializes and signs a batch in one native call over the thread pool; results in order. */
+  async serializeMany(items: readonly unknown[]): Promise<string[]> {
+    this.#needKey();
+    if (items.length === 0) return [];
+    const encoded = items.map((item) => this.#registry.dumps(item, this.serializer));
+    const first = encoded[0]!;
+    const uniform = encoded.every(
+      (m) => m.contentType === first.contentType && m.contentEncoding === first.contentEncoding,
+    );
+    if (!uniform) return Promise.all(items.map((item) => this.serializeAsync(item)));
+    const sealed = await callAsync(() =>
+      this.#native.sealMany(
+        first.contentType,
+        first.contentEncoding,
+        encoded.map((m) => m.body),
+      ),
+    );
+    if (sealed.errors.length > 0) {
+      const [index, status, msg] = sealed.errors;
+      throw new SecurityError(
+        STATUS_CODES[status! - 1] ?? 'ERR_MALFORMED_PAYLOAD',
+        `item ${index}: ${sealed.messages[msg!]}`,
+      );
+    }
+    return sealed.payloads;
+  }
+
+  /** Verifies and decodes one payload; throws `SecurityError`. Blocks for one verification. */
+  deserialize(payload: Bytes): unknown {
+    this.#needStore();
+    const bytes = payloadBytes(payload);
+    const opened = call(() => this.#native.open(bytes));
+    return this.#decode(opened.contentType, opened.contentEncoding, opened.body);
+  }
+
+  /** Like {@link deserialize}, with the verification made on a native thread. */
+  async deserializeAsync(payload: Bytes): Promise<unknown> {
+    this.#needStore();
+    const bytes = payloadBytes(payload);
+    const opened: Opened = await callAsync(() => this.#native.openAsync(bytes));
+    return this.#decode(opened.contentType, opened.contentEncoding, opened.body);
+  }
+
+  /**
+   * Verifies and decodes a batch in one native call over the thread pool.
+   * Results are positional; a bad payload gives `{ ok: false, error }` and
+   * never affects its neighbours.
+   */
+  async deserializeMany(payloads: readonly Bytes[]): Promise<DeserializeResult[]> {
+    this.#needStore();
+    if (payloads.length === 0) return [];
+    let batchPromise;
+    if (payloads.every((p) => typeof p === 'string')) {
+      const texts = payloads as readonly string[];
+      const lengths = new Uint32Array(texts.length);
+      for (let i = 0; i < texts.length; i++) lengths[i] = texts[i]!.length;
+      const joined = texts.join('');
+      batchPromise = () => this.#native.openManyJoined(joined, lengths);
+    } else {
+      const buffers = payloads.map(payloadBytes);
+      batchPromise = () => this.#native.openMany(buffers);
+    }
+    const batch = await callAsync(batchPromise);
+    const { buffer, meta, strings } = batch;
+    const out: DeserializeResult[] = new Array(payloads.length);
+    for (let i = 0, m = 0; i < payloads.length; i++, m += 6) {
+      const status = meta[m]!;
+      if (status !== 0) {
+        const code = STATUS_CODES[status - 1] ?? 'ERR_MALFORMED_PAYLOAD';
+        out[i] = { ok: false, error: new SecurityError(code, strings[meta[m + 1]!]!) };
+        continue;
+      }
+      const body = buffer.subarray(meta[m + 4]!, meta[m + 5]!);
+      try {
+        const value = this.#decode(strings[meta[m + 1]!]!, strings[meta[m + 2]!]!, body, true);
+        out[i] = { ok: true, value, signer: strings[meta[m + 3]!]! };
+      } catch (err) {
+        out[i] = { ok: false, error: asSecurityError(err) };
+      }
+    }
+    return out;
+  }
+
+  /** The inner content types decoded after verification. */
+  get accept(): ReadonlySet<string> {
+    return this.#accept;
+  }
+
+  #decode(contentType: string, contentEncoding: string, body: Buffer, shared = false): unknown {
+    if (!this.#accept.has(contentType)) {
+      throw new SecurityError(
+        'ERR_CONTENT_DISALLOWED',
+        `Refusing to decode content of type ${JSON.stringify(contentType)}: it is not in the accept list`,
+      );
+    }
+    const value = this.#registry.loads(body, contentType, contentEncoding, { force: true });
+    // Bytes handed back as they are must not pin a whole batch's buffer.
+    return shared && value === body ? Buffer.from(body) : value;
+  }
+
+  #needKey(): void {
+    if (!this.#canSign) {
+      throw new ImproperlyConfigured('SecureSerializer needs a key and a cert to serialize');
+    }
+  }
+
+  #needStore(): void {
+    if (!this.#canVerify) {
+      throw new ImproperlyConfigured('SecureSerializer needs a store to deserialize');
+    }
+  }
+}
+
+function payloadBytes(payload: Bytes): Uint8Array {
+  if (typeof payload === 'string') return Buffer.from(payload, 'utf8');
+  if (payload instanceof Uint8Array) return payload;
+  throw new TypeError('payload must be a string or a Uint8Array');
+}
+
+function asSecurityError(err: unknown): SecurityError {
+  if (err instanceof SecurityError) return err;
+  return new SecurityError('ERR_DECODE', 'Unable to decode the body', { cause: err });
+}
