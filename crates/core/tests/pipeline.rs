@@ -1,0 +1,482 @@
+//! Core behaviour: signing as Celery does, both wire formats, every refusal
+//! with its code, and batches that keep every result in its place.
+
+use celery_sign_core::batch::{self, Packed};
+use celery_sign_core::envelope::{self, SEP};
+use celery_sign_core::{CertStore, Certificate, Digest, ErrorCode, PrivateKey, WireFormat};
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
+use openssl::x509::{X509Builder, X509NameBuilder};
+use std::sync::{Arc, OnceLock};
+
+struct Identity {
+    pkey: PKey<Private>,
+    key: PrivateKey,
+    cert: Arc<Certificate>,
+    cert_pem: Vec<u8>,
+}
+
+fn make_identity(bits: u32, cn: &str, serial: u32, days_from_now: (i64, i64)) -> Identity {
+    let pkey = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    name.append_entry_by_text("O", "Celery Sign Tests").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&pkey).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_not_before(&Asn1Time::from_unix(now + days_from_now.0 * 86400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + days_from_now.1 * 86400).unwrap())
+        .unwrap();
+    b.sign(&pkey, MessageDigest::sha256()).unwrap();
+    let cert_pem = b.build().to_pem().unwrap();
+    let key = PrivateKey::from_pem(&pkey.private_key_to_pem_pkcs8().unwrap(), None).unwrap();
+    let cert = Arc::new(Certificate::from_pem(&cert_pem).unwrap());
+    Identity {
+        pkey,
+        key,
+        cert,
+        cert_pem,
+    }
+}
+
+fn alice() -> &'static Identity {
+    static A: OnceLock<Identity> = OnceLock::new();
+    A.get_or_init(|| make_identity(2048, "alice", 1001, (-1, 30)))
+}
+
+fn bob() -> &'static Identity {
+    static B: OnceLock<Identity> = OnceLock::new();
+    B.get_or_init(|| make_identity(2048, "bob", 1002, (-1, 30)))
+}
+
+fn store_of(ids: &[&Identity]) -> CertStore {
+    let mut s = CertStore::new();
+    for id in ids {
+        s.add(Arc::clone(&id.cert)).unwrap();
+    }
+    s
+}
+
+fn seal(id: &Identity, format: WireFormat, digest: Digest, body: &[u8]) -> String {
+    envelope::seal(
+        &id.key,
+        id.cert.id(),
+        digest,
+        format,
+        "application/json",
+        "utf-8",
+        body,
+    )
+    .unwrap()
+}
+
+fn open_code(store: &CertStore, payload: &[u8]) -> ErrorCode {
+    envelope::open(
+        store,
+        Digest::Sha256,
+        payload,
+        envelope::DEFAULT_MAX_PAYLOAD,
+    )
+    .unwrap_err()
+    .code
+}
+
+fn b64(data: &[u8]) -> String {
+    openssl::base64::encode_block(data)
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    openssl::base64::decode_block(text).unwrap()
+}
+
+#[test]
+fn celery_id_is_issuer_values_then_serial() {
+    assert_eq!(alice().cert.id(), "alice Celery Sign Tests 1001");
+    assert_eq!(alice().cert.issuer(), "alice Celery Sign Tests");
+    assert_eq!(alice().cert.serial(), "1001");
+    assert_eq!(alice().cert.bits(), 2048);
+}
+
+#[test]
+fn signs_with_maximum_salt_length() {
+    let sig = alice().key.sign(b"body", Digest::Sha256).unwrap();
+    let verify_with = |salt: i32| {
+        let mut v = Verifier::new(MessageDigest::sha256(), &alice().pkey).unwrap();
+        v.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        v.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+        v.set_rsa_pss_saltlen(RsaPssSaltlen::custom(salt)).unwrap();
+        v.verify_oneshot(&sig, b"body").unwrap_or(false)
+    };
+    // emLen - hLen - 2 = 256 - 32 - 2
+    assert!(verify_with(222));
+    assert!(!verify_with(32));
+}
+
+#[test]
+fn verifies_any_salt_length() {
+    for salt in [0, 20, 32, 222] {
+        let mut s = Signer::new(MessageDigest::sha256(), &alice().pkey).unwrap();
+        s.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        s.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+        s.set_rsa_pss_saltlen(RsaPssSaltlen::custom(salt)).unwrap();
+        let sig = s.sign_oneshot_to_vec(b"body").unwrap();
+        alice().cert.verify(b"body", &sig, Digest::Sha256).unwrap();
+    }
+}
+
+#[test]
+fn refuses_pkcs1v15_signature() {
+    let mut s = Signer::new(MessageDigest::sha256(), &alice().pkey).unwrap();
+    s.set_rsa_padding(Padding::PKCS1).unwrap();
+    let sig = s.sign_oneshot_to_vec(b"body").unwrap();
+    let err = alice()
+        .cert
+        .verify(b"body", &sig, Digest::Sha256)
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadSignature);
+}
+
+#[test]
+fn round_trips_every_digest_and_format() {
+    let store = store_of(&[alice(), bob()]);
+    for digest in [
+        Digest::Sha1,
+        Digest::Sha224,
+        Digest::Sha256,
+        Digest::Sha384,
+        Digest::Sha512,
+    ] {
+        for format in [WireFormat::Celery55, WireFormat::Celery54] {
+            let payload = seal(alice(), format, digest, br#"{"a": 1}"#);
+            let (buf, o) = envelope::open(&store, digest, payload.as_bytes(), 1 << 20).unwrap();
+            assert_eq!(&buf[o.body.clone()], br#"{"a": 1}"#);
+            assert_eq!(&buf[o.content_type.clone()], b"application/json");
+            assert_eq!(&buf[o.content_encoding.clone()], b"utf-8");
+            assert_eq!(o.signer.id(), alice().cert.id());
+            assert_eq!(o.format, format);
+            // A wrong digest is a bad signature.
+            let other = if digest == Digest::Sha256 {
+                Digest::Sha512
+            } else {
+                Digest::Sha256
+            };
+            let err = envelope::open(&store, other, payload.as_bytes(), 1 << 20).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadSignature);
+        }
+    }
+}
+
+#[test]
+fn wire_layout_matches_celery() {
+    let p55 = unb64(&seal(
+        alice(),
+        WireFormat::Celery55,
+        Digest::Sha256,
+        b"BODY",
+    ));
+    let mut parts = Vec::new();
+    let mut rest: &[u8] = &p55;
+    for _ in 0..4 {
+        let at = rest.windows(2).position(|w| w == SEP).unwrap();
+        parts.push(&rest[..at]);
+        rest = &rest[at + 2..];
+    }
+    parts.push(rest);
+    assert_eq!(
+        unb64(std::str::from_utf8(parts[0]).unwrap()),
+        alice().cert.id().as_bytes()
+    );
+    assert_eq!(unb64(std::str::from_utf8(parts[1]).unwrap()).len(), 256);
+    assert_eq!(parts[2], b"application/json");
+    assert_eq!(parts[3], b"utf-8");
+    assert_eq!(parts[4], b"BODY");
+
+    let p54 = unb64(&seal(
+        alice(),
+        WireFormat::Celery54,
+        Digest::Sha256,
+        b"BODY",
+    ));
+    let id = alice().cert.id().as_bytes();
+    assert_eq!(&p54[..id.len()], id);
+    assert_eq!(&p54[id.len()..id.len() + 2], SEP);
+    let after_sig = id.len() + 2 + 256;
+    assert_eq!(
+        &p54[after_sig..],
+        b"\x00\x01application/json\x00\x01utf-8\x00\x01BODY"
+    );
+}
+
+#[test]
+fn body_may_contain_the_separator_in_the_new_format_only() {
+    let store = store_of(&[alice()]);
+    let body = b"a\x00\x01b\x00\x01c";
+    let p = seal(alice(), WireFormat::Celery55, Digest::Sha256, body);
+    let (buf, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(&buf[o.body], body);
+    let err = envelope::seal(
+        &alice().key,
+        alice().cert.id(),
+        Digest::Sha256,
+        WireFormat::Celery54,
+        "a",
+        "b",
+        body,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::MalformedPayload);
+}
+
+#[test]
+fn empty_body_round_trips() {
+    let store = store_of(&[alice()]);
+    for format in [WireFormat::Celery55, WireFormat::Celery54] {
+        let p = seal(alice(), format, Digest::Sha256, b"");
+        let (_, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
+        assert!(o.body.is_empty());
+    }
+}
+
+#[test]
+fn refusals_have_their_codes() {
+    let store = store_of(&[alice()]);
+    let good = seal(alice(), WireFormat::Celery55, Digest::Sha256, b"{\"x\": 1}");
+    let raw = unb64(&good);
+
+    // flipped signature bit
+    let mut flipped = raw.clone();
+    let sig_b64_start = raw.windows(2).position(|w| w == SEP).unwrap() + 2;
+    let sig_field_end = sig_b64_start
+        + raw[sig_b64_start..]
+            .windows(2)
+            .position(|w| w == SEP)
+            .unwrap();
+    let mut sig = unb64(std::str::from_utf8(&raw[sig_b64_start..sig_field_end]).unwrap());
+    sig[17] ^= 0x04;
+    flipped.splice(sig_b64_start..sig_field_end, b64(&sig).into_bytes());
+    assert_eq!(
+        open_code(&store, b64(&flipped).as_bytes()),
+        ErrorCode::BadSignature
+    );
+
+    // tampered body
+    let mut tampered = raw.clone();
+    *tampered.last_mut().unwrap() = b'}' ^ 1;
+    assert_eq!(
+        open_code(&store, b64(&tampered).as_bytes()),
+        ErrorCode::BadSignature
+    );
+
+    // truncated body
+    assert_eq!(
+        open_code(&store, b64(&raw[..raw.len() - 3]).as_bytes()),
+        ErrorCode::BadSignature
+    );
+
+    // unknown signer
+    let bob_payload = seal(bob(), WireFormat::Celery55, Digest::Sha256, b"{}");
+    assert_eq!(
+        open_code(&store, bob_payload.as_bytes()),
+        ErrorCode::UnknownCertificate
+    );
+    let bob54 = seal(bob(), WireFormat::Celery54, Digest::Sha256, b"{}");
+    assert_eq!(
+        open_code(&store, bob54.as_bytes()),
+        ErrorCode::UnknownCertificate
+    );
+
+    // signed by bob, claiming to be alice
+    let both = store_of(&[alice(), bob()]);
+    let forged = envelope::seal(
+        &bob().key,
+        alice().cert.id(),
+        Digest::Sha256,
+        WireFormat::Celery55,
+        "application/json",
+        "utf-8",
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(open_code(&both, forged.as_bytes()), ErrorCode::BadSignature);
+
+    // not base64, empty, too few fields
+    assert_eq!(
+        open_code(&store, b"not base64!"),
+        ErrorCode::MalformedPayload
+    );
+    assert_eq!(open_code(&store, b""), ErrorCode::MalformedPayload);
+    assert_eq!(
+        open_code(&store, b64(b"no separators at all").as_bytes()),
+        ErrorCode::MalformedPayload
+    );
+    let id = b64(alice().cert.id().as_bytes());
+    let few = format!("{id}\x00\x01c2ln\x00\x01application/json");
+    assert_eq!(
+        open_code(&store, b64(few.as_bytes()).as_bytes()),
+        ErrorCode::MalformedPayload
+    );
+    // the 5.4 layout cut short inside the signature
+    let id54 = alice().cert.id().as_bytes();
+    let short54 = [id54, SEP, &[7u8; 100]].concat();
+    assert_eq!(
+        open_code(&store, b64(&short54).as_bytes()),
+        ErrorCode::MalformedPayload
+    );
+
+    // oversize
+    let err = envelope::open(&store, Digest::Sha256, good.as_bytes(), good.len() - 1).unwrap_err();
+    assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+}
+
+#[test]
+fn expired_certificate_refuses_at_verification() {
+    let old = make_identity(1024, "old", 7, (-30, -1));
+    assert!(old.cert.has_expired());
+    let store = store_of(&[&old]);
+    let p = seal(&old, WireFormat::Celery55, Digest::Sha256, b"{}");
+    assert_eq!(
+        open_code(&store, p.as_bytes()),
+        ErrorCode::CertificateExpired
+    );
+    assert!(!Certificate::from_pem(&old.cert_pem)
+        .unwrap()
+        .has_expired_at(0));
+}
+
+#[test]
+fn duplicate_certificates_refused() {
+    let mut store = store_of(&[alice()]);
+    let again = Arc::new(Certificate::from_pem(&alice().cert_pem).unwrap());
+    assert_eq!(
+        store.add(again).unwrap_err().code,
+        ErrorCode::DuplicateCertificate
+    );
+}
+
+#[test]
+fn keys_refuse_wrong_type_and_bad_passwords() {
+    let ec = openssl::ec::EcKey::generate(
+        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    )
+    .unwrap();
+    let ec_pem = PKey::from_ec_key(ec)
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
+    assert_eq!(
+        PrivateKey::from_pem(&ec_pem, None).unwrap_err().code,
+        ErrorCode::UnsupportedKeyType
+    );
+
+    let enc = alice()
+        .pkey
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"s3cret")
+        .unwrap();
+    assert!(PrivateKey::from_pem(&enc, Some(b"s3cret")).is_ok());
+    let wrong = PrivateKey::from_pem(&enc, Some(b"nope")).unwrap_err();
+    assert_eq!(wrong.code, ErrorCode::InvalidKey);
+    assert!(!wrong.message.contains("s3cret") && !wrong.message.contains("nope"));
+    assert_eq!(
+        PrivateKey::from_pem(&enc, None).unwrap_err().code,
+        ErrorCode::InvalidKey
+    );
+    assert_eq!(
+        PrivateKey::from_pem(b"garbage", None).unwrap_err().code,
+        ErrorCode::InvalidKey
+    );
+    let plain = alice().pkey.private_key_to_pem_pkcs8().unwrap();
+    assert_eq!(
+        PrivateKey::from_pem(&plain, Some(b"x")).unwrap_err().code,
+        ErrorCode::InvalidKey
+    );
+    let pkcs1 = alice().pkey.rsa().unwrap().private_key_to_pem().unwrap();
+    assert!(PrivateKey::from_pem(&pkcs1, None).is_ok());
+    let legacy = alice()
+        .pkey
+        .rsa()
+        .unwrap()
+        .private_key_to_pem_passphrase(openssl::symm::Cipher::des_ede3_cbc(), b"pw")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&legacy).contains("Proc-Type: 4,ENCRYPTED"));
+    assert!(PrivateKey::from_pem(&legacy, Some(b"pw")).is_ok());
+    // the key's Debug never shows material
+    assert_eq!(format!("{:?}", alice().key), "PrivateKey { bits: 2048 }");
+}
+
+#[test]
+fn batch_keeps_every_result_in_place() {
+    let store = store_of(&[alice()]);
+    let good = seal(alice(), WireFormat::Celery55, Digest::Sha256, b"[1]");
+    let old = seal(alice(), WireFormat::Celery54, Digest::Sha256, b"[2]");
+    let bad = seal(bob(), WireFormat::Celery55, Digest::Sha256, b"[3]");
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..2000 {
+        match i % 5 {
+            0 => {
+                items.push(good.clone().into_bytes());
+                expect.push(Ok(b"[1]".to_vec()));
+            }
+            1 => {
+                items.push(old.clone().into_bytes());
+                expect.push(Ok(b"[2]".to_vec()));
+            }
+            2 => {
+                items.push(bad.clone().into_bytes());
+                expect.push(Err(ErrorCode::UnknownCertificate));
+            }
+            3 => {
+                items.push(format!("junk{i}").into_bytes());
+                expect.push(Err(ErrorCode::MalformedPayload));
+            }
+            _ => {
+                items.push(vec![b'A'; 5000]);
+                expect.push(Err(ErrorCode::PayloadTooLarge));
+            }
+        }
+    }
+    let packed = Packed::from_items(&items);
+    let out = batch::open_many(&store, Digest::Sha256, &packed, 4096);
+    assert_eq!(out.results.len(), expect.len());
+    for (r, e) in out.results.iter().zip(&expect) {
+        match (r, e) {
+            (Ok(o), Ok(body)) => assert_eq!(&out.buffer[o.body.clone()], &body[..]),
+            (Err(err), Err(code)) => assert_eq!(err.code, *code),
+            _ => panic!("mismatch"),
+        }
+    }
+}
+
+#[test]
+fn seal_many_matches_single_seals() {
+    let store = store_of(&[alice()]);
+    let bodies: Vec<Vec<u8>> = (0..64).map(|i| format!("[{i}]").into_bytes()).collect();
+    let sealed = batch::seal_many(
+        &alice().key,
+        alice().cert.id(),
+        Digest::Sha256,
+        WireFormat::Celery55,
+        "application/json",
+        "utf-8",
+        &Packed::from_items(&bodies),
+    );
+    for (i, p) in sealed.into_iter().enumerate() {
+        let p = p.unwrap();
+        let (buf, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(&buf[o.body], format!("[{i}]").as_bytes());
+    }
+}
