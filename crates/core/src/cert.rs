@@ -3,9 +3,8 @@
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode, Result};
 use crate::name;
-use openssl::asn1::Asn1Time;
+use crate::{pem, x509};
 use openssl::pkey::{Id, PKey, Public};
-use openssl::x509::X509;
 
 pub struct Certificate {
     pubkey: PKey<Public>,
@@ -36,32 +35,29 @@ fn invalid(msg: &str) -> Error {
 impl Certificate {
     /// Loads the first certificate of a PEM text. Only RSA public keys are accepted.
     pub fn from_pem(pem: &[u8]) -> Result<Certificate> {
-        let x509 = X509::from_pem(pem)
-            .map_err(|_| invalid("could not parse the PEM X.509 certificate"))?;
-        let pubkey = x509
-            .public_key()
+        let block = pem::first_block_labelled(pem, &["CERTIFICATE", "X509 CERTIFICATE"])
+            .ok_or_else(|| invalid("no PEM certificate found"))?;
+        let der = block
+            .decode()
+            .ok_or_else(|| invalid("the PEM certificate is not valid base64"))?;
+        Self::from_der(&der)
+    }
+
+    /// Loads a DER certificate. Only RSA public keys are accepted.
+    pub fn from_der(der: &[u8]) -> Result<Certificate> {
+        let parts =
+            x509::parse(der).ok_or_else(|| invalid("could not parse the X.509 certificate"))?;
+        let pubkey = PKey::public_key_from_der(parts.spki)
             .map_err(|_| invalid("could not read the certificate's public key"))?;
-        if pubkey.id() != Id::RSA {
+        if !matches!(pubkey.id(), Id::RSA | Id::RSA_PSS) {
             return Err(Error::new(
                 ErrorCode::UnsupportedKeyType,
                 "Invalid certificate: Non-RSA certificates are not supported.",
             ));
         }
-        let issuer_der = x509
-            .issuer_name()
-            .to_der()
-            .map_err(|_| invalid("could not encode the issuer name"))?;
-        let issuer = name::issuer_string(&issuer_der)
-            .ok_or_else(|| invalid("the issuer name has a value that is not text"))?;
-        let serial = x509
-            .serial_number()
-            .to_bn()
-            .and_then(|bn| bn.to_dec_str().map(|s| s.to_string()))
-            .map_err(|_| invalid("could not read the serial number"))?;
-        let not_after = Asn1Time::from_unix(0)
-            .and_then(|epoch| epoch.diff(x509.not_after()))
-            .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
-            .map_err(|_| invalid("could not read notAfter"))?;
+        let issuer = name::issuer_string(parts.issuer)
+            .ok_or_else(|| invalid("the issuer name is not valid DER text (unsorted RDN, invalid string, or a value that is not a string)"))?;
+        let serial = x509::integer_to_decimal(parts.serial);
         let bits = pubkey.bits();
         let id = format!("{issuer} {serial}");
         Ok(Certificate {
@@ -69,7 +65,7 @@ impl Certificate {
             id,
             issuer,
             serial,
-            not_after,
+            not_after: parts.not_after,
             bits,
         })
     }

@@ -61,7 +61,7 @@ impl PrivateKey {
                 invalid("could not parse the private key (expected PEM PKCS#1 or PKCS#8)")
             }
         })?;
-        if pkey.id() != Id::RSA {
+        if !matches!(pkey.id(), Id::RSA | Id::RSA_PSS) {
             return Err(Error::new(
                 ErrorCode::UnsupportedKeyType,
                 "Invalid private key: Non-RSA keys are not supported.",

@@ -16,6 +16,7 @@ pub mod name;
 mod pem;
 mod rsa;
 pub mod store;
+mod x509;
 
 pub use cert::Certificate;
 pub use digest::Digest;

@@ -6,14 +6,17 @@
 //! (strictly). Values are not escaped. OpenSSL's one-line forms escape and
 //! re-order, so the DER is walked here directly.
 
-/// A DER element: tag byte and contents.
-struct Tlv<'a> {
-    tag: u8,
-    body: &'a [u8],
+/// A DER element: tag byte, contents and the whole encoding.
+pub(crate) struct Tlv<'a> {
+    pub tag: u8,
+    pub body: &'a [u8],
+    pub raw: &'a [u8],
 }
 
 /// Reads one DER element off the front of `input`; returns it and the rest.
-fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+/// Only definite, minimal lengths are accepted (DER).
+pub(crate) fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let whole = input;
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         return None; // high tag numbers never occur in a Name
@@ -23,12 +26,15 @@ fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
         first as usize
     } else {
         let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
+        if n == 0 || n > 4 || rest.len() < n || rest[0] == 0 {
             return None;
         }
         let mut len = 0usize;
         for &b in &rest[..n] {
             len = (len << 8) | b as usize;
+        }
+        if len < 0x80 {
+            return None; // not minimal
         }
         rest = &rest[n..];
         len
@@ -36,10 +42,12 @@ fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     if rest.len() < len {
         return None;
     }
+    let header = whole.len() - rest.len();
     Some((
         Tlv {
             tag,
             body: &rest[..len],
+            raw: &whole[..header + len],
         },
         &rest[len..],
     ))
@@ -51,6 +59,12 @@ const OID: u8 = 0x06;
 const BMP_STRING: u8 = 0x1e;
 const UNIVERSAL_STRING: u8 = 0x1c;
 const BIT_STRING: u8 = 0x03;
+const PRINTABLE_STRING: u8 = 0x13;
+
+/// PrintableString's alphabet (X.680), which Python's parser enforces.
+fn is_printable(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b)
+}
 
 /// Decodes one attribute value as `cryptography` does; `None` where Python
 /// would fail (invalid text, or a value that is not a string).
@@ -77,6 +91,7 @@ fn decode_value(tag: u8, body: &[u8]) -> Option<String> {
         }
         // x500UniqueIdentifier: Python gives bytes, and ' '.join fails.
         BIT_STRING => None,
+        PRINTABLE_STRING if !body.iter().all(|&b| is_printable(b)) => None,
         _ => std::str::from_utf8(body).ok().map(str::to_owned),
     }
 }
@@ -96,11 +111,17 @@ pub fn name_values(der: &[u8]) -> Option<Vec<String>> {
         }
         rdns = next;
         let mut attrs = rdn.body;
+        let mut previous: Option<&[u8]> = None;
         while !attrs.is_empty() {
             let (attr, next) = read_tlv(attrs)?;
             if attr.tag != SEQUENCE {
                 return None;
             }
+            // DER sorts a SET OF by encoding; Python's parser refuses any other order.
+            if previous.is_some_and(|p| p > attr.raw) {
+                return None;
+            }
+            previous = Some(attr.raw);
             attrs = next;
             let (oid, after_oid) = read_tlv(attr.body)?;
             if oid.tag != OID {
@@ -150,11 +171,11 @@ mod tests {
     fn joins_values_in_der_order_with_multivalued_rdns() {
         let rdn1 = tlv(
             SET,
-            &[attr(O, 0x0c, "Ünïcode 例".as_bytes()), attr(CN, 0x13, b"a")].concat(),
+            &[attr(CN, 0x13, b"a"), attr(O, 0x0c, "Ünïcode 例".as_bytes())].concat(),
         );
         let rdn2 = tlv(SET, &attr(CN, 0x16, b"x y"));
         let name = tlv(SEQUENCE, &[rdn1, rdn2].concat());
-        assert_eq!(issuer_string(&name).unwrap(), "Ünïcode 例 a x y");
+        assert_eq!(issuer_string(&name).unwrap(), "a Ünïcode 例 x y");
     }
 
     #[test]
@@ -187,6 +208,15 @@ mod tests {
         let odd_bmp = tlv(SEQUENCE, &tlv(SET, &attr(CN, BMP_STRING, &[0x00])));
         assert!(issuer_string(&odd_bmp).is_none());
         assert!(issuer_string(&[0x30, 0x05, 0x31]).is_none());
+        let bad_printable = tlv(SEQUENCE, &tlv(SET, &attr(CN, PRINTABLE_STRING, b"a@b")));
+        assert!(issuer_string(&bad_printable).is_none());
+        let unsorted = tlv(
+            SEQUENCE,
+            &tlv(SET, &[attr(O, 0x0c, b"b"), attr(CN, 0x0c, b"a")].concat()),
+        );
+        assert!(issuer_string(&unsorted).is_none());
+        let lone = tlv(SEQUENCE, &tlv(SET, &attr(CN, BMP_STRING, &[0xd8, 0x00])));
+        assert!(issuer_string(&lone).is_none());
         assert!(issuer_string(&[]).is_none());
     }
 

@@ -33,3 +33,35 @@ pub fn first_block(data: &[u8]) -> Option<Block<'_>> {
         bytes: &data[start..end],
     })
 }
+
+impl Block<'_> {
+    /// The base64 body between the BEGIN and END lines, decoded; RFC 1421
+    /// header lines (`Name: value`) and white space are skipped.
+    pub fn decode(&self) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(self.bytes).ok()?;
+        let mut b64 = Vec::with_capacity(self.bytes.len());
+        for line in text.lines().skip(1) {
+            let line = line.trim();
+            if line.starts_with("-----END ") {
+                break;
+            }
+            if line.contains(':') {
+                continue;
+            }
+            b64.extend(line.bytes().filter(|b| !b.is_ascii_whitespace()));
+        }
+        base64_simd::STANDARD.decode_to_vec(&b64).ok()
+    }
+}
+
+/// The first PEM block whose label is one of `labels`.
+pub fn first_block_labelled<'a>(mut data: &'a [u8], labels: &[&str]) -> Option<Block<'a>> {
+    loop {
+        let block = first_block(data)?;
+        if labels.contains(&block.label) {
+            return Some(block);
+        }
+        let consumed = block.bytes.as_ptr() as usize - data.as_ptr() as usize + block.bytes.len();
+        data = &data[consumed..];
+    }
+}

@@ -1,0 +1,205 @@
+//! The parts of an X.509 certificate Celery reads, taken from the DER
+//! directly: issuer, serial, notAfter and the public key.
+//!
+//! Python `cryptography` parses certificates with its own DER parser, which
+//! accepts names that OpenSSL's X509 parser refuses while canonicalising them
+//! (a BMPString holding a surrogate pair, for one). To read exactly the
+//! certificates Celery reads, the outer structure is walked here and only the
+//! SubjectPublicKeyInfo goes to OpenSSL.
+
+use crate::name::read_tlv;
+
+const SEQUENCE: u8 = 0x30;
+const INTEGER: u8 = 0x02;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+const VERSION_TAG: u8 = 0xa0;
+
+pub struct Parts<'a> {
+    /// The issuer Name, DER.
+    pub issuer: &'a [u8],
+    /// The serial number's INTEGER contents (two's complement, big-endian).
+    pub serial: &'a [u8],
+    /// notAfter as Unix seconds.
+    pub not_after: i64,
+    /// SubjectPublicKeyInfo, DER.
+    pub spki: &'a [u8],
+}
+
+/// Splits a DER certificate into the parts Celery uses; `None` if malformed.
+pub fn parse(der: &[u8]) -> Option<Parts<'_>> {
+    let (cert, rest) = read_tlv(der)?;
+    if cert.tag != SEQUENCE || !rest.is_empty() {
+        return None;
+    }
+    let (tbs, after_tbs) = read_tlv(cert.body)?;
+    let (alg, after_alg) = read_tlv(after_tbs)?;
+    let (sig, tail) = read_tlv(after_alg)?;
+    if tbs.tag != SEQUENCE || alg.tag != SEQUENCE || sig.tag != 0x03 || !tail.is_empty() {
+        return None;
+    }
+    let mut fields = tbs.body;
+    let (mut field, mut next) = read_tlv(fields)?;
+    if field.tag == VERSION_TAG {
+        fields = next;
+        (field, next) = read_tlv(fields)?;
+    }
+    if field.tag != INTEGER || field.body.is_empty() {
+        return None;
+    }
+    let serial = field.body;
+    let (sig_alg, next) = read_tlv(next)?;
+    let (issuer, next) = read_tlv(next)?;
+    let (validity, next) = read_tlv(next)?;
+    let (subject, next) = read_tlv(next)?;
+    let (spki, _extensions) = read_tlv(next)?;
+    if sig_alg.tag != SEQUENCE
+        || issuer.tag != SEQUENCE
+        || validity.tag != SEQUENCE
+        || subject.tag != SEQUENCE
+        || spki.tag != SEQUENCE
+    {
+        return None;
+    }
+    let (_not_before, after) = read_tlv(validity.body)?;
+    let (not_after, tail) = read_tlv(after)?;
+    if !tail.is_empty() {
+        return None;
+    }
+    Some(Parts {
+        issuer: issuer.raw,
+        serial,
+        not_after: parse_time(not_after.tag, not_after.body)?,
+        spki: spki.raw,
+    })
+}
+
+fn digits(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        s.iter()
+            .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0')),
+    )
+}
+
+/// UTCTime `YYMMDDHHMMSSZ` (years 1950-2049) or GeneralizedTime `YYYYMMDDHHMMSSZ`.
+fn parse_time(tag: u8, s: &[u8]) -> Option<i64> {
+    let (year, rest) = match tag {
+        UTC_TIME if s.len() == 13 => {
+            let yy = digits(&s[..2])?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &s[2..])
+        }
+        GENERALIZED_TIME if s.len() == 15 => (digits(&s[..4])?, &s[4..]),
+        _ => return None,
+    };
+    if rest[10] != b'Z' {
+        return None;
+    }
+    let month = digits(&rest[0..2])?;
+    let day = digits(&rest[2..4])?;
+    let hour = digits(&rest[4..6])?;
+    let minute = digits(&rest[6..8])?;
+    let second = digits(&rest[8..10])?;
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A DER INTEGER's contents in decimal, sign included (as Python's `int`).
+pub fn integer_to_decimal(bytes: &[u8]) -> String {
+    let negative = bytes.first().is_some_and(|&b| b & 0x80 != 0);
+    // Magnitude: the value itself, or its two's complement negation.
+    let mut mag: Vec<u8> = bytes.to_vec();
+    if negative {
+        for b in mag.iter_mut() {
+            *b = !*b;
+        }
+        for b in mag.iter_mut().rev() {
+            let (v, carry) = b.overflowing_add(1);
+            *b = v;
+            if !carry {
+                break;
+            }
+        }
+    }
+    // Repeated division by 10 of a big-endian base-256 number.
+    let mut digits = Vec::new();
+    while mag.iter().any(|&b| b != 0) {
+        let mut rem = 0u32;
+        for b in mag.iter_mut() {
+            let cur = (rem << 8) | u32::from(*b);
+            *b = (cur / 10) as u8;
+            rem = cur % 10;
+        }
+        digits.push(b'0' + rem as u8);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    if negative {
+        digits.push(b'-');
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_in_decimal() {
+        assert_eq!(integer_to_decimal(&[0x00]), "0");
+        assert_eq!(integer_to_decimal(&[0x01]), "1");
+        assert_eq!(integer_to_decimal(&[0x00, 0xff]), "255");
+        assert_eq!(integer_to_decimal(&[0xfb]), "-5");
+        assert_eq!(integer_to_decimal(&[0xff, 0x00]), "-256");
+        assert_eq!(integer_to_decimal(&[0x80]), "-128");
+        assert_eq!(
+            integer_to_decimal(&[0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            "18446744073709551615"
+        );
+        let twenty = [0xffu8; 20];
+        let mut positive = vec![0u8];
+        positive.extend_from_slice(&twenty);
+        assert_eq!(
+            integer_to_decimal(&positive),
+            "1461501637330902918203684832716283019655932542975"
+        );
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time(UTC_TIME, b"700101000000Z"), Some(0));
+        assert_eq!(parse_time(UTC_TIME, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(
+            parse_time(GENERALIZED_TIME, b"20380119031408Z"),
+            Some(2_147_483_648)
+        );
+        assert_eq!(
+            parse_time(GENERALIZED_TIME, b"99991231235959Z"),
+            Some(253_402_300_799)
+        );
+        assert_eq!(parse_time(UTC_TIME, b"700101000000+0100"), None);
+        assert_eq!(parse_time(UTC_TIME, b"701301000000Z"), None);
+    }
+}
