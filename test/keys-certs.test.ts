@@ -14,9 +14,9 @@ test('loads every RSA key format Celery loads, with string or byte passwords', (
   for (const k of rsaKeys.filter((k) => k.celery.ok)) {
     const pem = fx.pemOf(k);
     const key = new PrivateKey(pem, k.password);
-    t.is(key.bits, k.bits, k.name);
+    t.is<number | null>(key.bits, k.bits, k.name);
     if (k.password !== null) {
-      t.is(new PrivateKey(pem.toString('utf8'), Buffer.from(k.password, 'utf8')).bits, k.bits, k.name);
+      t.is(new PrivateKey(pem.toString('utf8'), Buffer.from(k.password, 'utf8')).bits, k.bits!, k.name);
     }
   }
 });
@@ -74,9 +74,9 @@ test('certificate ids and issuers are exactly Celery get_id() and get_issuer()',
   t.true(withIds.length >= 25);
   for (const c of withIds) {
     const cert = new Certificate(fx.pemOf(c));
-    t.is(cert.id, c.expected_id, c.name);
-    t.is(cert.issuer, c.expected_issuer, c.name);
-    t.is(cert.getId(), c.expected_id);
+    t.is<string | null>(cert.id, c.expected_id, c.name);
+    t.is<string | null>(cert.issuer, c.expected_issuer, c.name);
+    t.is<string | null>(cert.getId(), c.expected_id);
     t.is(cert.serialNumber, BigInt(c.serial!), c.name);
     t.is(cert.bits, c.bits, c.name);
     t.is(cert.notAfter.toISOString().replace('.000Z', 'Z'), c.not_after, c.name);
