@@ -14,7 +14,7 @@ test('loads every RSA key format Celery loads, with string or byte passwords', (
   for (const k of rsaKeys.filter((k) => k.celery.ok)) {
     const pem = fx.pemOf(k);
     const key = new PrivateKey(pem, k.password);
-    t.is<number | null>(key.bits, k.bits, k.name);
+    t.is(key.bits as number | null, k.bits, k.name);
     if (k.password !== null) {
       t.is(new PrivateKey(pem.toString('utf8'), Buffer.from(k.password, 'utf8')).bits, k.bits!, k.name);
     }
@@ -74,13 +74,13 @@ test('certificate ids and issuers are exactly Celery get_id() and get_issuer()',
   t.true(withIds.length >= 25);
   for (const c of withIds) {
     const cert = new Certificate(fx.pemOf(c));
-    t.is<string | null>(cert.id, c.expected_id, c.name);
-    t.is<string | null>(cert.issuer, c.expected_issuer, c.name);
-    t.is<string | null>(cert.getId(), c.expected_id);
+    t.is(cert.id as string | null, c.expected_id, c.name);
+    t.is(cert.issuer as string | null, c.expected_issuer, c.name);
+    t.is(cert.getId() as string | null, c.expected_id);
     t.is(cert.serialNumber, BigInt(c.serial!), c.name);
-    t.is(cert.bits, c.bits, c.name);
-    t.is(cert.notAfter.toISOString().replace('.000Z', 'Z'), c.not_after, c.name);
-    t.is(cert.hasExpired(), c.expired, c.name);
+    t.is(cert.bits as number | null, c.bits, c.name);
+    t.is(cert.notAfter.toISOString().replace('.000Z', 'Z') as string | null, c.not_after, c.name);
+    t.is(cert.hasExpired() as boolean | null, c.expired, c.name);
   }
 });
 
