@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole set-up on a fresh machine (Debian/Ubuntu with Node.js >= 20, npm,
+# Rust via rustup, Python 3 and a C compiler): system packages, the npm
+# dependencies, the Python environments of the interop suite, and the build
+# (the Rust addon with a statically linked OpenSSL, then the TypeScript).
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { log "missing $1: $2"; exit 1; }
+}
+need node "install Node.js >= 20"
+need npm "install npm"
+need cargo "install Rust with rustup (the toolchain is pinned by rust-toolchain.toml)"
+need python3 "install Python 3"
+need cc "install a C compiler (gcc); OpenSSL is built from source"
+need perl "install perl; OpenSSL's build needs it"
+need make "install make; OpenSSL's build needs it"
+
+# System packages the suites use (the openssl CLI for `openssl speed` in the benchmark).
+apt_packages=()
+command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    log "apt-get install ${apt_packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+  else
+    log "please install: ${apt_packages[*]}"
+    exit 1
+  fi
+fi
+
+log "npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+
+log "Python environments (Celery 5.7 and 5.4)"
+bash scripts/setup-python.sh
+
+log "building the native addon and the TypeScript"
+npm run --silent build
+log "ready"
