@@ -13,6 +13,8 @@ pub struct Certificate {
     serial: String,
     not_after: i64,
     bits: u32,
+    /// Identifies this key in the per-thread context caches.
+    uid: u64,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -67,6 +69,7 @@ impl Certificate {
             serial,
             not_after: parts.not_after,
             bits,
+            uid: crate::rsa::new_key_id(),
         })
     }
 
@@ -122,7 +125,7 @@ impl Certificate {
 
     /// The signature check alone.
     pub fn verify_signature(&self, data: &[u8], signature: &[u8], digest: Digest) -> Result<()> {
-        if crate::rsa::verify_pss(&self.pubkey, digest, data, signature) {
+        if crate::rsa::verify_pss(self.uid, &self.pubkey, digest, data, signature) {
             Ok(())
         } else {
             Err(Error::new(ErrorCode::BadSignature, "Bad signature"))

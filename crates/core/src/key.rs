@@ -9,6 +9,8 @@ use openssl::pkey::{Id, PKey, Private};
 pub struct PrivateKey {
     pkey: PKey<Private>,
     bits: u32,
+    /// Identifies this key in the per-thread context caches.
+    uid: u64,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -68,7 +70,11 @@ impl PrivateKey {
             ));
         }
         let bits = pkey.bits();
-        Ok(PrivateKey { pkey, bits })
+        Ok(PrivateKey {
+            pkey,
+            bits,
+            uid: crate::rsa::new_key_id(),
+        })
     }
 
     pub fn bits(&self) -> u32 {
@@ -82,7 +88,7 @@ impl PrivateKey {
 
     /// RSA-PSS, MGF1(digest), maximum salt length: what Celery's `PrivateKey.sign` writes.
     pub fn sign(&self, data: &[u8], digest: Digest) -> Result<Vec<u8>> {
-        crate::rsa::sign_pss(&self.pkey, digest, data).ok_or_else(|| {
+        crate::rsa::sign_pss(self.uid, &self.pkey, digest, data).ok_or_else(|| {
             Error::new(
                 ErrorCode::InvalidKey,
                 "Unable to sign data: the key cannot sign with this digest",

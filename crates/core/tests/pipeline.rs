@@ -480,3 +480,47 @@ fn seal_many_matches_single_seals() {
         assert_eq!(&buf[o.body], format!("[{i}]").as_bytes());
     }
 }
+
+#[test]
+fn cached_contexts_survive_failures() {
+    // The same thread verifies good, bad, good... with one cached context.
+    let sig = alice().key.sign(b"body", Digest::Sha256).unwrap();
+    let mut bad = sig.clone();
+    bad[0] ^= 1;
+    for _ in 0..3 {
+        alice().cert.verify(b"body", &sig, Digest::Sha256).unwrap();
+        assert_eq!(
+            alice()
+                .cert
+                .verify(b"body", &bad, Digest::Sha256)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+        assert_eq!(
+            alice()
+                .cert
+                .verify(b"other", &sig, Digest::Sha256)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+        assert_eq!(
+            alice()
+                .cert
+                .verify(b"body", &sig[..10], Digest::Sha256)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+        // bob's key never verifies alice's signature, though both are cached on this thread
+        assert_eq!(
+            bob()
+                .cert
+                .verify(b"body", &sig, Digest::Sha256)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+    }
+}
