@@ -2,12 +2,15 @@ import { type Bytes, type Digest } from './bytes.js';
 import { Certificate, CertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
-import { call, callAsync, native, STATUS_CODES, type NativeSerializer, type Opened } from './native.js';
+import { call, callAsync, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
 import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
 import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerRegistry } from './registry.js';
 
 /** Default limit on one payload's size (bytes of base64), like the Rust core's. */
 export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
+
+/** Items per native call when a large batch is pipelined. */
+const PIPELINE_CHUNK = 1024;
 
 export interface SecureSerializerOptions {
   /** Signs; needed by the serialize methods. */
@@ -158,22 +161,47 @@ export class SecureSerializer {
    */
   async deserializeMany(payloads: readonly Bytes[]): Promise<DeserializeResult[]> {
     this.#needStore();
-    if (payloads.length === 0) return [];
-    let batchPromise;
-    if (payloads.every((p) => typeof p === 'string')) {
-      const texts = payloads as readonly string[];
+    const n = payloads.length;
+    const out: DeserializeResult[] = new Array(n);
+    if (n === 0) return out;
+    // Large batches go down in chunks, two in flight: the native threads
+    // verify one chunk while this thread decodes the bodies of the previous.
+    const chunk = n <= PIPELINE_CHUNK * 1.5 ? n : PIPELINE_CHUNK;
+    const open = (start: number): Promise<OpenedBatch> =>
+      this.#openChunk(payloads, start, Math.min(n, start + chunk));
+    const inflight: Array<Promise<OpenedBatch> | undefined> = [open(0)];
+    if (chunk < n) inflight.push(open(chunk));
+    for (let k = 0, start = 0; start < n; k++, start += chunk) {
+      const batch = await inflight[k]!;
+      inflight[k] = undefined;
+      if (start + 2 * chunk < n) inflight.push(open(start + 2 * chunk));
+      this.#collect(batch, out, start, Math.min(n, start + chunk));
+    }
+    return out;
+  }
+
+  #openChunk(payloads: readonly Bytes[], start: number, end: number): Promise<OpenedBatch> {
+    let allText = true;
+    for (let i = start; i < end; i++) {
+      if (typeof payloads[i] !== 'string') {
+        allText = false;
+        break;
+      }
+    }
+    if (allText) {
+      const texts = (start === 0 && end === payloads.length ? payloads : payloads.slice(start, end)) as readonly string[];
       const lengths = new Uint32Array(texts.length);
       for (let i = 0; i < texts.length; i++) lengths[i] = texts[i]!.length;
       const joined = texts.join('');
-      batchPromise = () => this.#native.openManyJoined(joined, lengths);
-    } else {
-      const buffers = payloads.map(payloadBytes);
-      batchPromise = () => this.#native.openMany(buffers);
+      return callAsync(() => this.#native.openManyJoined(joined, lengths));
     }
-    const batch = await callAsync(batchPromise);
+    const buffers = payloads.slice(start, end).map(payloadBytes);
+    return callAsync(() => this.#native.openMany(buffers));
+  }
+
+  #collect(batch: OpenedBatch, out: DeserializeResult[], start: number, end: number): void {
     const { buffer, meta, strings } = batch;
-    const out: DeserializeResult[] = new Array(payloads.length);
-    for (let i = 0, m = 0; i < payloads.length; i++, m += 6) {
+    for (let i = start, m = 0; i < end; i++, m += 6) {
       const status = meta[m]!;
       if (status !== 0) {
         const code = STATUS_CODES[status - 1] ?? 'ERR_MALFORMED_PAYLOAD';
@@ -188,7 +216,6 @@ export class SecureSerializer {
         out[i] = { ok: false, error: asSecurityError(err) };
       }
     }
-    return out;
   }
 
   /** The inner content types decoded after verification. */
