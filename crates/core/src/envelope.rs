@@ -53,6 +53,38 @@ impl WireFormat {
     }
 }
 
+/// Refuses a body the chosen wire format cannot carry, before signing it.
+fn check_writable(format: WireFormat, content_type: &str, body: &[u8]) -> Result<()> {
+    if format != WireFormat::Celery54 {
+        return Ok(());
+    }
+    let refuse = |msg: &str| {
+        Err(Error::new(
+            ErrorCode::MalformedPayload,
+            format!("Unable to serialize: {msg}"),
+        ))
+    };
+    // Celery 5.4 splits the fields on SEP without a limit...
+    if find_sep(body).is_some() || find_sep(content_type.as_bytes()).is_some() {
+        return refuse("the body contains the separator \\x00\\x01, which the celery-5.4 wire format cannot carry");
+    }
+    // ...and turns the body into text before checking the signature.
+    if std::str::from_utf8(body).is_err() {
+        return refuse("the body is not UTF-8, which the celery-5.4 wire format cannot carry (Celery 5.4 decodes it before verifying)");
+    }
+    Ok(())
+}
+
+/// Python's non-validating `base64.b64decode` drops every byte outside the
+/// alphabet (line breaks, spaces) before decoding; this does the same.
+fn alphabet_only(payload: &[u8]) -> Vec<u8> {
+    payload
+        .iter()
+        .copied()
+        .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        .collect()
+}
+
 fn malformed(msg: &str) -> Error {
     Error::new(
         ErrorCode::MalformedPayload,
@@ -100,12 +132,7 @@ pub fn pack(
             fields.extend_from_slice(sig.as_bytes());
         }
         WireFormat::Celery54 => {
-            // Celery 5.4 splits these fields on SEP without a limit: refuse what it cannot read.
-            if find_sep(body).is_some() || find_sep(content_type.as_bytes()).is_some() {
-                return Err(malformed(
-                    "the body contains the separator \\x00\\x01, which the celery-5.4 wire format cannot carry",
-                ));
-            }
+            check_writable(format, content_type, body)?;
             fields = Vec::with_capacity(
                 signer_id.len()
                     + signature.len()
@@ -136,10 +163,7 @@ pub fn seal(
     content_encoding: &str,
     body: &[u8],
 ) -> Result<String> {
-    if format == WireFormat::Celery54 && find_sep(body).is_some() {
-        // Checked before the costly signature.
-        return pack(format, signer_id, &[], content_type, content_encoding, body);
-    }
+    check_writable(format, content_type, body)?; // before the costly signature
     let signature = key.sign(body, digest)?;
     pack(
         format,
@@ -180,8 +204,15 @@ pub fn open_into(
     if payload.is_empty() {
         return Err(malformed("the payload is empty"));
     }
+    let filtered;
+    let source: &[u8] = if B64.check(payload).is_ok() {
+        payload
+    } else {
+        filtered = alphabet_only(payload);
+        &filtered
+    };
     let raw: &[u8] = B64
-        .decode(payload, Out::from_slice(out))
+        .decode(source, Out::from_slice(out))
         .map_err(|_| malformed("the payload is not valid base64"))?;
     let first = find_sep(raw).ok_or_else(|| malformed("the payload has too few fields"))?;
     let field0 = &raw[..first];

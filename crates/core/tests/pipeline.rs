@@ -524,3 +524,34 @@ fn cached_contexts_survive_failures() {
         );
     }
 }
+
+#[test]
+fn reads_base64_as_python_does_dropping_line_breaks() {
+    let store = store_of(&[alice()]);
+    let p = seal(alice(), WireFormat::Celery55, Digest::Sha256, b"[1]");
+    let wrapped: String = p
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\n";
+    let (buf, o) = envelope::open(&store, Digest::Sha256, wrapped.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(&buf[o.body], b"[1]");
+}
+
+#[test]
+fn the_old_format_refuses_bodies_celery_54_cannot_verify() {
+    let err = envelope::seal(
+        &alice().key,
+        alice().cert.id(),
+        Digest::Sha256,
+        WireFormat::Celery54,
+        "application/data",
+        "binary",
+        &[0xff, 0xfe],
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::MalformedPayload);
+    assert!(err.message.starts_with("Unable to serialize"));
+}
