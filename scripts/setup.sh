@@ -23,6 +23,7 @@ need make "install make; OpenSSL's build needs it"
 # System packages the suites use (the openssl CLI for `openssl speed` in the benchmark).
 apt_packages=()
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     log "apt-get install ${apt_packages[*]}"

@@ -19,3 +19,40 @@ export { registerAuth, setupSecurity, disableUntrustedSerializers } from './setu
 export type { RegisterAuthOptions, SetupSecurityOverrides } from './setup.js';
 export { setThreads, threadCount } from './native.js';
 export * as json from './json.js';
+export { createClient, CeleryClient, AsyncResult } from './wire/client.js';
+export type { ClientOptions, GetOptions } from './wire/client.js';
+export { createWorker, Worker } from './wire/worker.js';
+export type {
+  WorkerOptions,
+  StopOptions,
+  TaskHandler,
+  TaskContext,
+  SecurityEvent,
+  TaskSucceededEvent,
+  TaskFailedEvent,
+  TaskRefusedEvent,
+} from './wire/worker.js';
+export { TaskFailedError, ResultTimeoutError, TaskError, WireError } from './wire/errors.js';
+export type { SerializedException } from './wire/errors.js';
+export { buildTaskMessage, encodeTaskMessages, parseTaskBody, isoformat, anonNodename } from './wire/protocol.js';
+export type { TaskOptions, TaskMessage, TaskEmbed, TaskBody } from './wire/protocol.js';
+export { saferepr } from './wire/saferepr.js';
+export { READY_STATES, buildMeta, decodeMeta } from './wire/results.js';
+export type { ResultMeta, TaskState, ResultSerializer } from './wire/results.js';
+export { registerTransport, registerBackend, openTransport, openBackend } from './wire/transport.js';
+export type {
+  BrokerTransport,
+  BrokerConsumer,
+  Delivery,
+  OutgoingMessage,
+  ResultBackend,
+  StoredResult,
+  TransportOptions,
+  BackendOptions,
+  TransportFactory,
+  BackendFactory,
+  ConsumeOptions,
+} from './wire/transport.js';
+export { RedisTransport, RedisBackend, redisEnvelope, parseEnvelope, queueForPriority, PRIORITY_STEPS } from './wire/redis.js';
+export type { RedisTransportOptions } from './wire/redis.js';
+export type { SecurityOption } from './wire/security.js';

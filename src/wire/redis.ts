@@ -1,0 +1,1026 @@
+/**
+ * kombu's Redis transport (`kombu.transport.redis`) and Celery's Redis result
+ * backend (`celery.backends.redis`), on ioredis (an optional peer dependency,
+ * loaded only when a `redis://` URL is used).
+ *
+ * Layout on the broker, as kombu keeps it:
+ * - a queue is a list; messages are `LPUSH`ed and consumed from the right
+ *   (`BRPOP`); priority steps `[0, 3, 6, 9]` live in the lists `queue`,
+ *   `queue\x06\x163`, `queue\x06\x166`, `queue\x06\x169` (0 is consumed first);
+ * - a message is the JSON envelope `{"body", "content-encoding",
+ *   "content-type", "headers", "properties": {"correlation_id", "reply_to",
+ *   "delivery_mode", ["expiration"], "delivery_info": {"exchange",
+ *   "routing_key"}, "priority", "body_encoding": "base64", "delivery_tag"}}`
+ *   with the body base64'd once more and a fresh UUID `delivery_tag`;
+ * - a delivered message waits in the hash `unacked` (tag -> `[message,
+ *   exchange, routing_key]`) and the sorted set `unacked_index` (tag -> time of
+ *   delivery) until it is acknowledged; one older than the visibility timeout
+ *   is put back on its queue (`restore_visible`, under the `unacked_mutex`
+ *   lock), and a worker that stops puts back what it did not start;
+ * - queue bindings are the sets `_kombu.binding.<exchange>` with members
+ *   `routing_key\x06\x16pattern\x06\x16queue` (kombu 5.7 also
+ *   `_kombu.binding_permanent.<exchange>`).
+ *
+ * One deliberate difference: after the first message of a wait (`BRPOP`),
+ * the rest of a batch is taken with a Lua script that pops and records the
+ * messages in `unacked` atomically, so a crash between the two steps cannot
+ * lose a message (kombu pops and records in two round trips).
+ *
+ * Results: `celery-task-meta-<id>`, written with `SETEX` (Celery's
+ * `result_expires`, one day by default) and `PUBLISH`ed on the channel of the
+ * same name; never written over a stored `SUCCESS`.
+ *
+ * @module
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { Redis as RedisClient, RedisOptions } from 'ioredis';
+import { ImproperlyConfigured, SecurityError } from '../errors.js';
+import { dumps as kombuDumps, loads as kombuLoads } from '../json.js';
+import { WireError } from './errors.js';
+import { TASK_KEY_PREFIX } from './results.js';
+import {
+  registerBackend,
+  registerTransport,
+  type BackendOptions,
+  type BrokerConsumer,
+  type BrokerTransport,
+  type ConsumeOptions,
+  type Delivery,
+  type OutgoingMessage,
+  type ResultBackend,
+  type StoredResult,
+  type TransportOptions,
+} from './transport.js';
+
+/** kombu's `PRIORITY_STEPS`. */
+export const PRIORITY_STEPS: readonly number[] = [0, 3, 6, 9];
+/** kombu's separator in priority list names and binding members (`Channel.sep`). */
+export const SEP = '\x06\x16';
+
+type RedisCtor = new (options: RedisOptions) => RedisClient;
+let ctorPromise: Promise<RedisCtor> | undefined;
+
+/** Loads ioredis on first use. */
+async function loadRedis(): Promise<RedisCtor> {
+  ctorPromise ??= import('ioredis').then(
+    (mod) => {
+      const m = mod as unknown as { Redis?: RedisCtor; default?: RedisCtor | { Redis?: RedisCtor } };
+      const ctor = m.Redis ?? (typeof m.default === 'function' ? m.default : m.default?.Redis);
+      if (typeof ctor !== 'function') throw new Error('ioredis does not export Redis');
+      return ctor;
+    },
+    (err: unknown) => {
+      ctorPromise = undefined;
+      throw new ImproperlyConfigured(
+        "A redis:// broker or backend needs the 'ioredis' package (version 5): npm install ioredis",
+        { cause: err },
+      );
+    },
+  );
+  return ctorPromise;
+}
+
+/** Connection options from a kombu/Celery Redis URL: `redis://[:password@]host[:port][/db]`, `rediss://`, `redis+socket:///path?virtual_host=db`. */
+function redisOptionsFromUrl(url: string): RedisOptions {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (err) {
+    throw new ImproperlyConfigured('Not a Redis URL', { cause: err });
+  }
+  const scheme = u.protocol.replace(/:$/, '').toLowerCase();
+  const opts: RedisOptions = {};
+  if (u.username) opts.username = decodeURIComponent(u.username);
+  if (u.password) opts.password = decodeURIComponent(u.password);
+  if (scheme === 'redis+socket' || scheme === 'unix') {
+    opts.path = decodeURIComponent(u.pathname);
+    const vh = u.searchParams.get('virtual_host') ?? u.searchParams.get('db');
+    if (vh) opts.db = Number(vh);
+  } else if (scheme === 'redis' || scheme === 'rediss') {
+    opts.host = u.hostname.replace(/^\[|\]$/g, '') || 'localhost';
+    opts.port = u.port ? Number(u.port) : 6379;
+    const db = u.pathname.replace(/^\//, '');
+    if (db !== '') {
+      if (!/^\d+$/.test(db)) throw new ImproperlyConfigured('The Redis database must be a number in the URL path');
+      opts.db = Number(db);
+    }
+    if (scheme === 'rediss') opts.tls = {};
+  } else {
+    throw new ImproperlyConfigured(`Not a Redis URL scheme: ${scheme}`);
+  }
+  return opts;
+}
+
+/** Opens an ioredis connection, failing after `connectTimeout` ms on the first attempt. */
+async function connect(url: string, connectTimeout: number, name: string): Promise<RedisClient> {
+  const Redis = await loadRedis();
+  const client = new Redis({
+    ...redisOptionsFromUrl(url),
+    lazyConnect: true,
+    connectTimeout,
+    connectionName: name,
+    maxRetriesPerRequest: 20,
+    enableAutoPipelining: false,
+    retryStrategy: (times: number) => Math.min(50 * times, 1000),
+  });
+  // ioredis emits 'error' for every failed reconnect; the command promises carry the errors.
+  client.on('error', () => {});
+  try {
+    await withTimeout(client.connect(), connectTimeout, `connecting to Redis (${name})`);
+  } catch (err) {
+    client.disconnect();
+    throw new WireError('ERR_BROKER', `Cannot connect to Redis: ${errorText(err)}`, { cause: err });
+  }
+  return client;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new WireError('ERR_BROKER', `Timed out ${what} after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+async function quit(client: RedisClient | undefined, ms = 2000): Promise<void> {
+  if (!client) return;
+  try {
+    await withTimeout(client.quit(), ms, 'closing');
+  } catch {
+    client.disconnect();
+  }
+}
+
+/** A Lua script run with EVALSHA, falling back to EVAL after a server restart flushed the cache. */
+class Script {
+  readonly sha: string;
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+
+  async run(client: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    try {
+      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!errorText(err).includes('NOSCRIPT')) throw err;
+      return client.eval(this.source, keys.length, ...keys, ...args);
+    }
+  }
+}
+
+// KEYS: unacked, unacked_index, list1..listN (in consumption order)
+// ARGV: max, now
+// Pops up to max messages and records each in unacked/unacked_index in the
+// same atomic step. Returns a flat list: list index (1-based), item, tag ('' when
+// the item is not a kombu envelope: it is then returned but not recorded).
+const POP_BATCH = new Script(`
+local max = tonumber(ARGV[1])
+local now = ARGV[2]
+local out = {}
+local n = 0
+for i = 3, #KEYS do
+  while n < max do
+    local item = redis.call('RPOP', KEYS[i])
+    if not item then break end
+    n = n + 1
+    local tag = ''
+    local ok, msg = pcall(cjson.decode, item)
+    if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
+      local p = msg.properties
+      local t = p.delivery_tag
+      if type(t) == 'string' or type(t) == 'number' then
+        tag = tostring(t)
+        local ex, rk = '', ''
+        if type(p.delivery_info) == 'table' then
+          if type(p.delivery_info.exchange) == 'string' then ex = p.delivery_info.exchange end
+          if type(p.delivery_info.routing_key) == 'string' then rk = p.delivery_info.routing_key end
+        end
+        redis.call('ZADD', KEYS[2], now, tag)
+        redis.call('HSET', KEYS[1], tag, '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+      end
+    end
+    out[#out + 1] = i - 2
+    out[#out + 1] = item
+    out[#out + 1] = tag
+  end
+  if n >= max then break end
+end
+return out
+`);
+
+// KEYS: unacked, unacked_index, dest1..destN ; ARGV: tag, payload, leftmost ('1' -> LPUSH)
+// kombu's restore_by_tag as one atomic step: only a message still in unacked is pushed back.
+const RESTORE = new Script(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+for i = 3, #KEYS do
+  if ARGV[3] == '1' then
+    redis.call('LPUSH', KEYS[i], ARGV[2])
+  else
+    redis.call('RPUSH', KEYS[i], ARGV[2])
+  end
+end
+return 1
+`);
+
+// KEYS: result keys ; ARGV: expires (seconds, '0' = none), value1..valueN
+// Celery's _store_result + _set: SET[EX] and PUBLISH, but never over a SUCCESS.
+const STORE_RESULTS = new Script(`
+local expires = tonumber(ARGV[1])
+local stored = 0
+for i = 1, #KEYS do
+  local cur = redis.call('GET', KEYS[i])
+  local skip = false
+  if cur then
+    local ok, m = pcall(cjson.decode, cur)
+    if ok and type(m) == 'table' and m.status == 'SUCCESS' then skip = true end
+  end
+  if not skip then
+    local v = ARGV[i + 1]
+    if expires > 0 then
+      redis.call('SETEX', KEYS[i], expires, v)
+    else
+      redis.call('SET', KEYS[i], v)
+    end
+    redis.call('PUBLISH', KEYS[i], v)
+    stored = stored + 1
+  end
+end
+return stored
+`);
+
+// KEYS: mutex ; ARGV: token
+const RELEASE_LOCK = new Script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`);
+
+/** kombu's Redis transport options (`broker_transport_options`), the ones this transport reads. */
+export interface RedisTransportOptions {
+  /** Seconds before an unacknowledged message is restored. Default 3600 (kombu's). */
+  visibility_timeout?: number;
+  /** Default `[0, 3, 6, 9]`. */
+  priority_steps?: number[];
+  /** Default `'\x06\x16'`. */
+  sep?: string;
+  /** A prefix for every key (kombu's `global_keyprefix`). Default none. */
+  global_keyprefix?: string;
+  unacked_key?: string;
+  unacked_index_key?: string;
+  unacked_mutex_key?: string;
+  /** Seconds the restore lock is held at most. Default 300. */
+  unacked_mutex_expire?: number;
+  /** At most this many messages restored per sweep. Default: all. */
+  unacked_restore_limit?: number | null;
+  /** Seconds between restore sweeps of a consumer. Default 10. */
+  unacked_restore_interval?: number;
+  /** Seconds a BRPOP waits. Default 1 (kombu's `brpop_timeout`). */
+  brpop_timeout?: number;
+}
+
+interface Settings {
+  visibilityTimeout: number;
+  steps: number[];
+  sep: string;
+  prefix: string;
+  unackedKey: string;
+  unackedIndexKey: string;
+  mutexKey: string;
+  mutexExpire: number;
+  restoreLimit: number | null;
+  restoreInterval: number;
+  brpopTimeout: number;
+}
+
+function positive(v: unknown, what: string, dflt: number): number {
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ImproperlyConfigured(`${what} must be a non-negative number`);
+  return v;
+}
+
+function settingsFrom(o: Record<string, unknown> = {}): Settings {
+  const steps = (o.priority_steps as number[] | undefined) ?? [...PRIORITY_STEPS];
+  if (!Array.isArray(steps) || steps.length === 0 || !steps.every((s) => Number.isInteger(s))) {
+    throw new ImproperlyConfigured('priority_steps must be a list of integers');
+  }
+  const limit = o.unacked_restore_limit;
+  return {
+    visibilityTimeout: positive(o.visibility_timeout, 'visibility_timeout', 3600),
+    steps: [...steps].sort((a, b) => a - b),
+    sep: typeof o.sep === 'string' ? o.sep : SEP,
+    prefix: typeof o.global_keyprefix === 'string' ? o.global_keyprefix : '',
+    unackedKey: typeof o.unacked_key === 'string' ? o.unacked_key : 'unacked',
+    unackedIndexKey: typeof o.unacked_index_key === 'string' ? o.unacked_index_key : 'unacked_index',
+    mutexKey: typeof o.unacked_mutex_key === 'string' ? o.unacked_mutex_key : 'unacked_mutex',
+    mutexExpire: positive(o.unacked_mutex_expire, 'unacked_mutex_expire', 300),
+    restoreLimit: limit === undefined || limit === null ? null : positive(limit, 'unacked_restore_limit', 0),
+    restoreInterval: positive(o.unacked_restore_interval, 'unacked_restore_interval', 10),
+    brpopTimeout: Math.max(1, Math.ceil(positive(o.brpop_timeout, 'brpop_timeout', 1))),
+  };
+}
+
+/** kombu's `Channel.priority(n)`: the priority step a priority falls into. */
+export function priorityStep(steps: readonly number[], n: number): number {
+  let step = steps[0]!;
+  for (const s of steps) if (s <= n) step = s;
+  return step;
+}
+
+/** kombu's `_get_message_priority`: the priority property clamped to 0..9 (0 when unreadable). */
+export function messagePriority(properties: unknown): number {
+  const p = (properties as { priority?: unknown } | null)?.priority;
+  const n = typeof p === 'number' ? Math.trunc(p) : typeof p === 'string' && /^\s*-?\d+\s*$/.test(p) ? Number(p) : NaN;
+  if (!Number.isFinite(n)) return 0;
+  return Math.max(Math.min(n, 9), 0);
+}
+
+/** kombu's `_q_for_pri`: the list a message of this priority lives in. */
+export function queueForPriority(queue: string, priority: number, steps: readonly number[] = PRIORITY_STEPS, sep = SEP): string {
+  const step = priorityStep(steps, priority);
+  return step ? `${queue}${sep}${step}` : queue;
+}
+
+/**
+ * kombu's envelope for one message, as `kombu.utils.json.dumps` writes it
+ * (Python's separators, key order of kombu's `prepare_message` and
+ * `_inplace_augment_message`).
+ */
+export function redisEnvelope(m: OutgoingMessage, deliveryTag: string = randomUUID()): string {
+  const p = m.properties;
+  const properties: Record<string, unknown> = {
+    correlation_id: p.correlation_id,
+    reply_to: p.reply_to,
+    delivery_mode: p.delivery_mode,
+  };
+  if (p.expiration !== undefined) properties.expiration = p.expiration;
+  properties.delivery_info = { exchange: m.exchange, routing_key: m.routingKey };
+  properties.priority = p.priority;
+  properties.body_encoding = 'base64';
+  properties.delivery_tag = deliveryTag;
+  return kombuDumps({
+    body: Buffer.from(m.body, 'utf8').toString('base64'),
+    'content-encoding': m.contentEncoding,
+    'content-type': m.contentType,
+    headers: m.headers,
+    properties,
+  });
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/**
+ * Reads one kombu envelope into a {@link Delivery}; a malformed one is marked,
+ * never thrown. `tag`: the delivery tag it was recorded under in `unacked`
+ * (`''`: not recorded), or `null` to take it from the envelope.
+ */
+export function parseEnvelope(item: string, queue: string, tag: string | null): Delivery {
+  let env: unknown;
+  try {
+    env = kombuLoads(item);
+  } catch {
+    try {
+      env = JSON.parse(item);
+    } catch {
+      env = undefined;
+    }
+  }
+  const malformed = (reason: string): Delivery => ({
+    deliveryTag: tag ?? '',
+    queue,
+    body: null,
+    contentType: null,
+    contentEncoding: null,
+    headers: {},
+    properties: {},
+    exchange: '',
+    routingKey: queue,
+    priority: 0,
+    redelivered: false,
+    malformed: new SecurityError('ERR_MALFORMED_PAYLOAD', reason),
+  });
+  if (!isRecord(env) || !isRecord(env.properties)) return malformed('Not a kombu message envelope');
+  const props = env.properties;
+  if (tag === null) {
+    const t = props.delivery_tag;
+    tag = typeof t === 'string' || typeof t === 'number' ? String(t) : '';
+  }
+  const headers = isRecord(env.headers) ? env.headers : {};
+  const info = isRecord(props.delivery_info) ? props.delivery_info : {};
+  let body: string | null = null;
+  const raw = env.body;
+  if (typeof raw === 'string') {
+    const enc = typeof props.body_encoding === 'string' ? props.body_encoding.toLowerCase() : null;
+    if (enc === 'base64') {
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(raw)) return { ...malformed('Message body is not base64'), headers, properties: props };
+      body = Buffer.from(raw, 'base64').toString('latin1');
+    } else if (enc === null || enc === 'utf-8') {
+      body = raw;
+    } else {
+      return { ...malformed(`Unknown body encoding ${JSON.stringify(enc).slice(0, 40)}`), headers, properties: props };
+    }
+  } else if (raw === undefined || raw === null || raw === '') {
+    body = '';
+  } else {
+    return { ...malformed('Message body is not text'), headers, properties: props };
+  }
+  if (!tag) return { ...malformed('Message has no delivery_tag'), headers, properties: props };
+  return {
+    deliveryTag: tag,
+    queue,
+    body,
+    contentType: typeof env['content-type'] === 'string' ? env['content-type'] : null,
+    contentEncoding: typeof env['content-encoding'] === 'string' ? env['content-encoding'] : null,
+    headers,
+    properties: props,
+    exchange: typeof info.exchange === 'string' ? info.exchange : '',
+    routingKey: typeof info.routing_key === 'string' ? info.routing_key : queue,
+    priority: messagePriority(props),
+    redelivered: headers.redelivered === true || info.redelivered === true,
+  };
+}
+
+/** kombu's Redis transport: publishing and consuming with kombu's layout. */
+export class RedisTransport implements BrokerTransport {
+  readonly name = 'redis';
+  readonly #url: string;
+  readonly #settings: Settings;
+  readonly #connectTimeout: number;
+  readonly #client: RedisClient;
+  readonly #declared = new Set<string>();
+  readonly #consumers = new Set<RedisConsumer>();
+  #closed = false;
+
+  private constructor(url: string, client: RedisClient, settings: Settings, connectTimeout: number) {
+    this.#url = url;
+    this.#client = client;
+    this.#settings = settings;
+    this.#connectTimeout = connectTimeout;
+  }
+
+  /** Connects to the broker at `url`. */
+  static async open(url: string, options: TransportOptions = {}): Promise<RedisTransport> {
+    const settings = settingsFrom(options.transportOptions);
+    const connectTimeout = options.connectTimeout ?? 10000;
+    const client = await connect(url, connectTimeout, 'celery-sign');
+    return new RedisTransport(url, client, settings, connectTimeout);
+  }
+
+  /** The settings in effect (kombu names). */
+  get visibilityTimeout(): number {
+    return this.#settings.visibilityTimeout;
+  }
+
+  /** A key with kombu's `global_keyprefix`. */
+  key(name: string): string {
+    return this.#settings.prefix + name;
+  }
+
+  /** The list a message of `priority` for `queue` goes to (without the key prefix). */
+  listFor(queue: string, priority: number): string {
+    return queueForPriority(queue, priority, this.#settings.steps, this.#settings.sep);
+  }
+
+  #check(): void {
+    if (this.#closed) throw new WireError('ERR_CLOSED', 'The Redis transport is closed');
+  }
+
+  /** kombu's queue declaration + binding on the queue's own direct exchange (as Celery's default queues). */
+  #declare(pipe: ReturnType<RedisClient['pipeline']>, queue: string, exchange: string, routingKey: string): void {
+    const ex = exchange || queue;
+    const rk = exchange ? routingKey : queue;
+    const id = `${ex}${SEP}${rk}${SEP}${queue}`;
+    if (this.#declared.has(id)) return;
+    const member = [rk, '', queue].join(this.#settings.sep);
+    pipe.sadd(this.key(`_kombu.binding.${ex}`), member);
+    pipe.sadd(this.key(`_kombu.binding_permanent.${ex}`), member);
+  }
+
+  async #execDeclared(pipe: ReturnType<RedisClient['pipeline']>, ids: string[]): Promise<void> {
+    const res = await pipe.exec();
+    for (const [err] of res ?? []) if (err) throw err;
+    for (const id of ids) this.#declared.add(id);
+  }
+
+  /** Declares queues (their bindings), as a kombu consumer does at start. */
+  async declareQueues(queues: readonly string[]): Promise<void> {
+    this.#check();
+    const pipe = this.#client.pipeline();
+    const ids: string[] = [];
+    for (const q of queues) {
+      this.#declare(pipe, q, '', q);
+      ids.push(`${q}${SEP}${q}${SEP}${q}`);
+    }
+    await this.#execDeclared(pipe, ids);
+  }
+
+  /** `LPUSH`es each message's envelope onto its priority list, in one pipeline. */
+  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    this.#check();
+    if (messages.length === 0) return;
+    const pipe = this.#client.pipeline();
+    const ids: string[] = [];
+    for (const m of messages) {
+      const ex = m.exchange || m.queue;
+      const rk = m.exchange ? m.routingKey : m.queue;
+      const id = `${ex}${SEP}${rk}${SEP}${m.queue}`;
+      if (!this.#declared.has(id) && !ids.includes(id)) {
+        this.#declare(pipe, m.queue, m.exchange, m.routingKey);
+        ids.push(id);
+      }
+      // Anonymous exchange: the routing key is the queue (kombu's _lookup).
+      const queue = m.exchange ? m.queue : m.routingKey;
+      pipe.lpush(this.key(this.listFor(queue, messagePriority(m.properties))), redisEnvelope(m));
+    }
+    await this.#execDeclared(pipe, ids);
+  }
+
+  /** Starts consuming `queues` with a dedicated blocking connection. */
+  async consume(queues: readonly string[], options: ConsumeOptions = {}): Promise<BrokerConsumer> {
+    this.#check();
+    if (queues.length === 0) throw new ImproperlyConfigured('consume needs at least one queue');
+    await this.declareQueues(queues);
+    const blocking = await connect(this.#url, this.#connectTimeout, 'celery-sign-consumer');
+    const settings = { ...this.#settings };
+    if (options.visibilityTimeout !== undefined) settings.visibilityTimeout = positive(options.visibilityTimeout, 'visibilityTimeout', 3600);
+    const consumer = new RedisConsumer(this, this.#client, blocking, queues, settings, () => this.#consumers.delete(consumer));
+    this.#consumers.add(consumer);
+    consumer.startRestoring();
+    return consumer;
+  }
+
+  /**
+   * kombu's `QoS.restore_visible`: under the `unacked_mutex` lock, puts every
+   * message delivered more than `visibility_timeout` seconds ago back on its
+   * queue (at the consuming end). Returns how many were restored.
+   */
+  async restoreVisible(visibilityTimeout = this.#settings.visibilityTimeout): Promise<number> {
+    this.#check();
+    const s = this.#settings;
+    const token = randomUUID();
+    const mutex = this.key(s.mutexKey);
+    const got = await this.#client.set(mutex, token, 'PX', Math.round(s.mutexExpire * 1000), 'NX');
+    if (got !== 'OK') return 0; // MutexHeld: someone else is restoring
+    try {
+      const ceil = Date.now() / 1000 - visibilityTimeout;
+      const args: (string | number)[] = [this.key(s.unackedIndexKey), ceil, 0];
+      if (s.restoreLimit) args.push('LIMIT', 0, s.restoreLimit);
+      const tags = (await this.#client.call('ZREVRANGEBYSCORE', ...args)) as string[];
+      let n = 0;
+      for (const tag of tags) if (await this.restoreByTag(tag, false)) n++;
+      return n;
+    } finally {
+      await RELEASE_LOCK.run(this.#client, [mutex], [token]).catch(() => undefined);
+    }
+  }
+
+  /**
+   * kombu's `QoS.restore_by_tag`: takes the message out of `unacked`, marks it
+   * `redelivered` and pushes it back on its queue: to the consuming end
+   * (`RPUSH`, delivered next), or with `leftmost` to the far end (`LPUSH`, as
+   * a requeueing reject does). Returns whether a message was restored.
+   */
+  async restoreByTag(tag: string, leftmost: boolean): Promise<boolean> {
+    const s = this.#settings;
+    const unacked = this.key(s.unackedKey);
+    const index = this.key(s.unackedIndexKey);
+    const raw = await this.#client.hget(unacked, tag);
+    if (raw === null) {
+      await this.#client.zrem(index, tag);
+      return false;
+    }
+    let entry: unknown;
+    let reviver: (v: unknown) => string = (v) => kombuDumps(v);
+    try {
+      entry = kombuLoads(raw);
+    } catch {
+      entry = JSON.parse(raw) as unknown;
+      reviver = (v) => JSON.stringify(v);
+    }
+    if (!Array.isArray(entry) || !isRecord(entry[0])) {
+      // Not kombu's [message, exchange, routing_key]: kombu would log and drop it.
+      await this.#client.multi().zrem(index, tag).hdel(unacked, tag).exec();
+      return false;
+    }
+    const [payload, exchange, routingKey] = entry as [Record<string, unknown>, unknown, unknown];
+    // kombu's _do_restore_message: headers.redelivered, then delivery_info.redelivered.
+    if (isRecord(payload.headers)) {
+      payload.headers.redelivered = true;
+      if (isRecord(payload.properties) && isRecord(payload.properties.delivery_info)) {
+        payload.properties.delivery_info.redelivered = true;
+      }
+    }
+    const queues = await this.#lookup(typeof exchange === 'string' ? exchange : '', typeof routingKey === 'string' ? routingKey : '');
+    const pri = messagePriority(payload.properties);
+    const dests = queues.map((q) => this.key(this.listFor(q, pri)));
+    const res = await RESTORE.run(this.#client, [unacked, index, ...dests], [tag, reviver(payload), leftmost ? '1' : '0']);
+    return res === 1;
+  }
+
+  /** kombu's `_lookup` for the direct exchanges Celery uses; the anonymous exchange routes by key. */
+  async #lookup(exchange: string, routingKey: string): Promise<string[]> {
+    if (!exchange) return [routingKey || 'celery'];
+    const members = await this.#client.smembers(this.key(`_kombu.binding.${exchange}`));
+    const sep = this.#settings.sep;
+    const queues = members
+      .map((m) => m.split(sep))
+      .filter((parts) => parts.length === 3 && parts[0] === routingKey)
+      .map((parts) => parts[2]!);
+    return queues.length > 0 ? [...new Set(queues)] : [routingKey || exchange];
+  }
+
+  /** Closes every consumer and the connection. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    for (const c of [...this.#consumers]) await c.close();
+    this.#closed = true;
+    await quit(this.#client);
+  }
+}
+
+/**
+ * A consumer of some queues on the Redis transport: waits with `BRPOP` over
+ * the priority lists of its queues in kombu's order (each priority step, then
+ * each queue, the queues rotated round-robin after each delivery), then takes
+ * the rest of a batch atomically with a Lua script.
+ */
+class RedisConsumer implements BrokerConsumer {
+  readonly #transport: RedisTransport;
+  readonly #client: RedisClient;
+  readonly #blocking: RedisClient;
+  readonly #settings: Settings;
+  readonly #cycle: string[];
+  readonly #onClose: () => void;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #receiving: Promise<unknown> | undefined;
+
+  /** @internal */
+  constructor(
+    transport: RedisTransport,
+    client: RedisClient,
+    blocking: RedisClient,
+    queues: readonly string[],
+    settings: Settings,
+    onClose: () => void,
+  ) {
+    this.#transport = transport;
+    this.#client = client;
+    this.#blocking = blocking;
+    this.#settings = settings;
+    this.#cycle = [...new Set(queues)];
+    this.#onClose = onClose;
+  }
+
+  /** @internal Restores visible messages now and every `unacked_restore_interval` seconds. */
+  startRestoring(): void {
+    const sweep = (): void => {
+      this.#transport.restoreVisible(this.#settings.visibilityTimeout).catch(() => undefined);
+    };
+    sweep();
+    if (this.#settings.restoreInterval > 0) {
+      this.#timer = setInterval(sweep, this.#settings.restoreInterval * 1000);
+      this.#timer.unref();
+    }
+  }
+
+  /** The lists to pop, in kombu's order: for each priority step, each queue. */
+  #keys(): string[] {
+    const keys: string[] = [];
+    for (const pri of this.#settings.steps) {
+      for (const q of this.#cycle) keys.push(this.#transport.key(this.#transport.listFor(q, pri)));
+    }
+    return keys;
+  }
+
+  #queueOf(key: string): string {
+    const k = key.slice(this.#settings.prefix.length);
+    const at = k.lastIndexOf(this.#settings.sep);
+    if (at < 0) return k;
+    const suffix = k.slice(at + this.#settings.sep.length);
+    return /^\d+$/.test(suffix) ? k.slice(0, at) : k;
+  }
+
+  /** kombu's round-robin: the queue just consumed from goes last. */
+  #rotate(queue: string): void {
+    const i = this.#cycle.indexOf(queue);
+    if (i >= 0 && this.#cycle.length > 1) {
+      this.#cycle.splice(i, 1);
+      this.#cycle.push(queue);
+    }
+  }
+
+  async #popBatch(max: number, keys: string[]): Promise<Delivery[]> {
+    const s = this.#settings;
+    const res = (await POP_BATCH.run(
+      this.#client,
+      [this.#transport.key(s.unackedKey), this.#transport.key(s.unackedIndexKey), ...keys],
+      [max, String(Date.now() / 1000)],
+    )) as (number | string)[];
+    const out: Delivery[] = [];
+    for (let i = 0; i + 2 < res.length; i += 3) {
+      const key = keys[Number(res[i]) - 1]!;
+      const queue = this.#queueOf(key);
+      out.push(parseEnvelope(String(res[i + 1]), queue, String(res[i + 2])));
+    }
+    return out;
+  }
+
+  /** Records one BRPOP'ed message as unacknowledged (kombu's `QoS.append`). */
+  async #record(item: string, queue: string): Promise<Delivery> {
+    const d = parseEnvelope(item, queue, null);
+    const tag = d.deliveryTag;
+    if (!tag) return d;
+    const s = this.#settings;
+    const entry = `[${item}, ${kombuDumps(d.exchange)}, ${kombuDumps(d.routingKey)}]`;
+    const res = await this.#client
+      .multi()
+      .zadd(this.#transport.key(s.unackedIndexKey), Date.now() / 1000, tag)
+      .hset(this.#transport.key(s.unackedKey), tag, entry)
+      .exec();
+    for (const [err] of res ?? []) if (err) throw err;
+    return d;
+  }
+
+  /** Batch pop first; when nothing is there, BRPOP for up to `timeoutMs` (whole seconds, at least 1). */
+  async receive(max: number, timeoutMs: number): Promise<Delivery[]> {
+    if (this.#closed) throw new WireError('ERR_CLOSED', 'The consumer is closed');
+    if (this.#receiving) throw new Error('receive() is already in progress');
+    const run = async (): Promise<Delivery[]> => {
+      const n = Math.max(1, Math.floor(max));
+      const keys = this.#keys();
+      let batch = await this.#popBatch(n, keys);
+      if (batch.length === 0) {
+        const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
+        const r = await this.#blocking.brpop(...keys, seconds);
+        if (!r) return [];
+        const [key, item] = r;
+        const first = await this.#record(item, this.#queueOf(key));
+        batch = [first];
+        if (n > 1 && !this.#closed) batch.push(...(await this.#popBatch(n - 1, this.#keys())));
+      }
+      const last = batch[batch.length - 1];
+      if (last) this.#rotate(last.queue);
+      return batch;
+    };
+    const p = run();
+    this.#receiving = p;
+    try {
+      return await p;
+    } finally {
+      this.#receiving = undefined;
+    }
+  }
+
+  /** kombu's `QoS.ack` for many: `ZREM unacked_index` + `HDEL unacked` in one transaction. */
+  async ack(deliveries: readonly Delivery[]): Promise<void> {
+    const tags = deliveries.map((d) => d.deliveryTag).filter((t) => t !== '');
+    if (tags.length === 0) return;
+    const s = this.#settings;
+    const res = await this.#client
+      .multi()
+      .zrem(this.#transport.key(s.unackedIndexKey), ...tags)
+      .hdel(this.#transport.key(s.unackedKey), ...tags)
+      .exec();
+    for (const [err] of res ?? []) if (err) throw err;
+  }
+
+  /** kombu's `QoS.reject`: requeue to the far end (`LPUSH`), or drop. */
+  async reject(deliveries: readonly Delivery[], requeue: boolean): Promise<void> {
+    if (!requeue) return this.ack(deliveries);
+    for (const d of deliveries) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, true);
+  }
+
+  /** kombu's `QoS.restore_unacked` for these messages. */
+  async recover(deliveries: readonly Delivery[]): Promise<void> {
+    // kombu's restore_unacked at shutdown: back to the consuming end, delivered next.
+    // In reverse, so that the first received is again the first delivered.
+    for (const d of [...deliveries].reverse()) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, false);
+  }
+
+  /** Stops the restore sweeps, lets a BRPOP in flight finish, closes the blocking connection. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    // Let a BRPOP in flight finish (at most brpop_timeout): a popped message is then
+    // recorded in unacked, and the caller recovers what it did not start.
+    await this.#receiving?.catch(() => undefined);
+    await quit(this.#blocking);
+    this.#onClose();
+  }
+}
+
+/** Celery's Redis result backend: `celery-task-meta-<id>` keys, announced with PUBLISH. */
+export class RedisBackend implements ResultBackend {
+  readonly #url: string;
+  readonly #client: RedisClient;
+  readonly #expires: number;
+  readonly #pollInterval: number;
+  readonly #connectTimeout: number;
+  readonly #prefix: string;
+  #sub: Promise<RedisClient> | undefined;
+  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #toSubscribe = new Set<string>();
+  readonly #toUnsubscribe = new Set<string>();
+  #flushScheduled = false;
+  #poller: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(url: string, client: RedisClient, options: BackendOptions) {
+    this.#url = url;
+    this.#client = client;
+    this.#expires = options.resultExpires === undefined ? 86400 : options.resultExpires ?? 0;
+    this.#pollInterval = options.pollInterval ?? 1000;
+    this.#connectTimeout = options.connectTimeout ?? 10000;
+    const p = options.transportOptions?.global_keyprefix;
+    this.#prefix = typeof p === 'string' ? p : '';
+  }
+
+  /** Connects to the result backend at `url`. */
+  static async open(url: string, options: BackendOptions = {}): Promise<RedisBackend> {
+    const client = await connect(url, options.connectTimeout ?? 10000, 'celery-sign-backend');
+    return new RedisBackend(url, client, options);
+  }
+
+  /** The key of a task's meta. */
+  keyFor(taskId: string): string {
+    return this.#prefix + TASK_KEY_PREFIX + taskId;
+  }
+
+  /** Celery's `_store_result` for many: `SETEX` + `PUBLISH` each, skipping a stored `SUCCESS`, 500 per script call. */
+  async store(results: readonly StoredResult[]): Promise<void> {
+    if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
+    for (let i = 0; i < results.length; i += 500) {
+      const chunk = results.slice(i, i + 500);
+      await STORE_RESULTS.run(
+        this.#client,
+        chunk.map((r) => this.keyFor(r.taskId)),
+        [String(Math.max(0, Math.floor(this.#expires))), ...chunk.map((r) => r.value)],
+      );
+    }
+  }
+
+  /** The stored (encoded) meta, or `null`. */
+  async get(taskId: string): Promise<string | null> {
+    if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
+    return this.#client.get(this.keyFor(taskId));
+  }
+
+  /**
+   * Waits for a meta for which `isReady` holds, as Celery's `ResultConsumer`
+   * does: subscribes to the key's channel (subscriptions are batched), then
+   * reads the key, and re-reads pending keys every `pollInterval` ms in case
+   * a message was missed (a reconnect). Resolves `null` on timeout.
+   */
+  wait(taskId: string, timeoutMs: number, isReady: (value: string) => boolean): Promise<string | null> {
+    if (this.#closed) return Promise.reject(new WireError('ERR_CLOSED', 'The result backend is closed'));
+    return new Promise<string | null>((resolve, reject) => {
+      const waiter: Waiter = { isReady, resolve, reject, timer: undefined };
+      if (Number.isFinite(timeoutMs)) {
+        waiter.timer = setTimeout(() => this.#settle(taskId, waiter, null), Math.max(0, timeoutMs));
+      }
+      let set = this.#waiters.get(taskId);
+      if (!set) {
+        set = new Set();
+        this.#waiters.set(taskId, set);
+        this.#toUnsubscribe.delete(taskId);
+        this.#toSubscribe.add(taskId);
+        this.#scheduleFlush();
+      } else {
+        // Already subscribed: read the current value for this new waiter.
+        this.#client.get(this.keyFor(taskId)).then((v) => this.#deliver(taskId, v), () => undefined);
+      }
+      set.add(waiter);
+      this.#startPolling();
+    });
+  }
+
+  #settle(taskId: string, waiter: Waiter, value: string | null, error?: unknown): void {
+    const set = this.#waiters.get(taskId);
+    if (!set?.delete(waiter)) return;
+    if (waiter.timer) clearTimeout(waiter.timer);
+    if (set.size === 0) {
+      this.#waiters.delete(taskId);
+      if (this.#toSubscribe.delete(taskId)) {
+        // never subscribed
+      } else {
+        this.#toUnsubscribe.add(taskId);
+        this.#scheduleFlush();
+      }
+    }
+    if (error !== undefined) waiter.reject(error);
+    else waiter.resolve(value);
+  }
+
+  #deliver(taskId: string, value: string | null): void {
+    if (value === null) return;
+    const set = this.#waiters.get(taskId);
+    if (!set) return;
+    for (const w of [...set]) {
+      let ready: boolean;
+      try {
+        ready = w.isReady(value);
+      } catch (err) {
+        this.#settle(taskId, w, null, err);
+        continue;
+      }
+      if (ready) this.#settle(taskId, w, value);
+    }
+  }
+
+  async #subscriber(): Promise<RedisClient> {
+    this.#sub ??= (async () => {
+      const sub = await connect(this.#url, this.#connectTimeout, 'celery-sign-results');
+      sub.on('message', (channel: string, message: string) => {
+        if (channel.startsWith(this.#prefix + TASK_KEY_PREFIX)) {
+          this.#deliver(channel.slice(this.#prefix.length + TASK_KEY_PREFIX.length), message);
+        }
+      });
+      return sub;
+    })();
+    return this.#sub;
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.#flush().catch(() => undefined);
+    });
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#closed) return;
+    const sub = [...this.#toSubscribe];
+    const unsub = [...this.#toUnsubscribe];
+    this.#toSubscribe.clear();
+    this.#toUnsubscribe.clear();
+    const client = await this.#subscriber();
+    for (let i = 0; i < unsub.length; i += 1000) {
+      await client.unsubscribe(...unsub.slice(i, i + 1000).map((id) => this.keyFor(id))).catch(() => undefined);
+    }
+    for (let i = 0; i < sub.length; i += 1000) {
+      const ids = sub.slice(i, i + 1000);
+      await client.subscribe(...ids.map((id) => this.keyFor(id)));
+      // Subscribed first, read second: a result stored in between is not missed.
+      await this.#readNow(ids);
+    }
+  }
+
+  async #readNow(ids: readonly string[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += 1000) {
+      const chunk = ids.slice(i, i + 1000);
+      const values = await this.#client.mget(...chunk.map((id) => this.keyFor(id)));
+      chunk.forEach((id, j) => this.#deliver(id, values[j] ?? null));
+    }
+  }
+
+  #startPolling(): void {
+    if (this.#poller || this.#pollInterval <= 0) return;
+    this.#poller = setInterval(() => {
+      if (this.#waiters.size === 0) {
+        clearInterval(this.#poller);
+        this.#poller = undefined;
+        return;
+      }
+      this.#readNow([...this.#waiters.keys()]).catch(() => undefined);
+    }, this.#pollInterval);
+    this.#poller.unref();
+  }
+
+  /** Rejects pending waits with `WireError` `ERR_CLOSED` and closes both connections. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#poller) clearInterval(this.#poller);
+    const err = new WireError('ERR_CLOSED', 'The result backend was closed while waiting');
+    for (const [id, set] of [...this.#waiters]) for (const w of [...set]) this.#settle(id, w, null, err);
+    const sub = this.#sub;
+    this.#sub = undefined;
+    await quit(await sub?.catch(() => undefined));
+    await quit(this.#client);
+  }
+}
+
+interface Waiter {
+  isReady: (value: string) => boolean;
+  resolve: (value: string | null) => void;
+  reject: (err: unknown) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+registerTransport(['redis', 'rediss', 'redis+socket'], (url, options) => RedisTransport.open(url, options));
+registerBackend(['redis', 'rediss', 'redis+socket'], (url, options) => RedisBackend.open(url, options));

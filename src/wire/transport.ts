@@ -1,0 +1,187 @@
+/**
+ * The transport abstraction of the wire layer: what a broker must do for the
+ * client and the worker, independent of how it frames a message. Redis
+ * (kombu's virtual transport layout) is `./redis.ts`; an AMQP 0-9-1 transport
+ * implements the same interfaces and registers its URL schemes with
+ * {@link registerTransport}.
+ *
+ * The consumer is pull-based (`receive(max, timeout)`), which suits both
+ * Redis (BRPOP plus a batch pop) and AMQP (a buffer of pushed deliveries
+ * bounded by `basic.qos`), and lets the worker verify whole batches.
+ *
+ * @module
+ */
+import { ImproperlyConfigured } from '../errors.js';
+import type { SecurityError } from '../errors.js';
+
+/** What the protocol layer hands a transport to publish. */
+export interface OutgoingMessage {
+  /** The serialized body (an `auth` payload: base64 text). */
+  body: string;
+  contentType: string;
+  contentEncoding: string;
+  /** Protocol v2 headers (AMQP: application headers). */
+  headers: Record<string, unknown>;
+  /** `correlation_id`, `reply_to`, `delivery_mode`, `priority`, maybe `expiration`. */
+  properties: {
+    correlation_id: string;
+    reply_to: string;
+    delivery_mode: number;
+    priority: number;
+    expiration?: string;
+  };
+  exchange: string;
+  routingKey: string;
+  /** The queue to declare (and bind to `exchange` with `routingKey` when not anonymous). */
+  queue: string;
+}
+
+/** A message handed to the worker by a transport. */
+export interface Delivery {
+  /** Transport-level id used to ack/reject (kombu's `delivery_tag`). */
+  readonly deliveryTag: string;
+  /** The queue it came from. */
+  readonly queue: string;
+  /** The body as the producer serialized it (for `auth`: the payload text). `null` if unreadable. */
+  readonly body: string | null;
+  readonly contentType: string | null;
+  readonly contentEncoding: string | null;
+  readonly headers: Record<string, unknown>;
+  readonly properties: Record<string, unknown>;
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly priority: number;
+  /** Set when the broker says it delivered this message before. */
+  readonly redelivered: boolean;
+  /** Set when the transport could not read the message at all (it is then dropped). */
+  readonly malformed?: SecurityError;
+}
+
+/** Options a worker passes when it starts consuming. */
+export interface ConsumeOptions {
+  /** Seconds before an unacknowledged message is given back to its queue (Redis). */
+  visibilityTimeout?: number;
+}
+
+/** One consumer of some queues. Not safe for two concurrent `receive` calls. */
+export interface BrokerConsumer {
+  /**
+   * Waits up to `timeoutMs` for at least one message, then returns what is
+   * available up to `max` (at least one element, or none on timeout). Every
+   * returned delivery is held as unacknowledged until acked, rejected or
+   * recovered.
+   */
+  receive(max: number, timeoutMs: number): Promise<Delivery[]>;
+  /** Acknowledges: the messages are gone for good. */
+  ack(deliveries: readonly Delivery[]): Promise<void>;
+  /** Rejects; with `requeue` the messages go back to the end of their queue (kombu: leftmost). */
+  reject(deliveries: readonly Delivery[], requeue: boolean): Promise<void>;
+  /** Gives back messages that were received but not started, to the front of their queue. */
+  recover(deliveries: readonly Delivery[]): Promise<void>;
+  /** Stops receiving; the consumer cannot be used afterwards. */
+  close(): Promise<void>;
+}
+
+/** A connection to a broker. */
+export interface BrokerTransport {
+  /** `'redis'`, `'amqp'`... */
+  readonly name: string;
+  /** Publishes a batch, in order; resolves once the broker has them all. */
+  publish(messages: readonly OutgoingMessage[]): Promise<void>;
+  /** Starts consuming `queues` (in this order of preference). */
+  consume(queues: readonly string[], options?: ConsumeOptions): Promise<BrokerConsumer>;
+  close(): Promise<void>;
+}
+
+/** A result to store, already encoded the way the backend's serializer writes it. */
+export interface StoredResult {
+  taskId: string;
+  /** The encoded meta (JSON text, or an `auth` payload). */
+  value: string;
+}
+
+/** A result backend (Celery's `celery-task-meta-<id>` keys on Redis). */
+export interface ResultBackend {
+  /**
+   * Stores results as Celery's `_store_result` does: never over a stored
+   * `SUCCESS`. Resolves when all are stored and announced.
+   */
+  store(results: readonly StoredResult[]): Promise<void>;
+  /** The stored, still encoded meta of a task, or `null`. */
+  get(taskId: string): Promise<string | null>;
+  /** Waits until `isReady(value)` holds for the stored meta, or the timeout (then `null`). */
+  wait(taskId: string, timeoutMs: number, isReady: (value: string) => boolean): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+/** Options every transport factory receives. */
+export interface TransportOptions {
+  /** kombu's `broker_transport_options` (Redis: `visibility_timeout`, `priority_steps`, `sep`, `global_keyprefix`...). */
+  transportOptions?: Record<string, unknown>;
+  /** Milliseconds to connect before failing. Default 10000. */
+  connectTimeout?: number;
+}
+
+/** Opens a broker connection for a URL. */
+export type TransportFactory = (url: string, options: TransportOptions) => Promise<BrokerTransport>;
+/** Opens a result backend for a URL. */
+export type BackendFactory = (url: string, options: BackendOptions) => Promise<ResultBackend>;
+
+/** Options of a result backend. */
+export interface BackendOptions {
+  /** Seconds a result is kept (Celery's `result_expires`, default one day); 0 or null: forever. */
+  resultExpires?: number | null;
+  /** Milliseconds between re-reads of pending results while waiting (a safety net under pub/sub). */
+  pollInterval?: number;
+  /** Milliseconds to connect before failing. Default 10000. */
+  connectTimeout?: number;
+  /** kombu/Celery `result_backend_transport_options`: `global_keyprefix`. */
+  transportOptions?: Record<string, unknown>;
+}
+
+const transports = new Map<string, TransportFactory>();
+const backends = new Map<string, BackendFactory>();
+
+/**
+ * Registers a broker transport for URL schemes (without the colon), e.g.
+ * `registerTransport(['amqp', 'amqps', 'pyamqp'], openAmqp)`.
+ */
+export function registerTransport(schemes: readonly string[], factory: TransportFactory): void {
+  for (const s of schemes) transports.set(s.toLowerCase(), factory);
+}
+
+/** Registers a result backend for URL schemes (without the colon). */
+export function registerBackend(schemes: readonly string[], factory: BackendFactory): void {
+  for (const s of schemes) backends.set(s.toLowerCase(), factory);
+}
+
+function schemeOf(url: string, what: string): string {
+  if (typeof url !== 'string') throw new ImproperlyConfigured(`${what} must be a URL string`);
+  const m = /^([a-z][a-z0-9+.-]*):/i.exec(url);
+  if (!m) throw new ImproperlyConfigured(`${what} is not a URL: expected scheme://...`);
+  return m[1]!.toLowerCase();
+}
+
+/** Opens the transport registered for the URL's scheme. */
+export async function openTransport(url: string, options: TransportOptions = {}): Promise<BrokerTransport> {
+  const scheme = schemeOf(url, 'broker');
+  const factory = transports.get(scheme);
+  if (!factory) {
+    throw new ImproperlyConfigured(
+      `No transport for ${JSON.stringify(scheme + '://')}: supported: ${[...transports.keys()].map((s) => s + '://').join(', ')}`,
+    );
+  }
+  return factory(url, options);
+}
+
+/** Opens the result backend registered for the URL's scheme. */
+export async function openBackend(url: string, options: BackendOptions = {}): Promise<ResultBackend> {
+  const scheme = schemeOf(url, 'backend');
+  const factory = backends.get(scheme);
+  if (!factory) {
+    throw new ImproperlyConfigured(
+      `No result backend for ${JSON.stringify(scheme + '://')}: supported: ${[...backends.keys()].map((s) => s + '://').join(', ')}`,
+    );
+  }
+  return factory(url, options);
+}

@@ -1,0 +1,734 @@
+/**
+ * The worker: consumes signed task messages, verifies them in batches, runs
+ * the registered handlers, stores results in Celery's format and
+ * acknowledges each message only once its outcome is settled (Celery's
+ * `task_acks_late`).
+ *
+ * Refused messages, as a Celery worker refuses them (checked against Celery
+ * 5.7's `celery/worker/consumer/consumer.py`):
+ * - a body that does not verify or decode (bad signature, unknown signer,
+ *   malformed payload, undecodable content): Celery's `on_decode_error` logs
+ *   it as CRITICAL and **acks** it: the message is dropped, no result is stored;
+ * - a content type other than `application/data` (e.g. unsigned JSON):
+ *   Celery's `on_invalid_task` (kombu `ContentDisallowed`) logs an error and
+ *   **rejects** it without requeueing: dropped, no result stored;
+ * - a verified body that is not `[args, kwargs, embed]` (Celery:
+ *   `InvalidTaskError`): rejected without requeueing;
+ * - a task name with no handler (Celery's `on_unknown_task`): rejected and a
+ *   `FAILURE` with `NotRegistered` stored. Unlike Celery this worker stores it
+ *   only for a message whose signature verified.
+ * On Redis acking and rejecting without requeue are the same operation (the
+ * message leaves `unacked`). Every refusal emits a `'security'` event
+ * ({@link SecurityEvent}) and the worker goes on with the next message.
+ *
+ * @module
+ */
+import { EventEmitter } from 'node:events';
+import { hostname as osHostname } from 'node:os';
+import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
+import type { SecureSerializer } from '../serializer.js';
+import { WireError } from './errors.js';
+import { AUTH_CONTENT_TYPE, DEFAULT_QUEUE, parseIsoDate, parseTaskBody, type TaskEmbed } from './protocol.js';
+import {
+  buildMeta,
+  encodeMetas,
+  serializeException,
+  tracebackOf,
+  type ResultMeta,
+  type ResultSerializer,
+} from './results.js';
+import { resolveSecurity, type SecurityOption } from './security.js';
+import {
+  openBackend,
+  openTransport,
+  type BrokerConsumer,
+  type BrokerTransport,
+  type Delivery,
+  type ResultBackend,
+} from './transport.js';
+import './redis.js';
+
+/** What a handler gets besides `args` and `kwargs`. */
+export interface TaskContext {
+  /** Task id (`headers.id`). */
+  readonly id: string;
+  /** Task name (`headers.task`). */
+  readonly name: string;
+  /** The Celery id of the certificate whose key signed the body. */
+  readonly signer: string;
+  /** The message headers (not covered by the signature). */
+  readonly headers: Readonly<Record<string, unknown>>;
+  readonly retries: number;
+  readonly eta: Date | null;
+  readonly expires: Date | null;
+  readonly rootId: string | null;
+  readonly parentId: string | null;
+  readonly group: string | null;
+  /** The queue it came from. */
+  readonly queue: string;
+  readonly priority: number;
+  /** The broker delivered it before (a restored or requeued message). */
+  readonly redelivered: boolean;
+  /** callbacks, errbacks, chain, chord (not acted upon by this worker). */
+  readonly embed: TaskEmbed;
+  /** This worker's name. */
+  readonly hostname: string;
+  /** Aborted at the soft or hard time limit, or when a stop gives up waiting. */
+  readonly signal: AbortSignal;
+}
+
+/** A task implementation. Its return value is stored as the result (kombu JSON). */
+export type TaskHandler = (args: unknown[], kwargs: Record<string, unknown>, ctx: TaskContext) => unknown;
+
+/** Emitted as `'security'` for every refused message. Contains no key material. */
+export interface SecurityEvent {
+  /** The refusal's code (`ERR_BAD_SIGNATURE`, `ERR_UNKNOWN_CERTIFICATE`, `ERR_CONTENT_DISALLOWED`...). */
+  code: SecurityErrorCode;
+  /** Why, in words. */
+  reason: string;
+  /** `headers.id` as the message claims it (not signed), or `null`. */
+  taskId: string | null;
+  /** `headers.task` as the message claims it, or `null`. */
+  task: string | null;
+  /** The verified signer, when the signature was good but the content was refused. */
+  signer?: string;
+  queue: string;
+  /** What happened to the message: `'ack'` (Celery's decode-error path) or `'reject'` (invalid task). */
+  action: 'ack' | 'reject';
+  error: SecurityError;
+}
+
+/** Emitted as `'task-succeeded'`. */
+export interface TaskSucceededEvent {
+  id: string;
+  name: string;
+  result: unknown;
+  /** Milliseconds. */
+  runtime: number;
+}
+
+/** Emitted as `'task-failed'`. */
+export interface TaskFailedEvent {
+  id: string;
+  name: string;
+  error: unknown;
+  runtime: number;
+}
+
+/** Emitted as `'task-revoked'` (expired) and `'task-unknown'` (no handler). */
+export interface TaskRefusedEvent {
+  id: string;
+  name: string;
+  reason: string;
+}
+
+/** Options of {@link createWorker}. */
+export interface WorkerOptions {
+  /** Broker URL, e.g. `redis://127.0.0.1:6379/0`. */
+  broker: string;
+  /** Result backend URL; without it no result is stored. */
+  backend?: string;
+  /** Verifies every body: a {@link SecureSerializer} with a store, or Celery's settings. */
+  security: SecurityOption;
+  /** Handlers by task name. */
+  tasks: Record<string, TaskHandler>;
+  /** Handlers running at once. Default 16. */
+  concurrency?: number;
+  /** Queues, in order of preference. Default `['celery']`. */
+  queues?: string[];
+  /** Messages held per unit of concurrency (Celery's `worker_prefetch_multiplier`). Default 4. */
+  prefetchMultiplier?: number;
+  /** Most messages verified in one native batch. Default 256. */
+  batchSize?: number;
+  /** Seconds before an unacknowledged message is redelivered. Default: the transport's (kombu: 3600). */
+  visibilityTimeout?: number;
+  /** kombu's `broker_transport_options`. */
+  transportOptions?: Record<string, unknown>;
+  /** Celery's `result_backend_transport_options`. */
+  backendTransportOptions?: Record<string, unknown>;
+  /** Celery's `result_serializer`: `'json'` (default) or `'auth'`. */
+  resultSerializer?: ResultSerializer;
+  /** Seconds results are kept (Celery's `result_expires`). Default 86400; `null`: forever. */
+  resultExpires?: number | null;
+  /** This worker's name. Default `celery-sign@<hostname>`. */
+  hostname?: string;
+  /** Milliseconds to connect. Default 10000. */
+  connectTimeout?: number;
+}
+
+/** Options of {@link Worker.stop}. */
+export interface StopOptions {
+  /**
+   * Milliseconds the whole stop may wait for running tasks (and for a broker
+   * that is down). Default 30000. Tasks still running then are given back to
+   * their queue (they may run twice).
+   */
+  timeout?: number;
+}
+
+interface Job {
+  delivery: Delivery;
+  id: string;
+  name: string;
+  handler: TaskHandler;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+  embed: TaskEmbed;
+  signer: string;
+  eta: Date | null;
+  expires: Date | null;
+  abandoned: boolean;
+  controller?: AbortController;
+  timer?: NodeJS.Timeout;
+}
+
+interface Settlement {
+  delivery: Delivery;
+  action: 'ack' | 'reject';
+  meta: ResultMeta | null;
+  emit?: () => void;
+}
+
+function str(v: unknown): string | null {
+  return typeof v === 'string' && v !== '' ? v : null;
+}
+
+/** A Celery worker for signed tasks. See {@link createWorker}. */
+export class Worker extends EventEmitter {
+  /** The verifying serializer. */
+  readonly security: SecureSerializer;
+  /** This worker's name. */
+  readonly hostname: string;
+  readonly #options: WorkerOptions;
+  readonly #tasks: ReadonlyMap<string, TaskHandler>;
+  readonly #concurrency: number;
+  readonly #prefetch: number;
+  readonly #batchSize: number;
+  readonly #queues: string[];
+  readonly #resultSerializer: ResultSerializer;
+  #transport: BrokerTransport | undefined;
+  #backend: ResultBackend | undefined;
+  #consumer: BrokerConsumer | undefined;
+  #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
+  #loop: Promise<void> | undefined;
+  #held = 0;
+  #etaHeld = 0;
+  #room: (() => void) | undefined;
+  readonly #batches = new Set<Promise<void>>();
+  readonly #ready: Job[] = [];
+  readonly #eta = new Set<Job>();
+  readonly #running = new Set<Job>();
+  #settleQueue: Settlement[] = [];
+  #settling: Promise<void> | undefined;
+  #idle: (() => void)[] = [];
+  /** Counters since start. */
+  readonly stats = { received: 0, succeeded: 0, failed: 0, refused: 0, revoked: 0, unknown: 0 };
+
+  /** Use {@link createWorker}. */
+  constructor(options: WorkerOptions) {
+    super();
+    if (!options || typeof options.broker !== 'string') throw new ImproperlyConfigured('createWorker needs a broker URL');
+    if (!options.tasks || typeof options.tasks !== 'object') throw new ImproperlyConfigured('createWorker needs tasks');
+    for (const [name, fn] of Object.entries(options.tasks)) {
+      if (typeof fn !== 'function') throw new ImproperlyConfigured(`task ${JSON.stringify(name)} is not a function`);
+    }
+    this.#options = options;
+    this.security = resolveSecurity(options.security);
+    this.#tasks = new Map(Object.entries(options.tasks));
+    this.#concurrency = Math.max(1, Math.floor(options.concurrency ?? 16));
+    this.#prefetch = Math.max(1, this.#concurrency * Math.max(1, Math.floor(options.prefetchMultiplier ?? 4)));
+    this.#batchSize = Math.max(1, Math.floor(options.batchSize ?? 256));
+    this.#queues = options.queues && options.queues.length > 0 ? [...options.queues] : [DEFAULT_QUEUE];
+    this.#resultSerializer = options.resultSerializer ?? 'json';
+    if (this.#resultSerializer !== 'json' && this.#resultSerializer !== 'auth') {
+      throw new ImproperlyConfigured("resultSerializer must be 'json' or 'auth'");
+    }
+    this.hostname = options.hostname ?? `celery-sign@${osHostname()}`;
+  }
+
+  /** Whether the worker is consuming. */
+  get running(): boolean {
+    return this.#state === 'running';
+  }
+
+  #starting: Promise<void> | undefined;
+
+  /** Connects and starts consuming. Resolves once consuming. */
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new WireError('ERR_CLOSED', 'A worker starts once');
+    this.#state = 'starting';
+    this.#starting = this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    try {
+      // The serializer must be able to verify (throws ImproperlyConfigured without a store).
+      await this.security.deserializeMany([]);
+    } catch (err) {
+      this.#state = 'stopped';
+      throw err;
+    }
+    try {
+      const connectTimeout = this.#options.connectTimeout;
+      this.#transport = await openTransport(this.#options.broker, {
+        ...(this.#options.transportOptions ? { transportOptions: this.#options.transportOptions } : {}),
+        ...(connectTimeout !== undefined ? { connectTimeout } : {}),
+      });
+      if (this.#options.backend) {
+        this.#backend = await openBackend(this.#options.backend, {
+          resultExpires: this.#options.resultExpires === undefined ? 86400 : this.#options.resultExpires,
+          ...(connectTimeout !== undefined ? { connectTimeout } : {}),
+          ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
+        });
+      }
+      this.#consumer = await this.#transport.consume(this.#queues, {
+        ...(this.#options.visibilityTimeout !== undefined ? { visibilityTimeout: this.#options.visibilityTimeout } : {}),
+      });
+    } catch (err) {
+      this.#state = 'stopped';
+      await this.#transport?.close().catch(() => undefined);
+      await this.#backend?.close().catch(() => undefined);
+      throw err;
+    }
+    this.#state = 'running';
+    this.#loop = this.#consume();
+  }
+
+  #lastWarning = 0;
+
+  /** Broker and backend trouble: an `'error'` event, or (without a listener) a rate-limited process warning. */
+  #error(err: unknown): void {
+    if (this.listenerCount('error') > 0) {
+      this.emit('error', err);
+      return;
+    }
+    const now = Date.now();
+    if (now - this.#lastWarning < 5000) return;
+    this.#lastWarning = now;
+    process.emitWarning(`celery-sign worker: ${err instanceof Error ? err.message : String(err)}`, 'CelerySignWorkerWarning');
+  }
+
+  async #consume(): Promise<void> {
+    let backoff = 0;
+    while (this.#state === 'running') {
+      const room = this.#prefetch - (this.#held - this.#etaHeld);
+      if (room <= 0) {
+        await new Promise<void>((r) => {
+          this.#room = r;
+        });
+        continue;
+      }
+      let batch: Delivery[];
+      try {
+        batch = await this.#consumer!.receive(Math.min(room, this.#batchSize), 1000);
+        backoff = 0;
+      } catch (err) {
+        if (this.#state !== 'running') break;
+        this.#error(err);
+        backoff = Math.min(backoff * 2 + 100, 2000);
+        await new Promise((r) => setTimeout(r, backoff));
+        continue;
+      }
+      if (batch.length === 0) continue;
+      this.#held += batch.length;
+      this.stats.received += batch.length;
+      const p = this.#handleBatch(batch).catch((err: unknown) => this.#error(err));
+      this.#batches.add(p);
+      void p.finally(() => this.#batches.delete(p));
+    }
+  }
+
+  #release(n: number): void {
+    this.#held -= n;
+    const r = this.#room;
+    if (r && this.#prefetch - (this.#held - this.#etaHeld) > 0) {
+      this.#room = undefined;
+      r();
+    }
+    this.#checkIdle();
+  }
+
+  async #handleBatch(batch: Delivery[]): Promise<void> {
+    const verify: Delivery[] = [];
+    for (const d of batch) {
+      if (d.malformed) this.#refuse(d, d.malformed, 'ack');
+      else if (d.contentType !== AUTH_CONTENT_TYPE) {
+        this.#refuse(
+          d,
+          new SecurityError(
+            'ERR_CONTENT_DISALLOWED',
+            `Refusing to deserialize untrusted content of type ${JSON.stringify(String(d.contentType)).slice(0, 80)}: only signed (auth, application/data) messages are accepted`,
+          ),
+          'reject',
+        );
+      } else if (d.body === null) this.#refuse(d, new SecurityError('ERR_MALFORMED_PAYLOAD', 'Message has no body'), 'ack');
+      else verify.push(d);
+    }
+    if (verify.length === 0) return;
+    let results;
+    try {
+      results = await this.security.deserializeMany(verify.map((d) => d.body!));
+    } catch (err) {
+      // Not a refusal of the messages: give them back and report.
+      this.#error(err);
+      await this.#consumer!.recover(verify).catch((e: unknown) => this.#error(e));
+      this.#release(verify.length);
+      return;
+    }
+    results.forEach((r, i) => {
+      const d = verify[i]!;
+      if (r.ok) this.#accept(d, r.value, r.signer);
+      else this.#refuse(d, r.error, 'ack');
+    });
+    this.#pump();
+  }
+
+  #refuse(d: Delivery, error: SecurityError, action: 'ack' | 'reject', signer?: string): void {
+    this.stats.refused++;
+    const event: SecurityEvent = {
+      code: error.code,
+      reason: error.message,
+      taskId: str(d.headers.id),
+      task: str(d.headers.task),
+      queue: d.queue,
+      action,
+      error,
+      ...(signer !== undefined ? { signer } : {}),
+    };
+    this.#settle({ delivery: d, action, meta: null, emit: () => this.emit('security', event) });
+  }
+
+  #accept(d: Delivery, value: unknown, signer: string): void {
+    const h = d.headers;
+    const id = str(h.id);
+    const name = str(h.task);
+    if (id === null || name === null) {
+      this.#refuse(d, new SecurityError('ERR_MALFORMED_PAYLOAD', 'Message headers lack task or id (protocol v2)'), 'reject', signer);
+      return;
+    }
+    let body;
+    try {
+      body = parseTaskBody(value);
+    } catch (err) {
+      this.#refuse(d, err as SecurityError, 'reject', signer);
+      return;
+    }
+    const request = { group: str(h.group), parentId: str(h.parent_id) };
+    const handler = this.#tasks.get(name);
+    if (!handler) {
+      this.stats.unknown++;
+      const reason = `Task of kind ${JSON.stringify(name)} is not registered`;
+      const meta = buildMeta(id, 'FAILURE', { exc_type: 'NotRegistered', exc_message: [name], exc_module: 'celery.exceptions' }, null, request);
+      this.#settle({ delivery: d, action: 'reject', meta, emit: () => this.emit('task-unknown', { id, name, reason } satisfies TaskRefusedEvent) });
+      return;
+    }
+    const job: Job = {
+      delivery: d,
+      id,
+      name,
+      handler,
+      args: body.args,
+      kwargs: body.kwargs,
+      embed: body.embed,
+      signer,
+      eta: parseIsoDate(h.eta),
+      expires: parseIsoDate(h.expires),
+      abandoned: false,
+    };
+    if (this.#expired(job)) return;
+    const wait = job.eta ? job.eta.getTime() - Date.now() : 0;
+    if (wait > 0) {
+      // Like Celery, an ETA task is held (unacked) and does not count against the prefetch.
+      this.#eta.add(job);
+      this.#etaHeld++;
+      job.timer = setTimeout(() => {
+        this.#eta.delete(job);
+        this.#etaHeld--;
+        this.#ready.push(job);
+        this.#pump();
+      }, Math.min(wait, 2 ** 31 - 1));
+      this.#release(0);
+      return;
+    }
+    this.#ready.push(job);
+  }
+
+  /** Celery's `Request.maybe_expire`: an expired task is revoked (REVOKED stored, message acked). */
+  #expired(job: Job): boolean {
+    if (!job.expires || job.expires.getTime() > Date.now()) return false;
+    this.stats.revoked++;
+    const meta = buildMeta(
+      job.id,
+      'REVOKED',
+      { exc_type: 'TaskRevokedError', exc_message: ['expired'], exc_module: 'celery.exceptions' },
+      null,
+      { group: str(job.delivery.headers.group), parentId: str(job.delivery.headers.parent_id) },
+    );
+    const event: TaskRefusedEvent = { id: job.id, name: job.name, reason: 'expired' };
+    this.#settle({ delivery: job.delivery, action: 'ack', meta, emit: () => this.emit('task-revoked', event) });
+    return true;
+  }
+
+  #pump(): void {
+    while (this.#running.size < this.#concurrency && this.#ready.length > 0 && this.#state === 'running') {
+      const job = this.#ready.shift()!;
+      if (this.#expired(job)) continue;
+      this.#running.add(job);
+      void this.#run(job);
+    }
+  }
+
+  async #run(job: Job): Promise<void> {
+    const h = job.delivery.headers;
+    const controller = new AbortController();
+    job.controller = controller;
+    const limits = Array.isArray(h.timelimit) ? (h.timelimit as unknown[]) : [];
+    const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : null;
+    const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : null;
+    const timers: NodeJS.Timeout[] = [];
+    let hardReject: ((err: unknown) => void) | undefined;
+    const hardLimit = new Promise<never>((_, reject) => {
+      hardReject = reject;
+    });
+    hardLimit.catch(() => undefined);
+    if (soft) timers.push(setTimeout(() => controller.abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
+    if (hard) {
+      timers.push(
+        setTimeout(() => {
+          const err = Object.assign(new Error(`TimeLimitExceeded(${hard})`), { name: 'TimeLimitExceeded' });
+          controller.abort(err);
+          hardReject?.(err);
+        }, hard * 1000),
+      );
+    }
+    const ctx: TaskContext = {
+      id: job.id,
+      name: job.name,
+      signer: job.signer,
+      headers: h,
+      retries: typeof h.retries === 'number' ? h.retries : 0,
+      eta: job.eta,
+      expires: job.expires,
+      rootId: str(h.root_id),
+      parentId: str(h.parent_id),
+      group: str(h.group),
+      queue: job.delivery.queue,
+      priority: job.delivery.priority,
+      redelivered: job.delivery.redelivered,
+      embed: job.embed,
+      hostname: this.hostname,
+      signal: controller.signal,
+    };
+    const request = { group: ctx.group, parentId: ctx.parentId };
+    const started = performance.now();
+    let meta: ResultMeta;
+    let emit: () => void;
+    try {
+      const result = await Promise.race([Promise.resolve().then(() => job.handler(job.args, job.kwargs, ctx)), hardLimit]);
+      const runtime = performance.now() - started;
+      this.stats.succeeded++;
+      meta = buildMeta(job.id, 'SUCCESS', result, null, request);
+      emit = () => this.emit('task-succeeded', { id: job.id, name: job.name, result, runtime } satisfies TaskSucceededEvent);
+    } catch (err) {
+      const runtime = performance.now() - started;
+      this.stats.failed++;
+      let exc = serializeException(err);
+      if (err instanceof Error && err.name === 'TimeLimitExceeded' && hard) {
+        exc = { exc_type: 'TimeLimitExceeded', exc_message: [hard], exc_module: 'billiard.exceptions' };
+      }
+      meta = buildMeta(job.id, 'FAILURE', exc, tracebackOf(err), request);
+      emit = () => this.emit('task-failed', { id: job.id, name: job.name, error: err, runtime } satisfies TaskFailedEvent);
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      this.#running.delete(job);
+    }
+    if (!job.abandoned) {
+      const ignore = h.ignore_result === true;
+      this.#settle({ delivery: job.delivery, action: 'ack', meta: ignore ? null : meta, emit });
+    }
+    this.#pump();
+    this.#checkIdle();
+  }
+
+  #settle(s: Settlement): void {
+    this.#settleQueue.push(s);
+    this.#kickSettle();
+  }
+
+  #kickSettle(): void {
+    if (!this.#settling && this.#settleQueue.length > 0) {
+      this.#settling = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flushSettled());
+    }
+  }
+
+  async #flushSettled(): Promise<void> {
+    try {
+      while (this.#settleQueue.length > 0) {
+        const batch = this.#settleQueue.splice(0, 512);
+        try {
+          await this.#storeResults(batch);
+        } catch (err) {
+          // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
+          this.#error(err);
+          this.#release(batch.length);
+          continue;
+        }
+        const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
+        const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
+        try {
+          if (acks.length > 0) await this.#consumer!.ack(acks);
+          if (rejects.length > 0) await this.#consumer!.reject(rejects, false);
+        } catch (err) {
+          this.#error(err);
+        }
+        this.#release(batch.length);
+        for (const s of batch) {
+          try {
+            s.emit?.();
+          } catch (err) {
+            this.#error(err);
+          }
+        }
+      }
+    } finally {
+      this.#settling = undefined;
+      this.#kickSettle();
+      this.#checkIdle();
+    }
+  }
+
+  async #storeResults(batch: Settlement[]): Promise<void> {
+    const backend = this.#backend;
+    if (!backend) return;
+    const withMeta = batch.filter((s) => s.meta !== null);
+    if (withMeta.length === 0) return;
+    let values: string[];
+    try {
+      values = await encodeMetas(
+        withMeta.map((s) => s.meta!),
+        this.#resultSerializer,
+        this.security,
+      );
+    } catch {
+      // One result kombu JSON cannot encode: encode one by one, as Celery stores an EncodeError.
+      values = [];
+      for (const s of withMeta) {
+        try {
+          values.push((await encodeMetas([s.meta!], this.#resultSerializer, this.security))[0]!);
+        } catch (err) {
+          const m = s.meta!;
+          const failed = buildMeta(
+            m.task_id,
+            'FAILURE',
+            { exc_type: 'EncodeError', exc_message: [err instanceof Error ? err.message : String(err)], exc_module: 'kombu.exceptions' },
+            null,
+            { group: m.group_id ?? null, parentId: m.parent_id ?? null },
+          );
+          values.push((await encodeMetas([failed], this.#resultSerializer, this.security))[0]!);
+        }
+      }
+    }
+    await backend.store(withMeta.map((s, i) => ({ taskId: s.meta!.task_id, value: values[i]! })));
+  }
+
+  #checkIdle(): void {
+    if (this.#running.size === 0 && this.#settleQueue.length === 0 && !this.#settling && this.#idle.length > 0) {
+      const waiters = this.#idle;
+      this.#idle = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #whenIdle(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#idle.push(resolve);
+      this.#checkIdle();
+    });
+  }
+
+  /**
+   * Stops gracefully: stops consuming, gives back the messages it holds but
+   * has not started (to the front of their queues), waits for running tasks
+   * to finish and be acknowledged, then closes the connections.
+   */
+  async stop(options: StopOptions = {}): Promise<void> {
+    if (this.#state === 'starting') await this.#starting?.catch(() => undefined);
+    if (this.#state === 'stopped' || this.#state === 'new') {
+      this.#state = 'stopped';
+      return;
+    }
+    if (this.#state === 'stopping') return this.#whenStopped();
+    this.#state = 'stopping';
+    const timeout = options.timeout ?? 30000;
+    const deadline = Date.now() + timeout;
+    const within = async (p: Promise<unknown>): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([p, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
+      clearTimeout(timer);
+    };
+    this.#room?.();
+    this.#room = undefined;
+    // A receive in flight ends within the broker's wait (1 s on Redis); a broker that
+    // is down may hold it longer: then stop anyway (what it delivers later stays
+    // unacknowledged and is restored after the visibility timeout).
+    await within(this.#loop ?? Promise.resolve());
+    await within(Promise.all([...this.#batches]));
+    // Not started: back to the queue.
+    const unstarted = [...this.#ready.splice(0), ...this.#eta];
+    for (const j of this.#eta) clearTimeout(j.timer);
+    this.#etaHeld -= this.#eta.size;
+    this.#eta.clear();
+    if (unstarted.length > 0) {
+      await this.#consumer!.recover(unstarted.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
+      this.#release(unstarted.length);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      this.#whenIdle().then(() => false),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(true), Math.max(0, deadline - Date.now()));
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      const left = [...this.#running];
+      for (const j of left) {
+        j.abandoned = true;
+        j.controller?.abort(new Error('worker stopped'));
+      }
+      await this.#consumer!.recover(left.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
+      this.#release(left.length);
+      await within(this.#settling ?? Promise.resolve());
+    }
+    await this.#consumer!.close().catch(() => undefined);
+    await this.#transport!.close().catch(() => undefined);
+    await this.#backend?.close().catch(() => undefined);
+    this.#state = 'stopped';
+    for (const w of this.#stopWaiters.splice(0)) w();
+  }
+
+  readonly #stopWaiters: (() => void)[] = [];
+  #whenStopped(): Promise<void> {
+    return new Promise((r) => this.#stopWaiters.push(r));
+  }
+}
+
+/**
+ * Creates a worker for signed tasks; `await worker.start()` to consume.
+ *
+ * ```ts
+ * const worker = createWorker({
+ *   broker: 'redis://127.0.0.1:6379/0', backend: 'redis://127.0.0.1:6379/0', security,
+ *   tasks: { 'tasks.add': async ([x, y]) => Number(x) + Number(y) },
+ *   concurrency: 32,
+ * });
+ * worker.on('security', (e) => log.warn(e.code, e.reason, e.taskId, e.signer));
+ * await worker.start();
+ * // ...
+ * await worker.stop();
+ * ```
+ */
+export function createWorker(options: WorkerOptions): Worker {
+  return new Worker(options);
+}

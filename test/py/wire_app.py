@@ -1,0 +1,123 @@
+"""A stock Celery app for the wire suite (test/wire), signed with ``setup_security()``.
+
+Started as a real worker by the tests::
+
+    celery -A wire_app worker --pool=prefork -c 2 -Q <queue> ...
+
+(with ``PYTHONPATH=test/py``), and imported by ``wire_producer.py``. Everything
+comes from the environment, so that one module serves both venvs:
+
+    WIRE_BROKER            redis://127.0.0.1:PORT/0 (required)
+    WIRE_BACKEND           result backend URL (default: WIRE_BROKER)
+    WIRE_KEY               private key (PEM path)          -> security_key
+    WIRE_KEY_PASSWORD      its password, if any            -> security_key_password
+    WIRE_CERT              certificate (PEM path)          -> security_certificate
+    WIRE_STORE             trusted certificates (dir/glob) -> security_cert_store
+    WIRE_DIGEST            default sha256                  -> security_digest
+    WIRE_VISIBILITY        broker visibility_timeout in seconds (default: kombu's 3600)
+    WIRE_PREFETCH          worker_prefetch_multiplier (default 4, Celery's)
+    WIRE_ACKS_LATE         "1": task_acks_late = True
+
+Nothing else is changed from Celery's defaults: task_serializer 'auth',
+accept_content ['auth'] (what setup_security demands), results in JSON (Celery's
+default result_serializer; result_accept_content ['json'] so that a Python
+producer can read them back).
+
+Celery 5.4.0 cannot load any certificate store: its ``Certificate.has_expired``
+compares an aware ``now`` with cryptography's naive ``not_valid_after`` and
+raises TypeError (celery/celery#9037, fixed in 5.5). Under 5.4 this module
+replaces that one method with the 5.5 fix, and nothing else; the 5.4 wire
+format (raw signer and signature) is untouched.
+"""
+import datetime
+import os
+
+import celery
+from celery import Celery
+from celery.security import certificate as _certificate
+
+CELERY54 = celery.VERSION[:2] < (5, 5)
+
+if CELERY54:
+    def _has_expired(self):
+        not_after = getattr(self._cert, 'not_valid_after_utc', None)
+        if not_after is None:
+            not_after = self._cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+        return datetime.datetime.now(datetime.timezone.utc) >= not_after
+
+    _certificate.Certificate.has_expired = _has_expired
+
+BROKER = os.environ['WIRE_BROKER']
+BACKEND = os.environ.get('WIRE_BACKEND') or BROKER
+
+app = Celery('wire_app', broker=BROKER, backend=BACKEND)
+conf = dict(
+    task_serializer='auth',
+    accept_content=['auth'],
+    result_serializer='json',
+    result_accept_content=['json'],
+    security_key=os.environ['WIRE_KEY'],
+    security_key_password=(os.environ.get('WIRE_KEY_PASSWORD') or '').encode() or None,
+    security_certificate=os.environ['WIRE_CERT'],
+    security_cert_store=os.environ['WIRE_STORE'],
+    security_digest=os.environ.get('WIRE_DIGEST', 'sha256'),
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=int(os.environ.get('WIRE_PREFETCH', '4')),
+    task_acks_late=os.environ.get('WIRE_ACKS_LATE') == '1',
+)
+if os.environ.get('WIRE_VISIBILITY'):
+    conf['broker_transport_options'] = {'visibility_timeout': float(os.environ['WIRE_VISIBILITY'])}
+app.conf.update(conf)
+app.setup_security()
+
+
+def _runs_client():
+    return app.backend.client
+
+
+@app.task(name='wire.add')
+def add(x, y):
+    return x + y
+
+
+@app.task(name='wire.echo', bind=True)
+def echo(self, *args, **kwargs):
+    """Returns what it got and the request as the worker saw it."""
+    r = self.request
+    return {
+        'args': list(args),
+        'kwargs': kwargs,
+        'request': {
+            'id': r.id,
+            'root_id': r.root_id,
+            'parent_id': r.parent_id,
+            'group': r.group,
+            'group_index': r.group_index,
+            'retries': r.retries,
+            'eta': r.eta,
+            'expires': r.expires,
+            'timelimit': list(r.timelimit or [None, None]),
+            'origin': r.origin,
+            'ignore_result': r.ignore_result,
+            'argsrepr': r.argsrepr,
+            'kwargsrepr': r.kwargsrepr,
+            'correlation_id': r.correlation_id,
+            'reply_to': r.reply_to,
+            'priority': (r.delivery_info or {}).get('priority'),
+            'routing_key': (r.delivery_info or {}).get('routing_key'),
+            'x_custom': getattr(r, 'x_custom', None),
+        },
+    }
+
+
+@app.task(name='wire.fail')
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task(name='wire.count', bind=True)
+def count(self, i):
+    """Counts its runs per task id in the hash ``wire:runs`` (to find a task run twice)."""
+    _runs_client().hincrby('wire:runs', self.request.id, 1)
+    return i
