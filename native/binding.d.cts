@@ -55,14 +55,12 @@ export declare class NativeSerializer {
   open(payload: Uint8Array): Opened
   /** Verifies one payload on a libuv worker thread. */
   openAsync(payload: Uint8Array): Promise<Opened>
-  /** Verifies a batch of byte payloads in one native call over the thread pool. */
-  openMany(payloads: Array<Uint8Array>): Promise<OpenedBatch>
   /**
-   * Verifies a batch of text payloads given joined, with their lengths in
-   * UTF-16 code units. Non-ASCII characters can never be base64 and are
-   * kept as an invalid byte, so every item keeps its own boundaries.
+   * Verifies a batch in one native call over the thread pool. The payloads
+   * are laid end to end in `data`, item `i` being `lengths[i]` bytes long;
+   * the buffer is read in place by the native threads, never copied.
    */
-  openManyJoined(joined: string, lengths: Uint32Array): Promise<OpenedBatch>
+  openPacked(data: Buffer, lengths: Uint32Array): Promise<OpenedBatch>
 }
 
 /** The stable error codes, in the order the batch status numbers use (1-based). */
@@ -77,9 +75,9 @@ export interface Opened {
 }
 
 /**
- * A verified batch, flat: `meta` has 6 numbers an item.
- * ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd]`
- * err: `[status, messageIdx, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+ * A verified batch, flat: `meta` has 7 numbers an item.
+ * ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, bodyIsUtf8]`
+ * err: `[status, messageIdx, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
  * Indices point into `strings`; body ranges into `buffer`.
  */
 export interface OpenedBatch {

@@ -842,7 +842,7 @@ function epochMs(f: Omit<DateTimeFields, 'offset'>, offset: number): number {
  */
 export function loads(text: string | Uint8Array): unknown {
   const s = typeof text === 'string' ? text : UTF8_FATAL.decode(text);
-  const hook = s.includes('__type__') || ESCAPED_TYPE_CHAR.test(s);
+  const hook = s.includes('__type__') || (s.includes('\\u00') && ESCAPED_TYPE_CHAR.test(s));
   let parsed: unknown;
   try {
     parsed = JSON.parse(s);
@@ -854,7 +854,7 @@ export function loads(text: string | Uint8Array): unknown {
   }
   // JSON.parse rounds an integer beyond 2^53; such a value comes out as a
   // number that is integral but not safe (a float literal may too: harmless).
-  if (LONG_DIGITS.test(s) && hasUnsafeInteger(parsed)) return new Parser(s, hook).parseDocument();
+  if (hasUnsafeInteger(parsed) && LONG_DIGITS.test(s)) return new Parser(s, hook).parseDocument();
   return hook ? revive(parsed) : parsed;
 }
 

@@ -12,6 +12,9 @@ export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 /** Items per native call when a large batch is pipelined. */
 const PIPELINE_CHUNK = 1024;
 
+/** Numbers per item in a native batch's `meta` (see crates/node: OpenedBatch). */
+const META_STRIDE = 7;
+
 export interface SecureSerializerOptions {
   /** Signs; needed by the serialize methods. */
   key?: PrivateKey;
@@ -181,36 +184,47 @@ export class SecureSerializer {
   }
 
   #openChunk(payloads: readonly Bytes[], start: number, end: number): Promise<OpenedBatch> {
-    let allText = true;
+    // Lay the payloads end to end in one buffer (text as UTF-8, as Celery's
+    // ensure_bytes does); the native threads read it in place.
+    const lengths = new Uint32Array(end - start);
+    let total = 0;
     for (let i = start; i < end; i++) {
-      if (typeof payloads[i] !== 'string') {
-        allText = false;
-        break;
+      const p = payloads[i];
+      const len = typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : payloadBytes(p!).length;
+      lengths[i - start] = len;
+      total += len;
+    }
+    const data = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (let i = start; i < end; i++) {
+      const p = payloads[i]!;
+      if (typeof p === 'string') at += data.write(p, at, 'utf8');
+      else {
+        data.set(p, at);
+        at += p.length;
       }
     }
-    if (allText) {
-      const texts = (start === 0 && end === payloads.length ? payloads : payloads.slice(start, end)) as readonly string[];
-      const lengths = new Uint32Array(texts.length);
-      for (let i = 0; i < texts.length; i++) lengths[i] = texts[i]!.length;
-      const joined = texts.join('');
-      return callAsync(() => this.#native.openManyJoined(joined, lengths));
-    }
-    const buffers = payloads.slice(start, end).map(payloadBytes);
-    return callAsync(() => this.#native.openMany(buffers));
+    return callAsync(() => this.#native.openPacked(data, lengths));
   }
 
   #collect(batch: OpenedBatch, out: DeserializeResult[], start: number, end: number): void {
     const { buffer, meta, strings } = batch;
-    for (let i = start, m = 0; i < end; i++, m += 6) {
+    const decoders = this.#registry.decoders;
+    for (let i = start, m = 0; i < end; i++, m += META_STRIDE) {
       const status = meta[m]!;
       if (status !== 0) {
         const code = STATUS_CODES[status - 1] ?? 'ERR_MALFORMED_PAYLOAD';
         out[i] = { ok: false, error: new SecurityError(code, strings[meta[m + 1]!]!) };
         continue;
       }
-      const body = buffer.subarray(meta[m + 4]!, meta[m + 5]!);
+      const contentType = strings[meta[m + 1]!]!;
+      const from = meta[m + 4]!;
+      const to = meta[m + 5]!;
+      // A body the native threads found to be UTF-8 goes to a decoder as text,
+      // saving a second validation here; anything else stays bytes.
+      const body = meta[m + 6] === 1 && decoders.has(contentType) ? buffer.toString('utf8', from, to) : buffer.subarray(from, to);
       try {
-        const value = this.#decode(strings[meta[m + 1]!]!, strings[meta[m + 2]!]!, body, true);
+        const value = this.#decode(contentType, strings[meta[m + 2]!]!, body, true);
         out[i] = { ok: true, value, signer: strings[meta[m + 3]!]! };
       } catch (err) {
         out[i] = { ok: false, error: asSecurityError(err) };
@@ -223,7 +237,7 @@ export class SecureSerializer {
     return this.#accept;
   }
 
-  #decode(contentType: string, contentEncoding: string, body: Buffer, shared = false): unknown {
+  #decode(contentType: string, contentEncoding: string, body: Buffer | string, shared = false): unknown {
     if (!this.#accept.has(contentType)) {
       throw new SecurityError(
         'ERR_CONTENT_DISALLOWED',
@@ -232,7 +246,7 @@ export class SecureSerializer {
     }
     const value = this.#registry.loads(body, contentType, contentEncoding, { force: true });
     // Bytes handed back as they are must not pin a whole batch's buffer.
-    return shared && value === body ? Buffer.from(body) : value;
+    return shared && value === body && typeof body !== 'string' ? Buffer.from(body) : value;
   }
 
   #needKey(): void {

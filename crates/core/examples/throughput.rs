@@ -56,7 +56,7 @@ fn main() {
             WireFormat::Celery55,
             "application/json",
             "utf-8",
-            &bodies,
+            bodies.items(),
         );
         signed += out.len();
         if payloads.is_empty() {
@@ -75,7 +75,7 @@ fn main() {
         let out = batch::open_many(
             &store,
             Digest::Sha256,
-            &packed,
+            packed.items(),
             envelope::DEFAULT_MAX_PAYLOAD,
         );
         assert!(out.results.iter().all(|r| r.is_ok()));

@@ -55,25 +55,43 @@ pub fn threads() -> usize {
     pool().current_num_threads()
 }
 
-/// Payloads laid end to end: `data[offsets[i]..offsets[i + 1]]` is item `i`.
-pub struct Packed {
-    pub data: Vec<u8>,
-    pub offsets: Vec<usize>,
+/// Items laid end to end: `data[offsets[i]..offsets[i + 1]]` is item `i`.
+/// A borrowed view, so the bytes may live anywhere (a JavaScript buffer too).
+#[derive(Clone, Copy)]
+pub struct Items<'a> {
+    data: &'a [u8],
+    offsets: &'a [usize],
 }
 
-impl Packed {
+impl<'a> Items<'a> {
+    /// `offsets` starts at 0, never decreases and ends at most at `data.len()`.
+    pub fn new(data: &'a [u8], offsets: &'a [usize]) -> Option<Items<'a>> {
+        let valid = offsets.first() == Some(&0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.last().is_some_and(|&end| end <= data.len());
+        valid.then_some(Items { data, offsets })
+    }
+
     pub fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
+        self.offsets.len() - 1
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn item(&self, i: usize) -> &[u8] {
+    pub fn item(&self, i: usize) -> &'a [u8] {
         &self.data[self.offsets[i]..self.offsets[i + 1]]
     }
+}
 
+/// Owned items laid end to end.
+pub struct Packed {
+    pub data: Vec<u8>,
+    pub offsets: Vec<usize>,
+}
+
+impl Packed {
     pub fn from_items<I: IntoIterator<Item = T>, T: AsRef<[u8]>>(items: I) -> Packed {
         let mut data = Vec::new();
         let mut offsets = vec![0];
@@ -82,6 +100,13 @@ impl Packed {
             offsets.push(data.len());
         }
         Packed { data, offsets }
+    }
+
+    pub fn items(&self) -> Items<'_> {
+        Items {
+            data: &self.data,
+            offsets: &self.offsets,
+        }
     }
 }
 
@@ -96,7 +121,7 @@ pub struct OpenedBatch {
 pub fn open_many(
     store: &CertStore,
     digest: Digest,
-    payloads: &Packed,
+    payloads: Items<'_>,
     max_payload: usize,
 ) -> OpenedBatch {
     let n = payloads.len();
@@ -105,7 +130,7 @@ pub fn open_many(
     let mut total = 0usize;
     for i in 0..n {
         bases.push(total);
-        let len = payloads.offsets[i + 1] - payloads.offsets[i];
+        let len = payloads.item(i).len();
         if len <= max_payload {
             total += envelope::decode_capacity(len);
         }
@@ -151,7 +176,7 @@ pub fn seal_many(
     format: WireFormat,
     content_type: &str,
     content_encoding: &str,
-    bodies: &Packed,
+    bodies: Items<'_>,
 ) -> Vec<Result<String>> {
     pool().install(|| {
         (0..bodies.len())

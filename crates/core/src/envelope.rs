@@ -183,6 +183,8 @@ pub struct Opened {
     pub body: Range<usize>,
     pub signer: Arc<Certificate>,
     pub format: WireFormat,
+    /// Whether the body is valid UTF-8 (checked here, off the event loop).
+    pub body_is_utf8: bool,
 }
 
 /// Room needed to decode a payload of `len` base64 bytes.
@@ -303,10 +305,12 @@ pub fn open_into(
     };
     signer.verify_signature(&raw[body.clone()], signature, digest)?;
 
+    let body_is_utf8 = std::str::from_utf8(&raw[body.clone()]).is_ok();
     Ok(Opened {
         content_type,
         content_encoding,
         body,
+        body_is_utf8,
         signer: Arc::clone(signer),
         format,
     })

@@ -450,7 +450,7 @@ fn batch_keeps_every_result_in_place() {
         }
     }
     let packed = Packed::from_items(&items);
-    let out = batch::open_many(&store, Digest::Sha256, &packed, 4096);
+    let out = batch::open_many(&store, Digest::Sha256, packed.items(), 4096);
     assert_eq!(out.results.len(), expect.len());
     for (r, e) in out.results.iter().zip(&expect) {
         match (r, e) {
@@ -472,7 +472,7 @@ fn seal_many_matches_single_seals() {
         WireFormat::Celery55,
         "application/json",
         "utf-8",
-        &Packed::from_items(&bodies),
+        Packed::from_items(&bodies).items(),
     );
     for (i, p) in sealed.into_iter().enumerate() {
         let p = p.unwrap();

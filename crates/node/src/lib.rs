@@ -198,9 +198,9 @@ pub struct Opened {
     pub signer: String,
 }
 
-/// A verified batch, flat: `meta` has 6 numbers an item.
-/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd]`
-/// err: `[status, messageIdx, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+/// A verified batch, flat: `meta` has 7 numbers an item.
+/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, bodyIsUtf8]`
+/// err: `[status, messageIdx, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
 /// Indices point into `strings`; body ranges into `buffer`.
 #[napi(object)]
 pub struct OpenedBatch {
@@ -391,37 +391,11 @@ impl NativeSerializer {
         }))
     }
 
-    /// Verifies a batch of byte payloads in one native call over the thread pool.
+    /// Verifies a batch in one native call over the thread pool. The payloads
+    /// are laid end to end in `data`, item `i` being `lengths[i]` bytes long;
+    /// the buffer is read in place by the native threads, never copied.
     #[napi(ts_return_type = "Promise<OpenedBatch>")]
-    pub fn open_many(&self, payloads: Vec<&[u8]>) -> Result<AsyncTask<OpenManyTask>> {
-        Ok(AsyncTask::new(OpenManyTask {
-            store: self.shared.store()?,
-            shared: self.shared.clone(),
-            payloads: Packed::from_items(payloads),
-        }))
-    }
-
-    /// Verifies a batch of text payloads given joined, with their lengths in
-    /// UTF-16 code units. Non-ASCII characters can never be base64 and are
-    /// kept as an invalid byte, so every item keeps its own boundaries.
-    #[napi(ts_return_type = "Promise<OpenedBatch>")]
-    pub fn open_many_joined(
-        &self,
-        joined: Utf16String,
-        lengths: &[u32],
-    ) -> Result<AsyncTask<OpenManyTask>> {
-        let units: &[u16] = &joined;
-        let total: usize = lengths.iter().map(|&l| l as usize).sum();
-        if total != units.len() {
-            return Err(napi::Error::new(
-                Status::InvalidArg,
-                "lengths do not add up to the joined text",
-            ));
-        }
-        let data: Vec<u8> = units
-            .iter()
-            .map(|&u| if u < 0x80 { u as u8 } else { 0xff })
-            .collect();
+    pub fn open_packed(&self, data: Buffer, lengths: &[u32]) -> Result<AsyncTask<OpenManyTask>> {
         let mut offsets = Vec::with_capacity(lengths.len() + 1);
         let mut at = 0usize;
         offsets.push(0);
@@ -429,10 +403,17 @@ impl NativeSerializer {
             at += l as usize;
             offsets.push(at);
         }
+        if at > data.len() {
+            return Err(napi::Error::new(
+                Status::InvalidArg,
+                "lengths add up to more than the data",
+            ));
+        }
         Ok(AsyncTask::new(OpenManyTask {
             store: self.shared.store()?,
             shared: self.shared.clone(),
-            payloads: Packed { data, offsets },
+            data,
+            offsets,
         }))
     }
 }
@@ -483,7 +464,7 @@ impl Task for SealManyTask {
             self.shared.format,
             &self.content_type,
             &self.content_encoding,
-            &self.bodies,
+            self.bodies.items(),
         );
         let mut out = SealedBatch {
             payloads: Vec::with_capacity(results.len()),
@@ -532,7 +513,9 @@ impl Task for OpenTask {
 pub struct OpenManyTask {
     store: Arc<CertStore>,
     shared: Shared,
-    payloads: Packed,
+    /// The JavaScript buffer of payloads, kept alive (and unmoved) by its reference.
+    data: Buffer,
+    offsets: Vec<usize>,
 }
 
 /// Interns short strings (content types, encodings, signer ids) of a batch.
@@ -571,10 +554,12 @@ impl Task for OpenManyTask {
     type JsValue = OpenedBatch;
 
     fn compute(&mut self) -> Result<OpenManyOutput> {
+        let items = batch::Items::new(&self.data, &self.offsets)
+            .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
         let opened = batch::open_many(
             &self.store,
             self.shared.digest,
-            &self.payloads,
+            items,
             self.shared.max_payload,
         );
         let mut meta = Vec::with_capacity(opened.results.len() * 6);
@@ -592,11 +577,12 @@ impl Task for OpenManyTask {
                         signer,
                         o.body.start as f64,
                         o.body.end as f64,
+                        if o.body_is_utf8 { 1.0 } else { 0.0 },
                     ]);
                 }
                 Err(e) => {
                     let msg = strings.push(e.message.clone());
-                    meta.extend_from_slice(&[status_of(e.code), msg, 0.0, 0.0, 0.0, 0.0]);
+                    meta.extend_from_slice(&[status_of(e.code), msg, 0.0, 0.0, 0.0, 0.0, 0.0]);
                 }
             }
         }
