@@ -1,0 +1,250 @@
+/** The shape of a run's results (also what `--json` prints), and the targets of issue 3. */
+import type { CellResult } from './measure.js';
+import type { EventLoopResult, MemoryResult } from './extras.js';
+import type { Machine } from './machine.js';
+import type { PythonVersions } from './contenders/python.js';
+import { stats, type Stats } from './stats.js';
+import type { Bits, ContenderId, Op } from './workloads.js';
+
+export interface OpensslRates {
+  sign: number[];
+  verify: number[];
+}
+
+export interface OpensslSummary {
+  status: 'measured' | 'not measured';
+  note?: string;
+  version: string | null;
+  /** -multi processes. */
+  processes: number;
+  seconds: number;
+  /** How and when it was measured, for the report. */
+  how: string;
+  /** Samples per key size (full mode measures RSA-2048 at the start and the end). */
+  single: Partial<Record<Bits, OpensslRates>>;
+  multi: Partial<Record<Bits, OpensslRates>>;
+}
+
+export interface ContenderInfo {
+  op: Op;
+  id: ContenderId;
+  label: string;
+  does: string;
+}
+
+export interface TargetResult {
+  id: string;
+  title: string;
+  /** e.g. "0.80x", "1 GB/s", "5 ms". */
+  required: string;
+  /** The measured value in `unit`, and the ratio to the requirement's reference where there is one. */
+  measured: number | null;
+  unit: 'x' | 'GB/s' | 'ms' | 'MiB';
+  pass: boolean | null;
+  detail: string;
+}
+
+export interface BenchResults {
+  schema: 1;
+  mode: 'quick' | 'full';
+  argv: string[];
+  date: string;
+  durationSeconds: number;
+  machine: Machine;
+  loadAverageEnd: [number, number, number];
+  threads: { celerySign: number; workerPool: number; uvThreadpool: string };
+  python: { status: 'measured' | 'not measured'; path?: string; versions?: PythonVersions; reason?: string };
+  openssl: OpensslSummary;
+  coverage: string[];
+  contenders: ContenderInfo[];
+  cells: CellResult[];
+  eventLoop: EventLoopResult[];
+  memory: (MemoryResult & { quick: boolean }) | null;
+  targets: TargetResult[];
+  /** Observations the report should carry (derived from the figures). */
+  notes: string[];
+  problems: string[];
+  /** Wall time of each phase of the run. */
+  phases: { name: string; seconds: number }[];
+}
+
+export function opensslStats(o: OpensslSummary, kind: 'single' | 'multi', bits: Bits, op: Op): Stats | null {
+  const r = o[kind][bits];
+  if (!r) return null;
+  const xs = op === 'verify' ? r.verify : r.sign;
+  return xs.length ? stats(xs) : null;
+}
+
+export function findCell(
+  r: Pick<BenchResults, 'cells'>,
+  q: { section?: string; op: Op; contender: ContenderId; batch?: number; bits?: number; digest?: string; bodySize?: number },
+): CellResult | undefined {
+  return r.cells.find(
+    (c) =>
+      c.op === q.op &&
+      c.contender === q.contender &&
+      (q.section === undefined || c.section === q.section) &&
+      (q.batch === undefined || c.batch === q.batch) &&
+      (q.bits === undefined || c.bits === q.bits) &&
+      (q.digest === undefined || c.digest === q.digest) &&
+      (q.bodySize === undefined || c.bodySize === q.bodySize),
+  );
+}
+
+const median = (c: CellResult | undefined): number | null => (c?.status === 'ok' && c.stats ? c.stats.median : null);
+
+function ratioTarget(
+  id: string,
+  title: string,
+  min: number,
+  num: number | null,
+  den: number | null,
+  what: string,
+): TargetResult {
+  if (num === null || den === null || !(den > 0)) {
+    return { id, title, required: `>= ${min}x`, measured: null, unit: 'x', pass: null, detail: `not measured (${what})` };
+  }
+  const ratio = num / den;
+  return { id, title, required: `>= ${min}x`, measured: ratio, unit: 'x', pass: ratio >= min, detail: what };
+}
+
+const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}/s`;
+
+/** The targets of issue 3, as ratios measured in this run. */
+export function computeTargets(r: Omit<BenchResults, 'targets' | 'notes'>): TargetResult[] {
+  const head = { section: 'headline', bits: 2048, digest: 'sha256', batch: 4096 } as const;
+  const csMany = median(findCell(r, { ...head, op: 'verify', contender: 'cs-many' }));
+  const csSignMany = median(findCell(r, { ...head, op: 'sign', contender: 'cs-many' }));
+  const wcAll = median(findCell(r, { ...head, op: 'verify', contender: 'wc-all' }));
+  const multiV = opensslStats(r.openssl, 'multi', 2048, 'verify')?.median ?? null;
+  const multiS = opensslStats(r.openssl, 'multi', 2048, 'sign')?.median ?? null;
+  const out: TargetResult[] = [];
+  const n = r.openssl.processes;
+  out.push(
+    ratioTarget(
+      'verify-vs-openssl',
+      `deserializeMany vs openssl speed -multi ${n} verify/s (RSA-2048, batch 4096)`,
+      0.8,
+      csMany,
+      multiV,
+      csMany !== null && multiV !== null ? `${rate(csMany)} vs ${rate(multiV)}` : 'deserializeMany or openssl missing',
+    ),
+  );
+  out.push(
+    ratioTarget(
+      'verify-vs-webcrypto',
+      'deserializeMany vs WebCrypto Promise.all (batch 4096)',
+      2.5,
+      csMany,
+      wcAll,
+      csMany !== null && wcAll !== null ? `${rate(csMany)} vs ${rate(wcAll)}` : 'a contender missing',
+    ),
+  );
+  out.push(
+    ratioTarget(
+      'sign-vs-openssl',
+      `serializeMany vs openssl speed -multi ${n} sign/s (RSA-2048, batch 4096)`,
+      0.85,
+      csSignMany,
+      multiS,
+      csSignMany !== null && multiS !== null ? `${rate(csSignMany)} vs ${rate(multiS)}` : 'serializeMany or openssl missing',
+    ),
+  );
+  // One-at-a-time rates do not depend on the batch size: take the largest batch both ran.
+  let asyncPair: [number, number, number] | null = null;
+  for (const batch of [4096, 256, 16, 1]) {
+    const a = median(findCell(r, { ...head, batch, op: 'verify', contender: 'cs-async' }));
+    const w = median(findCell(r, { ...head, batch, op: 'verify', contender: 'wc-serial' }));
+    if (a !== null && w !== null) {
+      asyncPair = [a, w, batch];
+      break;
+    }
+  }
+  out.push(
+    ratioTarget(
+      'async-vs-webcrypto',
+      'deserializeAsync one at a time vs WebCrypto one await at a time',
+      2,
+      asyncPair?.[0] ?? null,
+      asyncPair?.[1] ?? null,
+      asyncPair ? `${rate(asyncPair[0])} vs ${rate(asyncPair[1])} (batch ${asyncPair[2]})` : 'a contender missing',
+    ),
+  );
+  const big = findCell(r, { op: 'verify', contender: 'cs-many', bodySize: 1 << 20 });
+  const bigRate = median(big);
+  if (big && bigRate !== null) {
+    const gbs = (bigRate * big.meanBody) / 1e9;
+    const b64 = (bigRate * big.meanPayload) / 1e9;
+    out.push({
+      id: 'big-bodies',
+      title: `1 MiB bodies verified by deserializeMany (batch ${big.batch}, ${r.threads.celerySign} threads)`,
+      required: '>= 1 GB/s',
+      measured: gbs,
+      unit: 'GB/s',
+      pass: gbs >= 1,
+      detail: `${gbs.toFixed(2)} GB/s of body (${b64.toFixed(2)} GB/s of base64 payload), ${bigRate.toFixed(0)} payloads/s`,
+    });
+  } else {
+    out.push({ id: 'big-bodies', title: '1 MiB bodies verified by deserializeMany', required: '>= 1 GB/s', measured: null, unit: 'GB/s', pass: null, detail: 'not measured' });
+  }
+  const eld = r.eventLoop.find((e) => e.id === 'cs-many');
+  out.push(
+    eld
+      ? {
+          id: 'event-loop',
+          title: 'p99 event-loop delay, deserializeMany batches of 4096 back to back',
+          required: '<= 5 ms',
+          measured: eld.p99Ms,
+          unit: 'ms',
+          pass: eld.p99Ms <= 5,
+          detail: `p50 ${eld.p50Ms.toFixed(2)} ms, p99 ${eld.p99Ms.toFixed(2)} ms, max ${eld.maxMs.toFixed(2)} ms over ${eld.seconds.toFixed(1)} s`,
+        }
+      : { id: 'event-loop', title: 'p99 event-loop delay', required: '<= 5 ms', measured: null, unit: 'ms', pass: null, detail: 'not measured' },
+  );
+  const mem = r.memory;
+  out.push(
+    mem
+      ? {
+          id: 'memory',
+          title: `RSS growth over ${mem.payloads.toLocaleString('en-US')} payloads through deserializeMany${mem.quick ? ' (quick: not the 1,000,000 of the target)' : ''}`,
+          required: '<= 32 MiB',
+          measured: mem.growthMiB,
+          unit: 'MiB',
+          pass: mem.growthMiB <= 32,
+          detail: `median RSS ${mem.baselineMiB.toFixed(1)} MiB over the first eighth -> ${mem.finalMiB.toFixed(1)} MiB over the last (peak +${mem.peakGrowthMiB.toFixed(1)} MiB)`,
+        }
+      : { id: 'memory', title: 'RSS growth over 1M payloads', required: '<= 32 MiB', measured: null, unit: 'MiB', pass: null, detail: 'not measured' },
+  );
+  return out;
+}
+
+/**
+ * Where one celery-sign thread beats `openssl speed` on one core, the system
+ * OpenSSL is not this machine's limit for that key size: say so.
+ */
+export function computeNotes(r: Omit<BenchResults, 'targets' | 'notes'>): string[] {
+  const notes: string[] = [];
+  for (const op of ['sign', 'verify'] as const) {
+    const beaten: string[] = [];
+    for (const bits of [2048, 3072, 4096] as const) {
+      const limit = opensslStats(r.openssl, 'single', bits, op)?.median;
+      if (!limit) continue;
+      const best = Math.max(
+        0,
+        ...r.cells
+          .filter((c) => c.op === op && c.bits === bits && c.contender === 'cs-sync' && c.status === 'ok' && c.stats)
+          .map((c) => c.stats!.median),
+      );
+      if (best > 1.15 * limit) beaten.push(`RSA-${bits} (${(best / limit).toFixed(2)}x)`);
+    }
+    if (beaten.length) {
+      notes.push(
+        `celery-sign's sync ${op === 'sign' ? 'serialize' : 'deserialize'}, on one thread and doing the whole job, beats ` +
+          `\`openssl speed\` on one core at ${beaten.join(', ')}: the system OpenSSL (${r.openssl.version ?? '?'}) is not ` +
+          `the fastest RSA code on this machine for those key sizes (celery-sign's addon links its own crypto library statically; Node's is OpenSSL ${r.machine.nodeOpenssl}), ` +
+          'so ratios against that limit flatter celery-sign there.',
+      );
+    }
+  }
+  return notes;
+}
