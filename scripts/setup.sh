@@ -2,7 +2,7 @@
 # The whole set-up on a fresh machine (Debian/Ubuntu with Node.js >= 20, npm,
 # Rust via rustup, Python 3 and a C compiler): system packages, the npm
 # dependencies, the Python environments of the interop suite, and the build
-# (the Rust addon with a statically linked OpenSSL, then the TypeScript).
+# (the Rust addon with AWS-LC compiled in, then the TypeScript).
 # Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,14 +16,14 @@ need node "install Node.js >= 20"
 need npm "install npm"
 need cargo "install Rust with rustup (the toolchain is pinned by rust-toolchain.toml)"
 need python3 "install Python 3"
-need cc "install a C compiler (gcc); OpenSSL is built from source"
-need perl "install perl; OpenSSL's build needs it"
-need make "install make; OpenSSL's build needs it"
+need cc "install a C compiler (gcc); AWS-LC is built from source"
 
 # System packages the suites use (the openssl CLI for `openssl speed` in the benchmark).
 apt_packages=()
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
+command -v cmake >/dev/null 2>&1 || apt_packages+=(cmake)
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || apt_packages+=(rabbitmq-server)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     log "apt-get install ${apt_packages[*]}"
