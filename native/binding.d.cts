@@ -70,7 +70,8 @@ export declare function errorCodes(): Array<string>
 export interface Opened {
   contentType: string
   contentEncoding: string
-  body: Buffer
+  /** The body: text when it is valid UTF-8 (checked here, off the event loop), else bytes. */
+  body: string | Buffer
   signer: string
 }
 

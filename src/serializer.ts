@@ -145,16 +145,14 @@ export class SecureSerializer {
   deserialize(payload: Bytes): unknown {
     this.#needStore();
     const bytes = payloadBytes(payload);
-    const opened = call(() => this.#native.open(bytes));
-    return this.#decode(opened.contentType, opened.contentEncoding, opened.body);
+    return this.#decodeOpened(call(() => this.#native.open(bytes)));
   }
 
   /** Like {@link deserialize}, with the verification made on a native thread. */
   async deserializeAsync(payload: Bytes): Promise<unknown> {
     this.#needStore();
     const bytes = payloadBytes(payload);
-    const opened: Opened = await callAsync(() => this.#native.openAsync(bytes));
-    return this.#decode(opened.contentType, opened.contentEncoding, opened.body);
+    return this.#decodeOpened(await callAsync(() => this.#native.openAsync(bytes)));
   }
 
   /**
@@ -235,6 +233,13 @@ export class SecureSerializer {
   /** The inner content types decoded after verification. */
   get accept(): ReadonlySet<string> {
     return this.#accept;
+  }
+
+  /** A body that came back as text goes to a decoder as text; without one, as bytes. */
+  #decodeOpened(opened: Opened): unknown {
+    const { contentType, contentEncoding, body } = opened;
+    const data = typeof body === 'string' && !this.#registry.decoders.has(contentType) ? Buffer.from(body, 'utf8') : body;
+    return this.#decode(contentType, contentEncoding, data);
   }
 
   #decode(contentType: string, contentEncoding: string, body: Buffer | string, shared = false): unknown {

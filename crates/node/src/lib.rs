@@ -194,7 +194,8 @@ impl Default for NativeCertStore {
 pub struct Opened {
     pub content_type: String,
     pub content_encoding: String,
-    pub body: Buffer,
+    /// The body: text when it is valid UTF-8 (checked here, off the event loop), else bytes.
+    pub body: Either<String, Buffer>,
     pub signer: String,
 }
 
@@ -278,7 +279,11 @@ impl Shared {
             content_type: text(opened.content_type.clone()),
             content_encoding: text(opened.content_encoding.clone()),
             signer: opened.signer.id().to_owned(),
-            body: buf[opened.body].to_vec().into(),
+            body: if opened.body_is_utf8 {
+                Either::A(String::from_utf8_lossy(&buf[opened.body]).into_owned())
+            } else {
+                Either::B(buf[opened.body].to_vec().into())
+            },
         })
     }
 }
