@@ -56,3 +56,12 @@ export type {
 export { RedisTransport, RedisBackend, redisEnvelope, parseEnvelope, queueForPriority, PRIORITY_STEPS } from './wire/redis.js';
 export type { RedisTransportOptions } from './wire/redis.js';
 export type { SecurityOption } from './wire/security.js';
+export type { EventMessage } from './wire/transport.js';
+export { AmqpTransport, amqpOptionsFromUrl } from './wire/amqp.js';
+export type { AmqpTransportOptions } from './wire/amqp.js';
+export { redisEventEnvelope } from './wire/redis.js';
+export { EventDispatcher, utcoffset, loadAverage, SW_IDENT, SW_VERSION } from './wire/events.js';
+export type { EventOptions, CeleryEvent } from './wire/events.js';
+export { bindHeaders, makeBinding, bindingDigest, checkBinding, BINDING_KEY, BOUND_HEADERS } from './wire/binding.js';
+export type { HeaderBinding } from './wire/binding.js';
+export { ReplayGuard } from './wire/replay.js';

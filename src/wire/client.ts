@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { ImproperlyConfigured } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
 import { ResultTimeoutError, TaskFailedError, WireError } from './errors.js';
+import { bindHeaders } from './binding.js';
 import { buildTaskMessage, encodeTaskMessages, type TaskMessage, type TaskOptions } from './protocol.js';
 import {
   decodeMeta,
@@ -27,10 +28,11 @@ import {
 import { resolveSecurity, type SecurityOption } from './security.js';
 import { openBackend, openTransport, type BrokerTransport, type OutgoingMessage, type ResultBackend } from './transport.js';
 import './redis.js';
+import './amqp.js';
 
 /** Options of {@link createClient}. */
 export interface ClientOptions {
-  /** Broker URL, e.g. `redis://127.0.0.1:6379/0`. */
+  /** Broker URL, e.g. `redis://127.0.0.1:6379/0` or `amqp://guest:guest@127.0.0.1:5672//`. */
   broker: string;
   /** Result backend URL (Redis); without it `AsyncResult.get` is unavailable. */
   backend?: string;
@@ -48,6 +50,13 @@ export interface ClientOptions {
   connectTimeout?: number;
   /** Most messages signed and published in one batch. Default 1000. */
   maxBatch?: number;
+  /**
+   * Beyond Celery: bind the headers `task`, `id`, `eta` and `expires` into
+   * the signed body (`celery_sign_binding` in the embed; see `./binding.ts`),
+   * so that a Node worker with `requireHeaderBinding` refuses a message whose
+   * headers were changed. Python workers ignore the extra key. Default `false`.
+   */
+  headerBinding?: boolean;
 }
 
 /** Options of {@link AsyncResult.get}. */
@@ -185,6 +194,7 @@ export class CeleryClient {
       // What each Celery's send_task writes when not told: 5.4 False, 5.5+ None.
       ignoreResult: this.security.wireFormat === 'celery-5.4' ? false : null,
     });
+    if (this.#options.headerBinding) bindHeaders(message);
     await new Promise<void>((resolve, reject) => {
       this.#pending.push({ message, resolve, reject });
       this.#schedule();

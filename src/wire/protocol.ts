@@ -6,7 +6,7 @@
  * `[args, kwargs, {callbacks, errbacks, chain, chord}]`, and where it goes
  * (`exchange`, `routingKey`). The body is serialized with the `auth`
  * serializer ({@link SecureSerializer}): content type `application/data`,
- * encoding `utf-8`. A transport (`./redis.ts`, later AMQP) puts the result on
+ * encoding `utf-8`. A transport (`./redis.ts`, `./amqp.ts`) puts the result on
  * the wire in its own framing.
  *
  * @module
@@ -278,7 +278,11 @@ export interface TaskBody {
   args: unknown[];
   kwargs: Record<string, unknown>;
   embed: TaskEmbed;
+  /** Keys of the embed dict other than Celery's four (e.g. celery-sign's `celery_sign_binding`). */
+  extra?: Record<string, unknown>;
 }
+
+const EMBED_KEYS = new Set(['callbacks', 'errbacks', 'chain', 'chord']);
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
@@ -300,6 +304,10 @@ export function parseTaskBody(value: unknown): TaskBody {
   if (!isRecord(kw)) throw new SecurityError('ERR_MALFORMED_PAYLOAD', 'Task kwargs must be a dict');
   const em = embed === null ? {} : embed instanceof Map ? Object.fromEntries(embed) : embed;
   if (!isRecord(em)) throw new SecurityError('ERR_MALFORMED_PAYLOAD', 'Task embed must be a dict');
+  let extra: Record<string, unknown> | undefined;
+  for (const k of Object.keys(em)) {
+    if (!EMBED_KEYS.has(k)) (extra ??= {})[k] = em[k];
+  }
   return {
     args,
     kwargs: kw,
@@ -309,6 +317,7 @@ export function parseTaskBody(value: unknown): TaskBody {
       chain: (em.chain as unknown[] | null | undefined) ?? null,
       chord: em.chord ?? null,
     },
+    ...(extra ? { extra } : {}),
   };
 }
 

@@ -46,6 +46,7 @@ import {
   type BrokerTransport,
   type ConsumeOptions,
   type Delivery,
+  type EventMessage,
   type OutgoingMessage,
   type ResultBackend,
   type StoredResult,
@@ -286,6 +287,10 @@ export interface RedisTransportOptions {
   unacked_restore_interval?: number;
   /** Seconds a BRPOP waits. Default 1 (kombu's `brpop_timeout`). */
   brpop_timeout?: number;
+  /** kombu's `fanout_prefix`: `true` (default) prefixes fanout topics with `/{db}.`, a string replaces it, `false` drops it. */
+  fanout_prefix?: boolean | string;
+  /** kombu's `fanout_patterns`: `true` (default) appends `/<routing_key>` to a fanout topic. */
+  fanout_patterns?: boolean;
 }
 
 interface Settings {
@@ -300,6 +305,8 @@ interface Settings {
   restoreLimit: number | null;
   restoreInterval: number;
   brpopTimeout: number;
+  fanoutPrefix: string;
+  fanoutPatterns: boolean;
 }
 
 function positive(v: unknown, what: string, dflt: number): number {
@@ -326,6 +333,8 @@ function settingsFrom(o: Record<string, unknown> = {}): Settings {
     restoreLimit: limit === undefined || limit === null ? null : positive(limit, 'unacked_restore_limit', 0),
     restoreInterval: positive(o.unacked_restore_interval, 'unacked_restore_interval', 10),
     brpopTimeout: Math.max(1, Math.ceil(positive(o.brpop_timeout, 'brpop_timeout', 1))),
+    fanoutPrefix: typeof o.fanout_prefix === 'string' ? o.fanout_prefix : o.fanout_prefix === false ? '' : '/{db}.',
+    fanoutPatterns: o.fanout_patterns !== false,
   };
 }
 
@@ -363,15 +372,38 @@ export function redisEnvelope(m: OutgoingMessage, deliveryTag: string = randomUU
     delivery_mode: p.delivery_mode,
   };
   if (p.expiration !== undefined) properties.expiration = p.expiration;
-  properties.delivery_info = { exchange: m.exchange, routing_key: m.routingKey };
-  properties.priority = p.priority;
+  return envelope(m.body, m.contentEncoding, m.contentType, m.headers, properties, m.exchange, m.routingKey, p.priority, deliveryTag);
+}
+
+/**
+ * kombu's envelope of an event published to a fanout exchange: what a
+ * Celery `EventDispatcher` PUBLISHes (`properties`: `delivery_mode`, then
+ * kombu's `delivery_info`, `priority`, `body_encoding`, `delivery_tag`).
+ */
+export function redisEventEnvelope(e: EventMessage, deliveryTag: string = randomUUID()): string {
+  return envelope(e.body, e.contentEncoding, e.contentType, e.headers, { delivery_mode: e.deliveryMode }, e.exchange, e.routingKey, 0, deliveryTag);
+}
+
+function envelope(
+  body: string,
+  contentEncoding: string,
+  contentType: string,
+  headers: Record<string, unknown>,
+  properties: Record<string, unknown>,
+  exchange: string,
+  routingKey: string,
+  priority: number,
+  deliveryTag: string,
+): string {
+  properties.delivery_info = { exchange, routing_key: routingKey };
+  properties.priority = priority;
   properties.body_encoding = 'base64';
   properties.delivery_tag = deliveryTag;
   return kombuDumps({
-    body: Buffer.from(m.body, 'utf8').toString('base64'),
-    'content-encoding': m.contentEncoding,
-    'content-type': m.contentType,
-    headers: m.headers,
+    body: Buffer.from(body, 'utf8').toString('base64'),
+    'content-encoding': contentEncoding,
+    'content-type': contentType,
+    headers,
     properties,
   });
 }
@@ -460,6 +492,7 @@ export class RedisTransport implements BrokerTransport {
   readonly #client: RedisClient;
   readonly #declared = new Set<string>();
   readonly #consumers = new Set<RedisConsumer>();
+  readonly #db: number;
   #closed = false;
 
   private constructor(url: string, client: RedisClient, settings: Settings, connectTimeout: number) {
@@ -467,6 +500,7 @@ export class RedisTransport implements BrokerTransport {
     this.#client = client;
     this.#settings = settings;
     this.#connectTimeout = connectTimeout;
+    this.#db = redisOptionsFromUrl(url).db ?? 0;
   }
 
   /** Connects to the broker at `url`. */
@@ -544,6 +578,31 @@ export class RedisTransport implements BrokerTransport {
       pipe.lpush(this.key(this.listFor(queue, messagePriority(m.properties))), redisEnvelope(m));
     }
     await this.#execDeclared(pipe, ids);
+  }
+
+  /**
+   * kombu's topic of a fanout exchange (`_get_publish_topic`):
+   * `/{db}.<exchange>/<routing_key>` with kombu's default `fanout_prefix` and
+   * `fanout_patterns` (without the key prefix).
+   */
+  fanoutTopic(exchange: string, routingKey: string): string {
+    const prefix = this.#settings.fanoutPrefix.replace('{db}', String(this.#db));
+    return routingKey && this.#settings.fanoutPatterns ? `${prefix}${exchange}/${routingKey}` : `${prefix}${exchange}`;
+  }
+
+  /**
+   * Publishes events as kombu delivers a message to a fanout exchange
+   * (Celery makes `celeryev` a fanout exchange on Redis): `PUBLISH` of the
+   * envelope on the exchange's topic, in one pipeline. Subscribers that are
+   * not listening miss them, as with kombu.
+   */
+  async publishEvents(events: readonly EventMessage[]): Promise<void> {
+    this.#check();
+    if (events.length === 0) return;
+    const pipe = this.#client.pipeline();
+    for (const e of events) pipe.publish(this.key(this.fanoutTopic(e.exchange, e.routingKey)), redisEventEnvelope(e));
+    const res = await pipe.exec();
+    for (const [err] of res ?? []) if (err) throw err;
   }
 
   /** Starts consuming `queues` with a dedicated blocking connection. */

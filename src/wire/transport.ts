@@ -1,9 +1,8 @@
 /**
  * The transport abstraction of the wire layer: what a broker must do for the
  * client and the worker, independent of how it frames a message. Redis
- * (kombu's virtual transport layout) is `./redis.ts`; an AMQP 0-9-1 transport
- * implements the same interfaces and registers its URL schemes with
- * {@link registerTransport}.
+ * (kombu's virtual transport layout) is `./redis.ts`, AMQP 0-9-1 (RabbitMQ)
+ * is `./amqp.ts`; each registers its URL schemes with {@link registerTransport}.
  *
  * The consumer is pull-based (`receive(max, timeout)`), which suits both
  * Redis (BRPOP plus a batch pop) and AMQP (a buffer of pushed deliveries
@@ -61,6 +60,12 @@ export interface Delivery {
 export interface ConsumeOptions {
   /** Seconds before an unacknowledged message is given back to its queue (Redis). */
   visibilityTimeout?: number;
+  /**
+   * Most unacknowledged messages the broker hands this consumer at once
+   * (AMQP `basic.qos` prefetch count). Transports that pull (Redis) ignore it:
+   * there the worker's own `receive(max)` bounds what it holds.
+   */
+  prefetch?: number;
 }
 
 /** One consumer of some queues. Not safe for two concurrent `receive` calls. */
@@ -78,8 +83,34 @@ export interface BrokerConsumer {
   reject(deliveries: readonly Delivery[], requeue: boolean): Promise<void>;
   /** Gives back messages that were received but not started, to the front of their queue. */
   recover(deliveries: readonly Delivery[]): Promise<void>;
+  /**
+   * Changes the prefetch count (AMQP `basic.qos`), as Celery raises it while
+   * it holds ETA tasks. Optional: pull-based transports have no such limit.
+   */
+  setPrefetch?(count: number): Promise<void>;
   /** Stops receiving; the consumer cannot be used afterwards. */
   close(): Promise<void>;
+}
+
+/**
+ * A monitoring event message, as Celery's `EventDispatcher` publishes it: to
+ * the `celeryev` exchange (a topic exchange on AMQP, kombu's fanout over
+ * PUBLISH on Redis) with a routing key such as `task.succeeded`,
+ * `worker.heartbeat` or `task.multi` (a list of task events).
+ */
+export interface EventMessage {
+  /** The serialized event (for `auth`: the signed payload text). */
+  body: string;
+  contentType: string;
+  contentEncoding: string;
+  /** Celery sends `{hostname}`. */
+  headers: Record<string, unknown>;
+  /** Default `'celeryev'` (Celery's `event_exchange`). */
+  exchange: string;
+  /** The event type with `-` turned into `.`: `task.succeeded`, `worker.heartbeat`, `task.multi`. */
+  routingKey: string;
+  /** 1 (transient, Celery's default for events) or 2. */
+  deliveryMode: number;
 }
 
 /** A connection to a broker. */
@@ -88,6 +119,11 @@ export interface BrokerTransport {
   readonly name: string;
   /** Publishes a batch, in order; resolves once the broker has them all. */
   publish(messages: readonly OutgoingMessage[]): Promise<void>;
+  /**
+   * Publishes monitoring events (fire and forget for the receivers: nobody
+   * acknowledges an event); resolves once the broker has them.
+   */
+  publishEvents?(events: readonly EventMessage[]): Promise<void>;
   /** Starts consuming `queues` (in this order of preference). */
   consume(queues: readonly string[], options?: ConsumeOptions): Promise<BrokerConsumer>;
   close(): Promise<void>;

@@ -18,8 +18,18 @@
  *   `FAILURE` with `NotRegistered` stored. Unlike Celery this worker stores it
  *   only for a message whose signature verified.
  * On Redis acking and rejecting without requeue are the same operation (the
- * message leaves `unacked`). Every refusal emits a `'security'` event
- * ({@link SecurityEvent}) and the worker goes on with the next message.
+ * message leaves `unacked`); on AMQP a rejected message goes to the queue's
+ * dead-letter exchange when it has one. Every refusal emits a `'security'`
+ * event ({@link SecurityEvent}) and the worker goes on with the next message.
+ *
+ * Beyond Celery, opt-in: `replayWindow` (refuse a task id accepted within the
+ * window, `./replay.ts`) and `requireHeaderBinding` (refuse a body that does
+ * not bind the headers `task`, `id`, `eta`, `expires`, `./binding.ts`; a
+ * binding that is present is always checked). Both refuse with code
+ * `ERR_REPLAYED` or `ERR_HEADER_MISMATCH`, `action: 'reject'` and `check` naming the rule.
+ *
+ * With `events` the worker publishes Celery's worker and task events,
+ * signed (`./events.ts`).
  *
  * @module
  */
@@ -27,8 +37,12 @@ import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
-import { WireError } from './errors.js';
-import { AUTH_CONTENT_TYPE, DEFAULT_QUEUE, parseIsoDate, parseTaskBody, type TaskEmbed } from './protocol.js';
+import { checkBinding } from './binding.js';
+import { WireError, type SerializedException } from './errors.js';
+import { EventDispatcher, type EventOptions } from './events.js';
+import { AUTH_CONTENT_TYPE, DEFAULT_QUEUE, parseIsoDate, parseTaskBody, REPR_MAXSIZE, type TaskEmbed } from './protocol.js';
+import { ReplayGuard } from './replay.js';
+import { saferepr } from './saferepr.js';
 import {
   buildMeta,
   encodeMetas,
@@ -47,6 +61,7 @@ import {
   type ResultBackend,
 } from './transport.js';
 import './redis.js';
+import './amqp.js';
 
 /** What a handler gets besides `args` and `kwargs`. */
 export interface TaskContext {
@@ -96,6 +111,13 @@ export interface SecurityEvent {
   /** What happened to the message: `'ack'` (Celery's decode-error path) or `'reject'` (invalid task). */
   action: 'ack' | 'reject';
   error: SecurityError;
+  /**
+   * Set when one of celery-sign's own rules refused a verified message:
+   * `'replay'` (the task id was accepted within `replayWindow`) or
+   * `'header-binding'` (the headers do not match the signed binding, or a
+   * binding is required and missing).
+   */
+  check?: 'replay' | 'header-binding';
 }
 
 /** Emitted as `'task-succeeded'`. */
@@ -154,6 +176,30 @@ export interface WorkerOptions {
   hostname?: string;
   /** Milliseconds to connect. Default 10000. */
   connectTimeout?: number;
+  /**
+   * Publish Celery's worker and task events (`worker-online`,
+   * `worker-heartbeat`, `worker-offline`, `task-received`, `task-started`,
+   * `task-succeeded`, `task-failed`, `task-revoked`) to the `celeryev`
+   * exchange, signed with the `auth` serializer (Celery's
+   * `event_serializer = 'auth'`): `security` then needs a key and a
+   * certificate. Default `false`.
+   */
+  events?: boolean | EventOptions;
+  /**
+   * Beyond Celery: refuse a task whose id this worker accepted within the
+   * last `replayWindow` milliseconds (a replayed or twice delivered message).
+   * Default: off.
+   */
+  replayWindow?: number;
+  /** Most task ids the replay guard remembers. Default 100000. */
+  replayCacheSize?: number;
+  /**
+   * Beyond Celery: refuse a message whose signed body does not bind its
+   * headers `task`, `id`, `eta` and `expires` (a producer with
+   * `headerBinding: true`). A binding that is present is checked either way.
+   * Default `false`.
+   */
+  requireHeaderBinding?: boolean;
 }
 
 /** Options of {@link Worker.stop}. */
@@ -206,6 +252,11 @@ export class Worker extends EventEmitter {
   readonly #batchSize: number;
   readonly #queues: string[];
   readonly #resultSerializer: ResultSerializer;
+  readonly #replay: ReplayGuard | undefined;
+  readonly #requireBinding: boolean;
+  #events: EventDispatcher | undefined;
+  #prefetchSent = 0;
+  #prefetchSyncing = false;
   #transport: BrokerTransport | undefined;
   #backend: ResultBackend | undefined;
   #consumer: BrokerConsumer | undefined;
@@ -244,6 +295,14 @@ export class Worker extends EventEmitter {
       throw new ImproperlyConfigured("resultSerializer must be 'json' or 'auth'");
     }
     this.hostname = options.hostname ?? `celery-sign@${osHostname()}`;
+    if (options.replayWindow !== undefined && options.replayWindow !== null) {
+      try {
+        this.#replay = new ReplayGuard(options.replayWindow, options.replayCacheSize ?? 100_000);
+      } catch (err) {
+        throw new ImproperlyConfigured((err as Error).message);
+      }
+    }
+    this.#requireBinding = options.requireHeaderBinding === true;
   }
 
   /** Whether the worker is consuming. */
@@ -265,6 +324,8 @@ export class Worker extends EventEmitter {
     try {
       // The serializer must be able to verify (throws ImproperlyConfigured without a store).
       await this.security.deserializeMany([]);
+      // ...and to sign, when it publishes (signed) events.
+      if (this.#options.events) await EventDispatcher.check(this.security);
     } catch (err) {
       this.#state = 'stopped';
       throw err;
@@ -282,7 +343,13 @@ export class Worker extends EventEmitter {
           ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
         });
       }
+      if (this.#options.events) {
+        const o = this.#options.events === true ? {} : this.#options.events;
+        this.#events = new EventDispatcher(this.#transport, this.security, this.hostname, o, (err) => this.#error(err));
+      }
+      this.#prefetchSent = this.#prefetch;
       this.#consumer = await this.#transport.consume(this.#queues, {
+        prefetch: this.#prefetch,
         ...(this.#options.visibilityTimeout !== undefined ? { visibilityTimeout: this.#options.visibilityTimeout } : {}),
       });
     } catch (err) {
@@ -292,7 +359,33 @@ export class Worker extends EventEmitter {
       throw err;
     }
     this.#state = 'running';
+    // Celery's heartbeat: `active` tasks now, `processed` tasks started so far.
+    this.#events?.start(() => ({
+      active: this.#running.size,
+      processed: this.stats.succeeded + this.stats.failed + this.#running.size,
+    }));
     this.#loop = this.#consume();
+  }
+
+  /**
+   * Keeps the broker's prefetch count (AMQP `basic.qos`) at the worker's
+   * prefetch plus the ETA tasks it holds, as Celery raises it for ETA tasks
+   * (they wait unacknowledged and must not block the window).
+   */
+  #syncPrefetch(): void {
+    const consumer = this.#consumer;
+    if (!consumer?.setPrefetch || this.#prefetchSyncing) return;
+    const want = this.#prefetch + this.#etaHeld;
+    if (want === this.#prefetchSent) return;
+    this.#prefetchSyncing = true;
+    this.#prefetchSent = want;
+    consumer
+      .setPrefetch(want)
+      .catch((err: unknown) => this.#error(err))
+      .finally(() => {
+        this.#prefetchSyncing = false;
+        if (this.#state === 'running' && this.#prefetch + this.#etaHeld !== this.#prefetchSent) this.#syncPrefetch();
+      });
   }
 
   #lastWarning = 0;
@@ -384,7 +477,7 @@ export class Worker extends EventEmitter {
     this.#pump();
   }
 
-  #refuse(d: Delivery, error: SecurityError, action: 'ack' | 'reject', signer?: string): void {
+  #refuse(d: Delivery, error: SecurityError, action: 'ack' | 'reject', signer?: string, check?: SecurityEvent['check']): void {
     this.stats.refused++;
     const event: SecurityEvent = {
       code: error.code,
@@ -395,6 +488,7 @@ export class Worker extends EventEmitter {
       action,
       error,
       ...(signer !== undefined ? { signer } : {}),
+      ...(check !== undefined ? { check } : {}),
     };
     this.#settle({ delivery: d, action, meta: null, emit: () => this.emit('security', event) });
   }
@@ -414,13 +508,38 @@ export class Worker extends EventEmitter {
       this.#refuse(d, err as SecurityError, 'reject', signer);
       return;
     }
+    const mismatch = checkBinding(h, body.extra, this.#requireBinding);
+    if (mismatch) {
+      this.#refuse(d, mismatch, 'reject', signer, 'header-binding');
+      return;
+    }
+    if (this.#replay) {
+      const ago = this.#replay.check(id);
+      if (ago !== null) {
+        const err = new SecurityError(
+          'ERR_REPLAYED',
+          `Replayed task id: ${id} was accepted ${ago} ms ago (replay window ${this.#replay.windowMs} ms)`,
+        );
+        this.#refuse(d, err, 'reject', signer, 'replay');
+        return;
+      }
+    }
     const request = { group: str(h.group), parentId: str(h.parent_id) };
     const handler = this.#tasks.get(name);
     if (!handler) {
       this.stats.unknown++;
       const reason = `Task of kind ${JSON.stringify(name)} is not registered`;
       const meta = buildMeta(id, 'FAILURE', { exc_type: 'NotRegistered', exc_message: [name], exc_module: 'celery.exceptions' }, null, request);
-      this.#settle({ delivery: d, action: 'reject', meta, emit: () => this.emit('task-unknown', { id, name, reason } satisfies TaskRefusedEvent) });
+      this.#settle({
+        delivery: d,
+        action: 'reject',
+        meta,
+        emit: () => {
+          // Celery's on_unknown_task.
+          this.#events?.send('task-failed', { uuid: id, exception: `NotRegistered(${saferepr(name)})` });
+          this.emit('task-unknown', { id, name, reason } satisfies TaskRefusedEvent);
+        },
+      });
       return;
     }
     const job: Job = {
@@ -437,14 +556,28 @@ export class Worker extends EventEmitter {
       abandoned: false,
     };
     if (this.#expired(job)) return;
+    // Celery's strategy: task-received once the task is known and not revoked.
+    this.#events?.send('task-received', {
+      uuid: id,
+      name,
+      args: typeof h.argsrepr === 'string' ? h.argsrepr : saferepr(body.args, REPR_MAXSIZE),
+      kwargs: typeof h.kwargsrepr === 'string' ? h.kwargsrepr : saferepr(body.kwargs, REPR_MAXSIZE),
+      root_id: str(h.root_id),
+      parent_id: str(h.parent_id),
+      retries: typeof h.retries === 'number' ? h.retries : 0,
+      eta: str(h.eta),
+      expires: str(h.expires),
+    });
     const wait = job.eta ? job.eta.getTime() - Date.now() : 0;
     if (wait > 0) {
       // Like Celery, an ETA task is held (unacked) and does not count against the prefetch.
       this.#eta.add(job);
       this.#etaHeld++;
+      this.#syncPrefetch();
       job.timer = setTimeout(() => {
         this.#eta.delete(job);
         this.#etaHeld--;
+        this.#syncPrefetch();
         this.#ready.push(job);
         this.#pump();
       }, Math.min(wait, 2 ** 31 - 1));
@@ -466,7 +599,15 @@ export class Worker extends EventEmitter {
       { group: str(job.delivery.headers.group), parentId: str(job.delivery.headers.parent_id) },
     );
     const event: TaskRefusedEvent = { id: job.id, name: job.name, reason: 'expired' };
-    this.#settle({ delivery: job.delivery, action: 'ack', meta, emit: () => this.emit('task-revoked', event) });
+    this.#settle({
+      delivery: job.delivery,
+      action: 'ack',
+      meta,
+      emit: () => {
+        this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: true });
+        this.emit('task-revoked', event);
+      },
+    });
     return true;
   }
 
@@ -521,6 +662,7 @@ export class Worker extends EventEmitter {
       signal: controller.signal,
     };
     const request = { group: ctx.group, parentId: ctx.parentId };
+    this.#events?.send('task-started', { uuid: job.id });
     const started = performance.now();
     let meta: ResultMeta;
     let emit: () => void;
@@ -529,7 +671,10 @@ export class Worker extends EventEmitter {
       const runtime = performance.now() - started;
       this.stats.succeeded++;
       meta = buildMeta(job.id, 'SUCCESS', result, null, request);
-      emit = () => this.emit('task-succeeded', { id: job.id, name: job.name, result, runtime } satisfies TaskSucceededEvent);
+      emit = () => {
+        this.#events?.send('task-succeeded', { uuid: job.id, result: safeResultRepr(result), runtime: runtime / 1000 });
+        this.emit('task-succeeded', { id: job.id, name: job.name, result, runtime } satisfies TaskSucceededEvent);
+      };
     } catch (err) {
       const runtime = performance.now() - started;
       this.stats.failed++;
@@ -537,8 +682,13 @@ export class Worker extends EventEmitter {
       if (err instanceof Error && err.name === 'TimeLimitExceeded' && hard) {
         exc = { exc_type: 'TimeLimitExceeded', exc_message: [hard], exc_module: 'billiard.exceptions' };
       }
-      meta = buildMeta(job.id, 'FAILURE', exc, tracebackOf(err), request);
-      emit = () => this.emit('task-failed', { id: job.id, name: job.name, error: err, runtime } satisfies TaskFailedEvent);
+      const traceback = tracebackOf(err);
+      meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
+      const excRepr = exceptionRepr(exc);
+      emit = () => {
+        this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
+        this.emit('task-failed', { id: job.id, name: job.name, error: err, runtime } satisfies TaskFailedEvent);
+      };
     } finally {
       for (const t of timers) clearTimeout(t);
       this.#running.delete(job);
@@ -571,6 +721,7 @@ export class Worker extends EventEmitter {
         } catch (err) {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
           this.#error(err);
+          this.#forget(batch.map((s) => s.delivery));
           this.#release(batch.length);
           continue;
         }
@@ -680,6 +831,7 @@ export class Worker extends EventEmitter {
     this.#etaHeld -= this.#eta.size;
     this.#eta.clear();
     if (unstarted.length > 0) {
+      this.#forget(unstarted.map((j) => j.delivery));
       await this.#consumer!.recover(unstarted.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
       this.#release(unstarted.length);
     }
@@ -697,10 +849,12 @@ export class Worker extends EventEmitter {
         j.abandoned = true;
         j.controller?.abort(new Error('worker stopped'));
       }
+      this.#forget(left.map((j) => j.delivery));
       await this.#consumer!.recover(left.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
       this.#release(left.length);
       await within(this.#settling ?? Promise.resolve());
     }
+    await this.#events?.stop(Math.max(1000, deadline - Date.now())).catch(() => undefined);
     await this.#consumer!.close().catch(() => undefined);
     await this.#transport!.close().catch(() => undefined);
     await this.#backend?.close().catch(() => undefined);
@@ -708,9 +862,37 @@ export class Worker extends EventEmitter {
     for (const w of this.#stopWaiters.splice(0)) w();
   }
 
+  /** The replay guard forgets messages given back to the broker, so that their redelivery runs. */
+  #forget(deliveries: readonly Delivery[]): void {
+    if (!this.#replay) return;
+    for (const d of deliveries) {
+      const id = str(d.headers.id);
+      if (id !== null) this.#replay.forget(id);
+    }
+  }
+
   readonly #stopWaiters: (() => void)[] = [];
   #whenStopped(): Promise<void> {
     return new Promise((r) => this.#stopWaiters.push(r));
+  }
+}
+
+/** Celery's `saferepr(retval, resultrepr_maxsize)` of a result, for `task-succeeded`. */
+function safeResultRepr(result: unknown): string {
+  try {
+    return saferepr(result, REPR_MAXSIZE);
+  } catch {
+    return '<unrepresentable>';
+  }
+}
+
+/** Python's `repr` of the stored exception, as `task-failed` carries it: `ValueError('boom')`. */
+function exceptionRepr(exc: SerializedException): string {
+  const args = Array.isArray(exc.exc_message) ? exc.exc_message : [exc.exc_message];
+  try {
+    return `${exc.exc_type}(${args.map((a) => saferepr(a, REPR_MAXSIZE)).join(', ')})`;
+  } catch {
+    return `${exc.exc_type}(...)`;
   }
 }
 

@@ -7,8 +7,8 @@ Started as a real worker by the tests::
 (with ``PYTHONPATH=test/py``), and imported by ``wire_producer.py``. Everything
 comes from the environment, so that one module serves both venvs:
 
-    WIRE_BROKER            redis://127.0.0.1:PORT/0 (required)
-    WIRE_BACKEND           result backend URL (default: WIRE_BROKER)
+    WIRE_BROKER            redis://127.0.0.1:PORT/0 or pyamqp://guest:guest@127.0.0.1:PORT// (required)
+    WIRE_BACKEND           result backend URL (default: WIRE_BROKER; Redis with an AMQP broker)
     WIRE_KEY               private key (PEM path)          -> security_key
     WIRE_KEY_PASSWORD      its password, if any            -> security_key_password
     WIRE_CERT              certificate (PEM path)          -> security_certificate
@@ -107,6 +107,8 @@ def echo(self, *args, **kwargs):
             'priority': (r.delivery_info or {}).get('priority'),
             'routing_key': (r.delivery_info or {}).get('routing_key'),
             'x_custom': getattr(r, 'x_custom', None),
+            # celery-sign's header binding: an extra embed key Celery ignores (it lands on the request)
+            'celery_sign_binding': getattr(r, 'celery_sign_binding', None),
         },
     }
 
