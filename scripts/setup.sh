@@ -16,12 +16,16 @@ need node "install Node.js >= 20"
 need npm "install npm"
 need cargo "install Rust with rustup (the toolchain is pinned by rust-toolchain.toml)"
 need python3 "install Python 3"
-need cc "install a C compiler (gcc); AWS-LC is built from source"
+need cc "install a C compiler (gcc); AWS-LC is built from source (with CMake and libclang)"
 
 # System packages the suites use (the openssl CLI for `openssl speed` in the benchmark).
 apt_packages=()
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 command -v cmake >/dev/null 2>&1 || apt_packages+=(cmake)
+# AWS-LC's Rust bindings are generated with bindgen, which loads libclang.
+# (libclang-cpp, which some images carry, is another library.)
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/*/libclang.so*' >/dev/null \
+  || compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null || apt_packages+=(libclang-dev)
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || apt_packages+=(rabbitmq-server)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
