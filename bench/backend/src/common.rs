@@ -440,11 +440,16 @@ pub fn keys<B: Backend>(b: &B, dir: &std::path::Path, out: &mut impl Write) -> R
     files.sort();
     let msg = message(9);
     for f in files {
-        let name = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let r = (|| -> Res<String> {
             let pem = std::fs::read(&f).map_err(|e| e.to_string())?;
             let (k, bits) = b.load_private_pem(&pem, b"secret")?;
-            let spki = std::fs::read(dir.join(format!("{name}.spki.der"))).map_err(|e| e.to_string())?;
+            let spki =
+                std::fs::read(dir.join(format!("{name}.spki.der"))).map_err(|e| e.to_string())?;
             let p = b.parse_public(&spki)?;
             let sig = b.sign(&k, Dg::Sha256, Some(SALT_AUTO), &msg)?;
             match b.verify(&p, Dg::Sha256, Some(SALT_AUTO), &msg, &sig)? {
@@ -461,7 +466,12 @@ pub fn keys<B: Backend>(b: &B, dir: &std::path::Path, out: &mut impl Write) -> R
             Ok(s) => s,
             Err(e) => format!("refused: {e}"),
         };
-        let _ = writeln!(out, "keycheck\t{}\t{name}\t{res}\t{}", b.label(), if ok { "ok" } else { "FAIL" });
+        let _ = writeln!(
+            out,
+            "keycheck\t{}\t{name}\t{res}\t{}",
+            b.label(),
+            if ok { "ok" } else { "FAIL" }
+        );
     }
     Ok(fails)
 }

@@ -110,7 +110,9 @@ fn run<B: common::Backend>(b: &B, cmd: &str, args: &[String]) -> ExitCode {
             }
         }
         "keys" => {
-            let Some(d) = args.first() else { return usage() };
+            let Some(d) = args.first() else {
+                return usage();
+            };
             match keys(b, &PathBuf::from(d), &mut out) {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(n) => {

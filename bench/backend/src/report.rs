@@ -322,8 +322,8 @@ pub fn report(dir: &Path) -> Result<String, String> {
         o,
         "foreign CPU = CPU time used by other processes during each ~1 s sample (from /proc/stat minus this process), \
          in % of one core; steal = hypervisor steal. Load = 1-min load average when the sample started (it includes \
-         this benchmark's own recent work). A sample with foreign CPU >= {QUIET_PCT:.0}% is re-taken up to 3 times, \
-         3 s apart, and the quietest attempt kept.\n"
+         this benchmark's own recent work). A sample with foreign CPU >= {QUIET_PCT:.0}% is re-taken (up to `run.sh --retries` times, \
+         default 3; see the header), 3 s apart, and the quietest attempt kept.\n"
     );
     let _ = writeln!(
         o,
@@ -420,6 +420,42 @@ pub fn report(dir: &Path) -> Result<String, String> {
             let _ = writeln!(o, "\nFAILED: {}", f.join(" "));
         }
     }
+    // Key formats.
+    let kc = lines(dir, "checks.tsv", "keycheck");
+    if !kc.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n### Private-key formats (loaded with the passphrase `secret` where encrypted, then used to sign; EC must be refused)\n"
+        );
+        let mut files: Vec<String> = Vec::new();
+        for f in &kc {
+            if f.len() >= 5 && !files.contains(&f[2]) {
+                files.push(f[2].clone());
+            }
+        }
+        let _ = write!(o, "| key file |");
+        for l in &labels {
+            let _ = write!(o, " {l} |");
+        }
+        let _ = write!(o, "\n| --- |");
+        for _ in &labels {
+            let _ = write!(o, " --- |");
+        }
+        let _ = writeln!(o);
+        for file in &files {
+            let _ = write!(o, "| {file} |");
+            for l in &labels {
+                let c = kc
+                    .iter()
+                    .find(|f| f.len() >= 5 && f[1] == *l && f[2] == *file)
+                    .map(|f| format!("{}{}", f[3], if f[4] == "FAIL" { " **FAIL**" } else { "" }))
+                    .unwrap_or_else(|| "-".into());
+                let _ = write!(o, " {c} |");
+            }
+            let _ = writeln!(o);
+        }
+    }
+
     // Cross-checks as a matrix: who verifies (rows) x who signed (columns).
     let mut cross: Vec<(String, String, String, String)> = Vec::new(); // verifier, signer, sig, cell
     for f in lines(dir, "checks.tsv", "import") {
