@@ -10,7 +10,7 @@ import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerReg
 export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 
 /** Items per native call when a large batch is pipelined. */
-const PIPELINE_CHUNK = 1024;
+const PIPELINE_CHUNK = 256;
 
 /** Numbers per item in a native batch's `meta` (see crates/node: OpenedBatch). */
 const META_STRIDE = 7;
