@@ -31,8 +31,6 @@ export declare class NativeCertificate {
 export declare class NativeCertStore {
   constructor()
   add(cert: NativeCertificate): void
-  /** The index of the certificate with this id (in insertion order), or -1. */
-  indexOf(id: Uint8Array): number
   get size(): number
 }
 

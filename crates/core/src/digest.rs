@@ -1,7 +1,6 @@
 //! Digest names as Celery takes them (`security_digest`).
 
 use crate::error::{Error, ErrorCode, Result};
-use openssl::hash::MessageDigest;
 use openssl::md::{Md, MdRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -41,16 +40,6 @@ impl Digest {
             Digest::Sha256 => "sha256",
             Digest::Sha384 => "sha384",
             Digest::Sha512 => "sha512",
-        }
-    }
-
-    pub fn md(self) -> MessageDigest {
-        match self {
-            Digest::Sha1 => MessageDigest::sha1(),
-            Digest::Sha224 => MessageDigest::sha224(),
-            Digest::Sha256 => MessageDigest::sha256(),
-            Digest::Sha384 => MessageDigest::sha384(),
-            Digest::Sha512 => MessageDigest::sha512(),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::error::{display_bytes, Error, ErrorCode, Result};
 use crate::key::PrivateKey;
 use crate::store::CertStore;
 use base64_simd::{Out, STANDARD as B64};
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -114,43 +115,51 @@ pub fn pack(
     content_encoding: &str,
     body: &[u8],
 ) -> Result<String> {
-    let mut fields: Vec<u8>;
-    match format {
-        WireFormat::Celery55 => {
-            let signer = B64.encode_to_string(signer_id.as_bytes());
-            let sig = B64.encode_to_string(signature);
-            fields = Vec::with_capacity(
-                signer.len()
-                    + sig.len()
-                    + content_type.len()
-                    + content_encoding.len()
-                    + body.len()
-                    + 8,
-            );
-            fields.extend_from_slice(signer.as_bytes());
+    check_writable(format, content_type, body)?;
+    Ok(pack_checked(
+        format,
+        signer_id,
+        signature,
+        content_type,
+        content_encoding,
+        body,
+    ))
+}
+
+/// [`pack`] once [`check_writable`] has passed.
+fn pack_checked(
+    format: WireFormat,
+    signer_id: &str,
+    signature: &[u8],
+    content_type: &str,
+    content_encoding: &str,
+    body: &[u8],
+) -> String {
+    let (signer, sig): (Cow<'_, [u8]>, Cow<'_, [u8]>) = match format {
+        WireFormat::Celery55 => (
+            B64.encode_to_string(signer_id.as_bytes())
+                .into_bytes()
+                .into(),
+            B64.encode_to_string(signature).into_bytes().into(),
+        ),
+        WireFormat::Celery54 => (signer_id.as_bytes().into(), signature.into()),
+    };
+    let parts: [&[u8]; 5] = [
+        &signer,
+        &sig,
+        content_type.as_bytes(),
+        content_encoding.as_bytes(),
+        body,
+    ];
+    let mut fields =
+        Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 4 * SEP.len());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
             fields.extend_from_slice(SEP);
-            fields.extend_from_slice(sig.as_bytes());
         }
-        WireFormat::Celery54 => {
-            check_writable(format, content_type, body)?;
-            fields = Vec::with_capacity(
-                signer_id.len()
-                    + signature.len()
-                    + content_type.len()
-                    + content_encoding.len()
-                    + body.len()
-                    + 8,
-            );
-            fields.extend_from_slice(signer_id.as_bytes());
-            fields.extend_from_slice(SEP);
-            fields.extend_from_slice(signature);
-        }
-    }
-    for part in [content_type.as_bytes(), content_encoding.as_bytes(), body] {
-        fields.extend_from_slice(SEP);
         fields.extend_from_slice(part);
     }
-    Ok(B64.encode_to_string(&fields))
+    B64.encode_to_string(&fields)
 }
 
 /// Signs `body` and packs it: Celery's `SecureSerializer.serialize` after the inner dumps.
@@ -165,14 +174,14 @@ pub fn seal(
 ) -> Result<String> {
     check_writable(format, content_type, body)?; // before the costly signature
     let signature = key.sign(body, digest)?;
-    pack(
+    Ok(pack_checked(
         format,
         signer_id,
         &signature,
         content_type,
         content_encoding,
         body,
-    )
+    ))
 }
 
 /// A verified payload: ranges into the decoded buffer it was opened in.

@@ -163,20 +163,6 @@ impl NativeCertStore {
             .map_err(to_js)
     }
 
-    /// The index of the certificate with this id (in insertion order), or -1.
-    #[napi]
-    pub fn index_of(&self, id: &[u8]) -> i32 {
-        let store = self.snapshot();
-        match store.lookup(id) {
-            Some(found) => store
-                .iter()
-                .position(|c| Arc::ptr_eq(c, found))
-                .map(|i| i as i32)
-                .unwrap_or(-1),
-            None => -1,
-        }
-    }
-
     #[napi(getter)]
     pub fn size(&self) -> u32 {
         self.snapshot().len() as u32
