@@ -1,4 +1,4 @@
-import { type Bytes, type Digest } from './bytes.js';
+import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { Certificate, CertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
@@ -144,14 +144,14 @@ export class SecureSerializer {
   /** Verifies and decodes one payload; throws `SecurityError`. Blocks for one verification. */
   deserialize(payload: Bytes): unknown {
     this.#needStore();
-    const bytes = payloadBytes(payload);
+    const bytes = toBytes(payload, 'payload');
     return this.#decodeOpened(call(() => this.#native.open(bytes)));
   }
 
   /** Like {@link deserialize}, with the verification made on a native thread. */
   async deserializeAsync(payload: Bytes): Promise<unknown> {
     this.#needStore();
-    const bytes = payloadBytes(payload);
+    const bytes = toBytes(payload, 'payload');
     return this.#decodeOpened(await callAsync(() => this.#native.openAsync(bytes)));
   }
 
@@ -188,7 +188,7 @@ export class SecureSerializer {
     let total = 0;
     for (let i = start; i < end; i++) {
       const p = payloads[i];
-      const len = typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : payloadBytes(p!).length;
+      const len = typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : toBytes(p!, 'payload').length;
       lengths[i - start] = len;
       total += len;
     }
@@ -267,11 +267,6 @@ export class SecureSerializer {
   }
 }
 
-function payloadBytes(payload: Bytes): Uint8Array {
-  if (typeof payload === 'string') return Buffer.from(payload, 'utf8');
-  if (payload instanceof Uint8Array) return payload;
-  throw new TypeError('payload must be a string or a Uint8Array');
-}
 
 function asSecurityError(err: unknown): SecurityError {
   if (err instanceof SecurityError) return err;
