@@ -15,42 +15,12 @@
  */
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
-import { createClient, createWorker, json, type CeleryClient } from 'celery-sign';
+import { createClient, createWorker, type CeleryClient } from 'celery-sign';
 import { makePki, runProducer, serializer, startCeleryWorker, type Pki } from './helpers/celery.js';
+import { benchArgs, doneSpread, median, waitAll } from './helpers/bench.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
 
-const args = process.argv.slice(2);
-const N = Number(args.find((a, i) => /^\d+$/.test(a) && args[i - 1] !== '--rounds') ?? 5000);
-const at = args.indexOf('--rounds');
-const ROUNDS = at >= 0 ? Math.max(1, Number(args[at + 1]) || 1) : 3;
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
-
-async function doneSpread(r: Redis, ids: string[]): Promise<number> {
-  const values = await r.mget(...ids.map((id) => `celery-task-meta-${id}`));
-  const times = values.map((v) => {
-    if (v === null) throw new Error('a result is missing');
-    const meta = json.loads(v) as { status: string; date_done: string };
-    if (meta.status !== 'SUCCESS') throw new Error(`a task ended ${meta.status}`);
-    return Date.parse(meta.date_done.replace(/(\.\d{3})\d+/, '$1'));
-  });
-  return (Math.max(...times) - Math.min(...times)) / 1000;
-}
-
-async function waitAll(r: Redis, ids: string[], ms = 300000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    let missing = 0;
-    for (let i = 0; i < ids.length; i += 1000) {
-      const v = await r.mget(...ids.slice(i, i + 1000).map((id) => `celery-task-meta-${id}`));
-      missing += v.filter((x) => x === null).length;
-    }
-    if (missing === 0) return;
-    if (Date.now() > deadline) throw new Error(`${missing} results missing`);
-    await sleep(100);
-  }
-}
+const { n: N, rounds: ROUNDS } = benchArgs();
 
 async function nodeToPython(redis: RedisServer, pki: Pki, r: Redis, client: CeleryClient): Promise<[number, number]> {
   const queue = `b-np-${Math.random().toString(36).slice(2)}`;
