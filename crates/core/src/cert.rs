@@ -2,6 +2,7 @@
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorCode, Result};
+use crate::mb::MbKey;
 use crate::name;
 use crate::{pem, x509};
 use openssl::pkey::{Id, PKey, Public};
@@ -15,6 +16,8 @@ pub struct Certificate {
     bits: u32,
     /// Identifies this key in the per-thread context caches.
     uid: u64,
+    /// The key laid out for the multi-buffer public operation, when it fits.
+    mb: Option<MbKey>,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -62,7 +65,14 @@ impl Certificate {
         let serial = x509::integer_to_decimal(parts.serial);
         let bits = pubkey.bits();
         let id = format!("{issuer} {serial}");
+        // RSA-PSS keys (id-RSASSA-PSS) may restrict their parameters: AWS-LC
+        // enforces those, so they never take the multi-buffer path.
+        let mb = match pubkey.id() {
+            Id::RSA => pubkey.rsa().ok().and_then(|r| MbKey::new(r.n(), r.e())),
+            _ => None,
+        };
         Ok(Certificate {
+            mb,
             pubkey,
             id,
             issuer,
@@ -95,6 +105,11 @@ impl Certificate {
 
     pub fn bits(&self) -> u32 {
         self.bits
+    }
+
+    /// The key for the multi-buffer public operation, if it can take it.
+    pub(crate) fn mb_key(&self) -> Option<&MbKey> {
+        self.mb.as_ref()
     }
 
     /// Signature length in bytes for this key.

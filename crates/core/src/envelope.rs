@@ -211,6 +211,29 @@ pub fn open_into(
     out: &mut [u8],
     now_unix_ms: i64,
 ) -> Result<Opened> {
+    let pending = open_unverified(store, payload, max_payload, out, now_unix_ms)?;
+    let opened = pending.opened;
+    opened
+        .signer
+        .verify_signature(&out[opened.body.clone()], &pending.signature, digest)?;
+    Ok(finish(out, opened))
+}
+
+/// A payload decoded and unpacked, its signer found and in date: all that is
+/// left is the signature check (then [`finish`]).
+pub(crate) struct Unverified {
+    pub opened: Opened,
+    pub signature: Vec<u8>,
+}
+
+/// Everything [`open_into`] does before the signature check.
+pub(crate) fn open_unverified(
+    store: &CertStore,
+    payload: &[u8],
+    max_payload: usize,
+    out: &mut [u8],
+    now_unix_ms: i64,
+) -> Result<Unverified> {
     check_size(payload, max_payload)?;
     if payload.is_empty() {
         return Err(malformed("the payload is empty"));
@@ -300,29 +323,32 @@ pub fn open_into(
             format!("Expired certificate: '{}'", signer.id()),
         ));
     }
-    let mut sig_buf = [0u8; 1024];
-    let signature: &[u8] = match signature {
-        SigField::Raw(r) => &raw[r],
-        SigField::Base64(r) => B64
-            .decode(&raw[r], Out::from_slice(&mut sig_buf[..]))
-            .map_err(|_| {
-                Error::new(
-                    ErrorCode::BadSignature,
-                    "Bad signature: the signature is not valid base64",
-                )
-            })?,
+    let signature: Vec<u8> = match signature {
+        SigField::Raw(r) => raw[r].to_vec(),
+        SigField::Base64(r) => B64.decode_to_vec(&raw[r]).map_err(|_| {
+            Error::new(
+                ErrorCode::BadSignature,
+                "Bad signature: the signature is not valid base64",
+            )
+        })?,
     };
-    signer.verify_signature(&raw[body.clone()], signature, digest)?;
-
-    let body_is_utf8 = std::str::from_utf8(&raw[body.clone()]).is_ok();
-    Ok(Opened {
-        content_type,
-        content_encoding,
-        body,
-        body_is_utf8,
-        signer: Arc::clone(signer),
-        format,
+    Ok(Unverified {
+        opened: Opened {
+            content_type,
+            content_encoding,
+            body,
+            body_is_utf8: false,
+            signer: Arc::clone(signer),
+            format,
+        },
+        signature,
     })
+}
+
+/// Completes a verified payload (the UTF-8 check of its body).
+pub(crate) fn finish(out: &[u8], mut opened: Opened) -> Opened {
+    opened.body_is_utf8 = std::str::from_utf8(&out[opened.body.clone()]).is_ok();
+    opened
 }
 
 /// Refuses a payload over the size limit before any decoding.

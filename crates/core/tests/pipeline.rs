@@ -555,3 +555,88 @@ fn the_old_format_refuses_bodies_celery_54_cannot_verify() {
     assert_eq!(err.code, ErrorCode::MalformedPayload);
     assert!(err.message.starts_with("Unable to serialize"));
 }
+
+/// The batch verifies eight signatures at a time with AVX-512 IFMA where the
+/// CPU has it (`mb`); whatever the path, every result must be the one the
+/// single-payload path (AWS-LC, one at a time) gives: key sizes mixed in one
+/// batch, keys of one size sharing a call, signatures tampered with, out of
+/// range (at or above the modulus), short, and bodies changed after signing.
+#[test]
+fn batch_agrees_with_one_by_one_verification() {
+    if !celery_sign_core::mb::available() {
+        eprintln!("no AVX-512 IFMA on this CPU: the batch uses AWS-LC alone");
+    }
+    static OTHERS: OnceLock<Vec<Identity>> = OnceLock::new();
+    let others = OTHERS.get_or_init(|| {
+        vec![
+            make_identity(3072, "carol", 1003, (-1, 30)),
+            make_identity(4096, "dave", 1004, (-1, 30)),
+            make_identity(1024, "erin", 1005, (-1, 30)),
+        ]
+    });
+    let ids: Vec<&Identity> = [alice(), bob()].into_iter().chain(others).collect();
+    let store = store_of(&ids);
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    for round in 0..40u32 {
+        for (k, id) in ids.iter().enumerate() {
+            let body = format!("[{round}, {k}, \"body\"]").into_bytes();
+            let digest = [Digest::Sha256, Digest::Sha512, Digest::Sha1][(round as usize) % 3];
+            let sig = id.key.sign(&body, digest).unwrap();
+            let len = sig.len();
+            let pack = |format, sig: &[u8], body: &[u8]| {
+                envelope::pack(format, id.cert.id(), sig, "application/json", "utf-8", body)
+                    .unwrap()
+                    .into_bytes()
+            };
+            let format = if round % 2 == 0 {
+                WireFormat::Celery55
+            } else {
+                WireFormat::Celery54
+            };
+            match round % 8 {
+                // Genuine, in both formats (most of the batch).
+                0..=3 => items.push(pack(format, &sig, &body)),
+                4 => {
+                    let mut bad = sig.clone();
+                    bad[len / 2] ^= 0x40;
+                    items.push(pack(format, &bad, &body));
+                }
+                5 => items.push(pack(format, &vec![0xff; len], &body)),
+                6 => items.push(pack(WireFormat::Celery55, &sig[..len - 1], &body)),
+                _ => items.push(pack(format, &sig, b"[0, 0, \"other\"]")),
+            }
+        }
+    }
+    // Every digest appears, but a batch has one: the others must refuse.
+    for digest in [Digest::Sha256, Digest::Sha512, Digest::Sha1] {
+        for size in [1, 2, 7, 8, 9, 33, items.len()] {
+            for start in [0, 3] {
+                let slice: Vec<&Vec<u8>> = items.iter().skip(start).take(size).collect();
+                let packed = Packed::from_items(&slice);
+                let out = batch::open_many(
+                    &store,
+                    digest,
+                    packed.items(),
+                    envelope::DEFAULT_MAX_PAYLOAD,
+                );
+                assert_eq!(out.results.len(), slice.len());
+                let mut accepted = 0;
+                for (item, got) in slice.iter().zip(&out.results) {
+                    let want = envelope::open(&store, digest, item, envelope::DEFAULT_MAX_PAYLOAD);
+                    match (got, &want) {
+                        (Ok(g), Ok((buf, w))) => {
+                            assert_eq!(&out.buffer[g.body.clone()], &buf[w.body.clone()]);
+                            assert_eq!(g.signer.id(), w.signer.id());
+                            accepted += 1;
+                        }
+                        (Err(g), Err(w)) => assert_eq!(g.code, w.code),
+                        _ => panic!("batch and single disagree ({digest:?}, batch of {size})"),
+                    }
+                }
+                if size == items.len() {
+                    assert!(accepted >= 25, "{digest:?}: {accepted} accepted");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The RSA public operation `s^e mod n` for up to eight signatures at once,
+//! with AVX-512 IFMA (multi-buffer, as Intel's `crypto_mb` does it).
+//!
+//! Verification is dominated by this one modular exponentiation, and for a
+//! batch it is the same computation eight times over (usually with the same
+//! key): each 512-bit register holds the same 52-bit limb of eight numbers, so
+//! one `vpmadd52luq`/`vpmadd52huq` pair advances eight schoolbook
+//! multiplications at once. No lane ever talks to another, so the arithmetic
+//! is the textbook one (almost-Montgomery multiplication, CIOS order) written
+//! with vectors, and each lane may have its own modulus.
+//!
+//! Only public data goes through here (signatures and public keys), so it is
+//! written for speed, not constant time. It is checked against AWS-LC's raw
+//! RSA operation (`tests` below and `tests/mb.rs`) on random and edge inputs
+//! for every size it handles. Everything it does not handle (no IFMA, keys
+//! over 4106 bits, even moduli, exponents over 64 bits) goes to AWS-LC.
+#![allow(unsafe_code)]
+
+use openssl::bn::{BigNum, BigNumContext, BigNumRef};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+const MASK52: u64 = (1 << 52) - 1;
+/// Limb counts compiled: 52 * L >= bits + 2 (so R > 4n) for 2048, 3072, 4096-bit keys.
+const SIZES: [usize; 3] = [40, 60, 79];
+const MAX_L: usize = 79;
+/// The longest modulus taken, in bytes (4106 bits).
+pub const MAX_BYTES: usize = 514;
+/// Lanes per vector.
+pub const LANES: usize = 8;
+
+/// A public key laid out for the kernel.
+#[derive(Clone)]
+pub struct MbKey {
+    limbs: usize,
+    n: [u64; MAX_L],
+    rr: [u64; MAX_L],
+    k0: u64,
+    e: u64,
+    /// The modulus, big-endian, `len` bytes (the signature length).
+    n_be: Vec<u8>,
+    bits: u32,
+}
+
+impl std::fmt::Debug for MbKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MbKey")
+            .field("limbs", &self.limbs)
+            .field("bits", &self.bits)
+            .finish()
+    }
+}
+
+impl MbKey {
+    /// Lays out `(n, e)`, or `None` when the kernel cannot take this key.
+    pub fn new(n: &BigNumRef, e: &BigNumRef) -> Option<MbKey> {
+        let bits = u32::try_from(n.num_bits()).ok()?;
+        let limbs = *SIZES.iter().find(|&&l| 52 * l >= bits as usize + 2)?;
+        if bits < 512 || !n.is_bit_set(0) || e.num_bits() > 64 || e.num_bits() < 2 {
+            return None;
+        }
+        let e = u64::from_str_radix(&e.to_hex_str().ok()?, 16).ok()?;
+        let n_be = n.to_vec();
+        // R^2 mod n with R = 2^(52 L).
+        let mut ctx = BigNumContext::new().ok()?;
+        let mut r2 = BigNum::from_u32(1).ok()?;
+        let mut shifted = BigNum::new().ok()?;
+        shifted.lshift(&r2, (2 * 52 * limbs) as i32).ok()?;
+        r2.nnmod(&shifted, n, &mut ctx).ok()?;
+        let mut key = MbKey {
+            limbs,
+            n: [0; MAX_L],
+            rr: [0; MAX_L],
+            k0: 0,
+            e,
+            n_be,
+            bits,
+        };
+        to_limbs(&key.n_be, &mut key.n[..limbs]);
+        let r2_be = r2.to_vec_padded(key.n_be.len() as i32).ok()?;
+        to_limbs(&r2_be, &mut key.rr[..limbs]);
+        // k0 = -n^-1 mod 2^52, by Newton's iteration (n is odd).
+        let n0 = key.n[0];
+        let mut inv: u64 = 1;
+        for _ in 0..6 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(n0.wrapping_mul(inv)));
+        }
+        debug_assert_eq!(n0.wrapping_mul(inv) & MASK52, 1);
+        key.k0 = inv.wrapping_neg() & MASK52;
+        Some(key)
+    }
+
+    /// The signature length in bytes.
+    pub fn len(&self) -> usize {
+        self.n_be.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n_be.is_empty()
+    }
+
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Keys that may share one kernel call (same limb count and exponent).
+    pub fn group(&self) -> (usize, u64) {
+        (self.limbs, self.e)
+    }
+
+    /// Whether `sig` is a number below the modulus, as RSA requires.
+    fn accepts(&self, sig: &[u8]) -> bool {
+        sig.len() == self.n_be.len() && sig < self.n_be.as_slice()
+    }
+}
+
+/// Big-endian bytes to 52-bit little-endian limbs (`out` zero-filled beyond).
+fn to_limbs(be: &[u8], out: &mut [u64]) {
+    out.fill(0);
+    let mut acc: u128 = 0;
+    let mut have = 0u32;
+    let mut j = 0;
+    for &byte in be.iter().rev() {
+        acc |= (byte as u128) << have;
+        have += 8;
+        if have >= 52 {
+            if j < out.len() {
+                out[j] = (acc as u64) & MASK52;
+            }
+            j += 1;
+            acc >>= 52;
+            have -= 52;
+        }
+    }
+    if have > 0 && j < out.len() {
+        out[j] = acc as u64 & MASK52;
+    }
+}
+
+/// 52-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian bytes.
+fn from_limbs(limbs: &[u64], out: &mut [u8]) {
+    let mut acc: u128 = 0;
+    let mut have = 0u32;
+    let mut limbs = limbs.iter();
+    for byte in out.iter_mut().rev() {
+        if have < 8 {
+            if let Some(&l) = limbs.next() {
+                acc |= (l as u128) << have;
+                have += 52;
+            } else {
+                have = 8; // zeros above the top limb
+            }
+        }
+        *byte = acc as u8;
+        acc >>= 8;
+        have -= 8;
+    }
+}
+
+/// `a >= b` on little-endian limbs of equal length.
+fn geq(a: &[u64], b: &[u64]) -> bool {
+    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+        if x != y {
+            return x > y;
+        }
+    }
+    true
+}
+
+/// `a -= b` on little-endian 52-bit limbs, `a >= b`.
+fn sub_in_place(a: &mut [u64], b: &[u64]) {
+    let mut borrow = 0u64;
+    for (x, &y) in a.iter_mut().zip(b) {
+        let t = x.wrapping_sub(y).wrapping_sub(borrow);
+        borrow = t >> 63;
+        *x = t & MASK52;
+    }
+}
+
+const NOT_PROBED: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+static AVAILABLE: AtomicU8 = AtomicU8::new(NOT_PROBED);
+
+/// Whether this CPU has AVX-512 IFMA (and `CELERY_SIGN_SIMD` is not `0`).
+pub fn available() -> bool {
+    match AVAILABLE.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            let off = std::env::var("CELERY_SIGN_SIMD").is_ok_and(|v| v.trim() == "0");
+            let yes = !off && cpu_has_ifma();
+            AVAILABLE.store(if yes { YES } else { NO }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_ifma() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512ifma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_ifma() -> bool {
+    false
+}
+
+/// Computes `sig^e mod n` for each lane into `out[i]` (big-endian, the key's
+/// length). All keys must share [`MbKey::group`]; at most [`LANES`] lanes.
+/// A lane whose signature is not a number below its modulus gets `false` and
+/// its output is left alone. Panics (a programming error) on a misuse above
+/// or when [`available`] is false.
+pub fn public_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]]) -> [bool; LANES] {
+    assert!(available());
+    assert!(!keys.is_empty() && keys.len() <= LANES);
+    assert!(keys.len() == sigs.len() && keys.len() == out.len());
+    let group = keys[0].group();
+    assert!(keys.iter().all(|k| k.group() == group));
+    let mut ok = [false; LANES];
+    // Lanes that fail the range check compute a dummy (zero) instead.
+    let mut s = [[0u64; MAX_L]; LANES];
+    let limbs = group.0;
+    for (i, (key, sig)) in keys.iter().zip(sigs).enumerate() {
+        if key.accepts(sig) {
+            ok[i] = true;
+            to_limbs(sig, &mut s[i][..limbs]);
+        }
+    }
+    let mut res = [[0u64; MAX_L]; LANES];
+    let lane_keys: [&MbKey; LANES] = std::array::from_fn(|i| keys[i.min(keys.len() - 1)]);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked that the CPU has AVX-512F and IFMA.
+    unsafe {
+        match limbs {
+            40 => kernel::<40>(&lane_keys, &s, &mut res),
+            60 => kernel::<60>(&lane_keys, &s, &mut res),
+            79 => kernel::<79>(&lane_keys, &s, &mut res),
+            _ => unreachable!("MbKey::new only makes compiled sizes"),
+        }
+    }
+    for (i, key) in keys.iter().enumerate() {
+        if !ok[i] {
+            continue;
+        }
+        let r = &mut res[i][..limbs];
+        if geq(r, &key.n[..limbs]) {
+            sub_in_place(r, &key.n[..limbs]);
+        }
+        from_limbs(r, out[i]);
+    }
+    ok
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn transpose<const L: usize>(rows: [&[u64; MAX_L]; LANES]) -> [__m512i; L] {
+    std::array::from_fn(|j| {
+        let lane: [u64; LANES] = std::array::from_fn(|i| rows[i][j]);
+        // SAFETY: reads 64 bytes from an array of eight u64.
+        unsafe { _mm512_loadu_si512(lane.as_ptr().cast()) }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn kernel<const L: usize>(
+    keys: &[&MbKey; LANES],
+    s: &[[u64; MAX_L]; LANES],
+    res: &mut [[u64; MAX_L]; LANES],
+) {
+    let n: [__m512i; L] = transpose(std::array::from_fn(|i| &keys[i].n));
+    let rr: [__m512i; L] = transpose(std::array::from_fn(|i| &keys[i].rr));
+    let a: [__m512i; L] = transpose(std::array::from_fn(|i| &s[i]));
+    let k0_lanes: [u64; LANES] = std::array::from_fn(|i| keys[i].k0);
+    // SAFETY: reads 64 bytes from an array of eight u64.
+    let k0 = unsafe { _mm512_loadu_si512(k0_lanes.as_ptr().cast()) };
+    let e = keys[0].e;
+
+    // Into the Montgomery domain: a * R mod n.
+    let mut am = [_mm512_setzero_si512(); L];
+    mont_mul(&mut am, &a, &rr, &n, k0);
+    // Left to right square-and-multiply over the bits of e below its top bit.
+    let mut x = am;
+    let mut t = [_mm512_setzero_si512(); L];
+    for bit in (0..63 - e.leading_zeros()).rev() {
+        mont_mul(&mut t, &x, &x, &n, k0);
+        if (e >> bit) & 1 == 1 {
+            mont_mul(&mut x, &t, &am, &n, k0);
+        } else {
+            x = t;
+        }
+    }
+    // Out of the Montgomery domain: x * 1 * R^-1; at most n (then reduced by the caller).
+    let mut one = [_mm512_setzero_si512(); L];
+    one[0] = _mm512_set1_epi64(1);
+    mont_mul(&mut t, &x, &one, &n, k0);
+    for (j, v) in t.iter().enumerate() {
+        let mut lane = [0u64; LANES];
+        // SAFETY: writes 64 bytes into an array of eight u64.
+        unsafe { _mm512_storeu_si512(lane.as_mut_ptr().cast(), *v) };
+        for i in 0..LANES {
+            res[i][j] = lane[i];
+        }
+    }
+}
+
+/// `r = a * b * R^-1 mod n`, up to `2n`, for inputs below `2n` and `R = 2^(52 L) > 4n`.
+/// Each accumulator limb gathers at most 4(L + 1) products of 52 bits: below 2^61.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512ifma")]
+#[inline]
+fn mont_mul<const L: usize>(
+    r: &mut [__m512i; L],
+    a: &[__m512i; L],
+    b: &[__m512i; L],
+    n: &[__m512i; L],
+    k0: __m512i,
+) {
+    let zero = _mm512_setzero_si512();
+    let mut acc = [zero; 2 * MAX_L + 1];
+    for i in 0..L {
+        let bi = b[i];
+        let t0 = _mm512_madd52lo_epu64(acc[i], a[0], bi);
+        let u = _mm512_madd52lo_epu64(zero, t0, k0);
+        // The low 52 bits of t0 + lo(n0 u) are zero; the rest carries up.
+        let carry = _mm512_srli_epi64::<52>(_mm512_madd52lo_epu64(t0, n[0], u));
+        let mut next = _mm512_add_epi64(acc[i + 1], carry);
+        for j in 1..L {
+            let mut t = if j == 1 { next } else { acc[i + j] };
+            t = _mm512_madd52lo_epu64(t, a[j], bi);
+            t = _mm512_madd52lo_epu64(t, n[j], u);
+            t = _mm512_madd52hi_epu64(t, a[j - 1], bi);
+            t = _mm512_madd52hi_epu64(t, n[j - 1], u);
+            acc[i + j] = t;
+        }
+        next = _mm512_madd52hi_epu64(acc[i + L], a[L - 1], bi);
+        acc[i + L] = _mm512_madd52hi_epu64(next, n[L - 1], u);
+    }
+    let mask = _mm512_set1_epi64(MASK52 as i64);
+    let mut c = zero;
+    for j in 0..L {
+        let t = _mm512_add_epi64(acc[L + j], c);
+        r[j] = _mm512_and_si512(t, mask);
+        c = _mm512_srli_epi64::<52>(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::rsa::{Padding, Rsa};
+
+    #[test]
+    fn limbs_round_trip() {
+        let be: Vec<u8> = (0..256u32).map(|i| (i * 37 + 11) as u8).collect();
+        let mut limbs = [0u64; 40];
+        to_limbs(&be, &mut limbs);
+        let mut back = vec![0u8; 256];
+        from_limbs(&limbs, &mut back);
+        assert_eq!(be, back);
+    }
+
+    fn raw_public(rsa: &Rsa<openssl::pkey::Public>, sig: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; rsa.size() as usize];
+        rsa.public_decrypt(sig, &mut out, Padding::NONE).ok()?;
+        Some(out)
+    }
+
+    /// Random signatures, and the edges, against AWS-LC's raw public operation.
+    #[test]
+    fn matches_the_raw_rsa_operation() {
+        if !available() {
+            eprintln!("no AVX-512 IFMA here: the kernel is not exercised");
+            return;
+        }
+        // Moduli made from primes, so odd sizes are covered too.
+        for (pbits, qbits, e) in [
+            (1024, 1024, 65537u32),
+            (1536, 1536, 65537),
+            (2048, 2048, 65537),
+            (1024, 1023, 3),
+            (1028, 1028, 65537),
+            (512, 512, 17),
+            (2052, 2052, 65537),
+        ] {
+            let mut p = BigNum::new().unwrap();
+            let mut q = BigNum::new().unwrap();
+            p.generate_prime(pbits, false, None, None).unwrap();
+            q.generate_prime(qbits, false, None, None).unwrap();
+            let mut nn = BigNum::new().unwrap();
+            nn.checked_mul(&p, &q, &mut BigNumContext::new().unwrap())
+                .unwrap();
+            let bits = nn.num_bits();
+            let rsa = Rsa::from_public_components(nn, BigNum::from_u32(e).unwrap()).unwrap();
+            let key = MbKey::new(rsa.n(), rsa.e()).unwrap();
+            let len = key.len();
+            let mut sigs: Vec<Vec<u8>> = Vec::new();
+            let n_minus_1 = {
+                let mut v = rsa.n().to_vec();
+                *v.last_mut().unwrap() -= 1;
+                v
+            };
+            sigs.push(vec![0; len]);
+            let mut one = vec![0; len];
+            one[len - 1] = 1;
+            sigs.push(one);
+            sigs.push(n_minus_1);
+            for _ in 0..61 {
+                let mut s = vec![0u8; len];
+                openssl::rand::rand_bytes(&mut s).unwrap();
+                s[0] &= 0x7f >> ((8 - bits % 8) % 8);
+                sigs.push(s);
+            }
+            for chunk in sigs.chunks(LANES) {
+                let keys = vec![&key; chunk.len()];
+                let ins: Vec<&[u8]> = chunk.iter().map(|s| s.as_slice()).collect();
+                let mut outs = vec![vec![0u8; len]; chunk.len()];
+                let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                let ok = public_op(&keys, &ins, &mut refs);
+                for (i, s) in chunk.iter().enumerate() {
+                    let want = raw_public(&rsa, s);
+                    assert_eq!(ok[i], want.is_some(), "bits {bits}: range check");
+                    if let Some(want) = want {
+                        assert_eq!(outs[i], want, "bits {bits}, e {e}");
+                    }
+                }
+            }
+        }
+    }
+}
