@@ -213,7 +213,7 @@ struct Check<'a> {
 
 /// Checks every signature: those whose key the multi-buffer kernel takes go
 /// through it eight at a time (two or more per call; one alone is faster
-/// through AWS-LC), the rest through AWS-LC one by one.
+/// through the one-number kernel), the rest one by one.
 fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
     let mut ok = vec![false; checks.len()];
     let mut simd: Vec<(usize, &MbKey)> = Vec::new();
@@ -243,10 +243,8 @@ fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
                 .collect();
             let in_range = mb::public_op(&keys, &sigs, &mut outs);
             for (lane, (k, key)) in lanes.iter().enumerate() {
-                let mut mhash = [0u8; 64];
-                let h = rsa::prehash(digest, checks[*k].data, &mut mhash);
                 ok[*k] = in_range[lane]
-                    && rsa::pss_verify_encoded(digest, &mhash[..h], outs[lane], key.bits());
+                    && rsa::pss_verify_digest(digest, checks[*k].data, outs[lane], key.bits());
             }
         }
     }

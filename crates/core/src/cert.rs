@@ -140,7 +140,11 @@ impl Certificate {
 
     /// The signature check alone.
     pub fn verify_signature(&self, data: &[u8], signature: &[u8], digest: Digest) -> Result<()> {
-        if crate::rsa::verify_pss(self.uid, &self.pubkey, digest, data, signature) {
+        let ok = crate::rsa::verify_pss_simd(self.mb.as_ref(), digest, data, signature)
+            .unwrap_or_else(|| {
+                crate::rsa::verify_pss(self.uid, &self.pubkey, digest, data, signature)
+            });
+        if ok {
             Ok(())
         } else {
             Err(Error::new(ErrorCode::BadSignature, "Bad signature"))

@@ -10,6 +10,7 @@
 //! Digests use the one-shot SHA functions, which need no lookup at all.
 
 use crate::digest::Digest;
+use crate::mb::MbKey;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
@@ -212,6 +213,30 @@ pub(crate) fn pss_verify_encoded(digest: Digest, mhash: &[u8], em: &[u8], mod_bi
     expected[..h_len] == *h
 }
 
+/// Verifies an RSA-PSS signature with the IFMA kernels (`mb`) when the CPU
+/// has them and the key fits: `None` when it cannot (then use [`verify_pss`]).
+pub(crate) fn verify_pss_simd(
+    key: Option<&MbKey>,
+    digest: Digest,
+    data: &[u8],
+    sig: &[u8],
+) -> Option<bool> {
+    let key = key.filter(|k| k.len() == sig.len() && crate::mb::available())?;
+    let mut em = [0u8; crate::mb::MAX_BYTES];
+    let em = &mut em[..key.len()];
+    if !crate::mb::public_op_one(key, sig, em) {
+        return Some(false);
+    }
+    Some(pss_verify_digest(digest, data, em, key.bits()))
+}
+
+/// [`pss_verify_encoded`] of the digest of `data`.
+pub(crate) fn pss_verify_digest(digest: Digest, data: &[u8], em: &[u8], mod_bits: u32) -> bool {
+    let mut mhash = [0u8; 64];
+    let h = prehash(digest, data, &mut mhash);
+    pss_verify_encoded(digest, &mhash[..h], em, mod_bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +324,9 @@ mod tests {
             let key = key_with_bits(bits);
             let public = PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap();
             let uid = new_key_id();
+            let rsa = key.rsa().unwrap();
+            let mb = MbKey::new(rsa.n(), rsa.e());
+            assert!(mb.is_some());
             let bits = key.bits();
             let em_len = key.size() - usize::from((bits - 1).is_multiple_of(8));
             for digest in DIGESTS {
@@ -321,6 +349,9 @@ mod tests {
                         let got = raw_public(&key, &sig)
                             .is_some_and(|em| pss_verify_encoded(digest, &mhash[..h], &em, bits));
                         assert_eq!(got, want, "{bits} bits, {digest:?}, salt {salt}");
+                        if let Some(simd) = verify_pss_simd(mb.as_ref(), digest, &data, &sig) {
+                            assert_eq!(simd, want, "IFMA: {bits} bits, {digest:?}, salt {salt}");
+                        }
                         checked += 1;
                     }
                 }
