@@ -640,3 +640,28 @@ fn batch_agrees_with_one_by_one_verification() {
         }
     }
 }
+
+/// The pool's threads run at nice 5 (`CELERY_SIGN_NICE`), below the thread
+/// that runs the event loop.
+#[cfg(target_os = "linux")]
+#[test]
+fn pool_threads_yield_to_the_event_loop() {
+    // Every thread has started (and run its start handler) once this returns.
+    batch::pool().broadcast(|_| ());
+    let mut seen = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("celery-sign-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
+        let want = std::env::var("CELERY_SIGN_NICE").map_or(5, |v| v.trim().parse().unwrap());
+        assert_eq!(nice, want, "{}", comm.trim());
+        seen += 1;
+    }
+    assert_eq!(seen, batch::threads());
+}
