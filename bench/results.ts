@@ -238,11 +238,16 @@ export function computeNotes(r: Omit<BenchResults, 'targets' | 'notes'>): string
       if (best > 1.15 * limit) beaten.push(`RSA-${bits} (${(best / limit).toFixed(2)}x)`);
     }
     if (beaten.length) {
+      const why =
+        op === 'verify'
+          ? "celery-sign verifies with its own AVX-512 IFMA kernels for the public-key step (crates/core/src/mb.rs: one number " +
+            'across the vectors for a single signature, eight signatures at once in a batch) where the CPU has IFMA, while ' +
+            "`openssl speed` times OpenSSL's scalar code"
+          : `the system OpenSSL (${r.openssl.version ?? '?'}) is not the fastest RSA code on this machine for those key sizes ` +
+            `(celery-sign's addon links AWS-LC statically; Node's is OpenSSL ${r.machine.nodeOpenssl})`;
       notes.push(
         `celery-sign's sync ${op === 'sign' ? 'serialize' : 'deserialize'}, on one thread and doing the whole job, beats ` +
-          `\`openssl speed\` on one core at ${beaten.join(', ')}: the system OpenSSL (${r.openssl.version ?? '?'}) is not ` +
-          `the fastest RSA code on this machine for those key sizes (celery-sign's addon links its own crypto library statically; Node's is OpenSSL ${r.machine.nodeOpenssl}), ` +
-          'so ratios against that limit flatter celery-sign there.',
+          `\`openssl speed\` on one core at ${beaten.join(', ')}: ${why}, so ratios against that limit flatter celery-sign there.`,
       );
     }
   }
