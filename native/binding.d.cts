@@ -57,8 +57,10 @@ export declare class NativeSerializer {
    * Verifies a batch in one native call over the thread pool. The payloads
    * are laid end to end in `data`, item `i` being `lengths[i]` bytes long;
    * the buffer is read in place by the native threads, never copied.
+   * Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
+   * are pre-scanned on the native threads as well (see `OpenedBatch`).
    */
-  openPacked(data: Buffer, lengths: Uint32Array): Promise<OpenedBatch>
+  openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: Array<string>): Promise<OpenedBatch>
 }
 
 /** The stable error codes, in the order the batch status numbers use (1-based). */
@@ -74,15 +76,21 @@ export interface Opened {
 }
 
 /**
- * A verified batch, flat: `meta` has 7 numbers an item.
- * ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, bodyIsUtf8]`
- * err: `[status, messageIdx, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
- * Indices point into `strings`; body ranges into `buffer`.
+ * A verified batch, flat: `meta` has 9 numbers an item.
+ * ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, flags,
+ * firstLiteral, literalCount]`
+ * err: `[status, messageIdx, 0, 0, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+ * Indices point into `strings`; body ranges into `buffer`. `flags`: 1 the body
+ * is UTF-8; for a body of one of the `jsonTypes` asked for, also 4 (scanned),
+ * 2 (ASCII), 8 (may hold a kombu marker), 16 (has 16 digits in a row) and 32
+ * (long string values were lifted out into `literals`; the body holds
+ * placeholders `"\u0000<k>"` for `literals[firstLiteral + k]`).
  */
 export interface OpenedBatch {
   buffer: Buffer
   meta: Float64Array
   strings: Array<string>
+  literals: Array<string>
 }
 
 /** Signed payloads of a batch; `errors` has `[index, status, messageIdx]` triples. */

@@ -5,6 +5,8 @@ import { PrivateKey } from './keys.js';
 import { call, callAsync, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
 import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
 import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerRegistry } from './registry.js';
+import { loads as jsonLoads } from './json.js';
+import { clearHints, primeLoads, restoreText } from './jsonhints.js';
 
 /** Default limit on one payload's size (bytes of base64), like the Rust core's. */
 export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
@@ -12,8 +14,17 @@ export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 /** Items per native call when a large batch is pipelined. */
 const PIPELINE_CHUNK = 256;
 
+
 /** Numbers per item in a native batch's `meta` (see crates/node: OpenedBatch). */
-const META_STRIDE = 7;
+const META_STRIDE = 9;
+
+/** Bits of an item's flags in a native batch's `meta` (see crates/node: OpenedBatch). */
+const UTF8 = 1;
+const ASCII = 2;
+const SCANNED = 4;
+const HOOK = 8;
+const LONG_DIGITS = 16;
+const LITERALS = 32;
 
 export interface SecureSerializerOptions {
   /** Signs; needed by the serialize methods. */
@@ -202,11 +213,20 @@ export class SecureSerializer {
         at += p.length;
       }
     }
-    return callAsync(() => this.#native.openPacked(data, lengths));
+    return callAsync(() => this.#native.openPacked(data, lengths, this.#jsonTypes()));
+  }
+
+  /** The accepted content types that kombu's JSON decodes: their bodies are pre-scanned natively. */
+  #jsonTypes(): string[] {
+    const out: string[] = [];
+    for (const [contentType, decoder] of this.#registry.decoders) {
+      if (decoder === jsonLoads && this.#accept.has(contentType)) out.push(contentType);
+    }
+    return out;
   }
 
   #collect(batch: OpenedBatch, out: DeserializeResult[], start: number, end: number): void {
-    const { buffer, meta, strings } = batch;
+    const { buffer, meta, strings, literals } = batch;
     const decoders = this.#registry.decoders;
     for (let i = start, m = 0; i < end; i++, m += META_STRIDE) {
       const status = meta[m]!;
@@ -218,14 +238,32 @@ export class SecureSerializer {
       const contentType = strings[meta[m + 1]!]!;
       const from = meta[m + 4]!;
       const to = meta[m + 5]!;
+      const flags = meta[m + 6]!;
+      const decoder = decoders.get(contentType);
       // A body the native threads found to be UTF-8 goes to a decoder as text,
-      // saving a second validation here; anything else stays bytes.
-      const body = meta[m + 6] === 1 && decoders.has(contentType) ? buffer.toString('utf8', from, to) : buffer.subarray(from, to);
+      // saving a second validation here (an ASCII one is copied, not decoded);
+      // anything else stays bytes.
+      let body: Buffer | string =
+        (flags & UTF8) === 0 || decoder === undefined
+          ? buffer.subarray(from, to)
+          : buffer.toString((flags & ASCII) !== 0 ? 'latin1' : 'utf8', from, to);
+      if ((flags & SCANNED) !== 0 && typeof body === 'string') {
+        const lifted = (flags & LITERALS) !== 0 ? literals : null;
+        const base = meta[m + 7]!;
+        if (decoder === jsonLoads) {
+          primeLoads(body, { hook: (flags & HOOK) !== 0, longDigits: (flags & LONG_DIGITS) !== 0, literals: lifted, base });
+        } else if (lifted !== null) {
+          // The decoder was replaced while the batch was out: give it the text as it came.
+          body = restoreText(body, lifted, base);
+        }
+      }
       try {
         const value = this.#decode(contentType, strings[meta[m + 2]!]!, body, true);
         out[i] = { ok: true, value, signer: strings[meta[m + 3]!]! };
       } catch (err) {
         out[i] = { ok: false, error: asSecurityError(err) };
+      } finally {
+        clearHints();
       }
     }
   }

@@ -14,6 +14,14 @@ use napi_derive::napi;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+mod jsonscan;
+mod literal;
+
+use literal::Literal;
+use rayon::prelude::*;
+
+type CoreResult<T> = std::result::Result<T, CoreError>;
+
 fn to_js(err: CoreError) -> napi::Error {
     napi::Error::new(Status::GenericFailure, err.to_string())
 }
@@ -185,15 +193,25 @@ pub struct Opened {
     pub signer: String,
 }
 
-/// A verified batch, flat: `meta` has 7 numbers an item.
-/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, bodyIsUtf8]`
-/// err: `[status, messageIdx, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
-/// Indices point into `strings`; body ranges into `buffer`.
-#[napi(object)]
+/// Numbers an item in `OpenedBatch.meta`.
+const META_STRIDE: usize = 9;
+
+/// A verified batch, flat: `meta` has 9 numbers an item.
+/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, flags,
+///        firstLiteral, literalCount]`
+/// err: `[status, messageIdx, 0, 0, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+/// Indices point into `strings`; body ranges into `buffer`. `flags`: 1 the body
+/// is UTF-8; for a body of one of the `jsonTypes` asked for, also 4 (scanned),
+/// 2 (ASCII), 8 (may hold a kombu marker), 16 (has 16 digits in a row) and 32
+/// (long string values were lifted out into `literals`; the body holds
+/// placeholders `"\u0000<k>"` for `literals[firstLiteral + k]`).
+#[napi(object, object_from_js = false)]
 pub struct OpenedBatch {
     pub buffer: Buffer,
     pub meta: Float64Array,
     pub strings: Vec<String>,
+    #[napi(ts_type = "Array<string>")]
+    pub literals: Vec<Literal>,
 }
 
 /// Signed payloads of a batch; `errors` has `[index, status, messageIdx]` triples.
@@ -385,8 +403,15 @@ impl NativeSerializer {
     /// Verifies a batch in one native call over the thread pool. The payloads
     /// are laid end to end in `data`, item `i` being `lengths[i]` bytes long;
     /// the buffer is read in place by the native threads, never copied.
+    /// Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
+    /// are pre-scanned on the native threads as well (see `OpenedBatch`).
     #[napi(ts_return_type = "Promise<OpenedBatch>")]
-    pub fn open_packed(&self, data: Buffer, lengths: &[u32]) -> Result<AsyncTask<OpenManyTask>> {
+    pub fn open_packed(
+        &self,
+        data: Buffer,
+        lengths: &[u32],
+        json_types: Vec<String>,
+    ) -> Result<AsyncTask<OpenManyTask>> {
         let mut offsets = Vec::with_capacity(lengths.len() + 1);
         let mut at = 0usize;
         offsets.push(0);
@@ -405,6 +430,7 @@ impl NativeSerializer {
             shared: self.shared.clone(),
             data,
             offsets,
+            json_types,
         }))
     }
 }
@@ -507,6 +533,7 @@ pub struct OpenManyTask {
     /// The JavaScript buffer of payloads, kept alive (and unmoved) by its reference.
     data: Buffer,
     offsets: Vec<usize>,
+    json_types: Vec<String>,
 }
 
 /// Interns short strings (content types, encodings, signer ids) of a batch.
@@ -538,6 +565,56 @@ pub struct OpenManyOutput {
     buffer: Vec<u8>,
     meta: Vec<f64>,
     strings: Vec<String>,
+    literals: Vec<Vec<u8>>,
+}
+
+/// Pre-scans, on the pool, the UTF-8 bodies whose content type is one of
+/// `json_types`; returns, by item, what the scan found (None: not scanned).
+/// A scanned body may have been rewritten in place: its range is updated.
+fn scan_bodies(
+    buffer: &mut [u8],
+    results: &mut [CoreResult<envelope::Opened>],
+    json_types: &[String],
+) -> Vec<Option<jsonscan::Scanned>> {
+    let wanted: Vec<bool> = results
+        .iter()
+        .map(|r| match r {
+            Ok(o) if o.body_is_utf8 => {
+                let ct = &buffer[o.content_type.clone()];
+                json_types.iter().any(|t| t.as_bytes() == ct)
+            }
+            _ => false,
+        })
+        .collect();
+    // Disjoint mutable views of the wanted bodies (ranges ascend with the index).
+    let mut slots: Vec<Option<&mut [u8]>> = Vec::with_capacity(results.len());
+    let mut rest: &mut [u8] = buffer;
+    let mut at = 0usize;
+    for (r, &want) in results.iter().zip(&wanted) {
+        match r {
+            Ok(o) if want && o.body.start >= at => {
+                let tail = std::mem::take(&mut rest);
+                let (_, tail) = tail.split_at_mut(o.body.start - at);
+                let (body, tail) = tail.split_at_mut(o.body.end - o.body.start);
+                rest = tail;
+                at = o.body.end;
+                slots.push(Some(body));
+            }
+            _ => slots.push(None),
+        }
+    }
+    let scanned: Vec<Option<jsonscan::Scanned>> = batch::pool().install(|| {
+        slots
+            .into_par_iter()
+            .map(|slot| slot.map(jsonscan::scan))
+            .collect()
+    });
+    for (r, s) in results.iter_mut().zip(&scanned) {
+        if let (Ok(o), Some(s)) = (r, s) {
+            o.body = o.body.start..o.body.start + s.len;
+        }
+    }
+    scanned
 }
 
 impl Task for OpenManyTask {
@@ -547,20 +624,39 @@ impl Task for OpenManyTask {
     fn compute(&mut self) -> Result<OpenManyOutput> {
         let items = batch::Items::new(&self.data, &self.offsets)
             .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
-        let opened = batch::open_many(
+        let mut opened = batch::open_many(
             &self.store,
             self.shared.digest,
             items,
             self.shared.max_payload,
         );
-        let mut meta = Vec::with_capacity(opened.results.len() * 6);
+        let scanned = if self.json_types.is_empty() {
+            Vec::new()
+        } else {
+            scan_bodies(&mut opened.buffer, &mut opened.results, &self.json_types)
+        };
+        let mut meta = Vec::with_capacity(opened.results.len() * META_STRIDE);
         let mut strings = Interner::default();
-        for r in &opened.results {
+        let mut lifted = 0usize;
+        for (i, r) in opened.results.iter().enumerate() {
             match r {
                 Ok(o) => {
                     let ct = strings.intern(&opened.buffer[o.content_type.clone()]);
                     let enc = strings.intern(&opened.buffer[o.content_encoding.clone()]);
                     let signer = strings.intern(o.signer.id().as_bytes());
+                    let first = lifted as f64;
+                    let (flags, count) = match scanned.get(i) {
+                        Some(Some(s)) => (s.flags, s.literals.len()),
+                        _ => (
+                            if o.body_is_utf8 {
+                                jsonscan::FLAG_UTF8
+                            } else {
+                                0
+                            },
+                            0,
+                        ),
+                    };
+                    lifted += count;
                     meta.extend_from_slice(&[
                         0.0,
                         ct,
@@ -568,19 +664,36 @@ impl Task for OpenManyTask {
                         signer,
                         o.body.start as f64,
                         o.body.end as f64,
-                        if o.body_is_utf8 { 1.0 } else { 0.0 },
+                        flags as f64,
+                        first,
+                        count as f64,
                     ]);
                 }
                 Err(e) => {
                     let msg = strings.push(e.message.clone());
-                    meta.extend_from_slice(&[status_of(e.code), msg, 0.0, 0.0, 0.0, 0.0, 0.0]);
+                    meta.extend_from_slice(&[
+                        status_of(e.code),
+                        msg,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                    ]);
                 }
             }
+        }
+        let mut literals = Vec::with_capacity(lifted);
+        for s in scanned.into_iter().flatten() {
+            literals.extend(s.literals);
         }
         Ok(OpenManyOutput {
             buffer: opened.buffer,
             meta,
             strings: strings.strings,
+            literals,
         })
     }
 
@@ -589,6 +702,7 @@ impl Task for OpenManyTask {
             buffer: output.buffer.into(),
             meta: output.meta.into(),
             strings: output.strings,
+            literals: output.literals.into_iter().map(Literal).collect(),
         })
     }
 }
