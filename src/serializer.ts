@@ -14,8 +14,11 @@ export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 /** Items per native call when a large batch is pipelined. */
 const PIPELINE_CHUNK = 256;
 
-/** Largest buffer of packed payloads kept for reuse (see `#scratch`). */
+/** Largest buffer of packed payloads kept for reuse (see `#spare`). */
 const MAX_SPARE_BYTES = 32 * 1024 * 1024;
+
+/** How long spare buffers are kept after the last batch (ms). */
+const SPARE_IDLE_MS = 2000;
 
 /** Numbers per item in a native batch's `meta` (see crates/node: OpenedBatch). */
 const META_STRIDE = 9;
@@ -81,6 +84,8 @@ export class SecureSerializer {
    * external memory, brings V8's next collection nearer.
    */
   readonly #spare: Buffer[] = [];
+  /** Drops the spare buffers once batches stop coming. */
+  #spareTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: SecureSerializerOptions = {}) {
     const { key, cert, store } = options;
@@ -258,6 +263,15 @@ export class SecureSerializer {
       // Keep the two largest.
       const k = spare[0]!.length < spare[1]!.length ? 0 : 1;
       if (spare[k]!.length < data.length) spare[k] = data;
+    }
+    if (this.#spareTimer === null) {
+      this.#spareTimer = setTimeout(() => {
+        this.#spare.length = 0;
+        this.#spareTimer = null;
+      }, SPARE_IDLE_MS);
+      this.#spareTimer.unref();
+    } else {
+      this.#spareTimer.refresh();
     }
   }
 
