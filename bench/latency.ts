@@ -6,9 +6,11 @@
  *          GB/s of JSON body
  *   async  deserializeAsync awaited one at a time (512 B bodies), payloads/s,
  *          next to WebCrypto one await at a time in the same process
+ *   all    deserializeAsync, 2048 calls in flight (Promise.all), payloads/s
+ *   bigone deserializeAsync of 1 MiB bodies, one at a time, GB/s of body
  *
  * Usage:
- *   node --import=tsx bench/latency.ts [big|async ...] [--rounds N] [--ms N] [--ab DIR] [--env K=V]
+ *   node --import=tsx bench/latency.ts [big|async|all|bigone ...] [--rounds N] [--ms N] [--ab DIR] [--env K=V]
  *
  * Each measurement runs in a fresh child process; with `--ab DIR` (another
  * checkout, built: DIR/lib and DIR/native) every round runs both builds, in a
@@ -25,10 +27,11 @@ import { webcrypto, X509Certificate } from 'node:crypto';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
 
-type What = 'big' | 'async';
+type What = 'big' | 'async' | 'all' | 'bigone';
+const WHATS: readonly What[] = ['big', 'async', 'all', 'bigone'];
 interface Result {
   what: What;
-  /** GB/s of body (big) or payloads/s (async). */
+  /** GB/s of body (big, bigone) or payloads/s (async, all). */
   rate: number;
   /** WebCrypto one await at a time, payloads/s (async only). */
   webcrypto?: number;
@@ -67,8 +70,26 @@ async function child(root: string, what: What, ms: number): Promise<Result> {
     return { what, rate: rate / 1e9 };
   }
 
+  if (what === 'bigone') {
+    const values = makeValues(1 << 20, 4);
+    const payloads = await s.serializeMany(values);
+    const bodyBytes = values.reduce<number>((n, v) => n + lib.registry.dumps(v, 'json').body.length, 0);
+    const rate = await time(async () => {
+      for (const p of payloads) await s.deserializeAsync(p);
+      return bodyBytes;
+    });
+    return { what, rate: rate / 1e9 };
+  }
+
   const values = makeValues(512, 2048);
   const payloads = await s.serializeMany(values);
+  if (what === 'all') {
+    const rate = await time(async () => {
+      await Promise.all(payloads.map((p) => s.deserializeAsync(p)));
+      return payloads.length;
+    });
+    return { what, rate };
+  }
   const rate = await time(async () => {
     for (const p of payloads) await s.deserializeAsync(p);
     return payloads.length;
@@ -114,7 +135,7 @@ function main(): void {
     else if (a === '--env') {
       const [k, ...v] = argv[++i]!.split('=');
       env[k!] = v.join('=');
-    } else if (a === 'big' || a === 'async') whats.push(a);
+    } else if ((WHATS as readonly string[]).includes(a)) whats.push(a as What);
     else throw new Error(`unknown argument ${a}`);
   }
   if (whats.length === 0) whats.push('big', 'async');
@@ -122,6 +143,7 @@ function main(): void {
   const results = new Map<string, Result[]>();
   for (let r = 0; r < rounds; r++) {
     const order = whats.flatMap((what) => sides.map((side) => ({ what, side })));
+    // A new random order every round.
     order.sort(() => Math.random() - 0.5);
     for (const { what, side } of order) {
       const out = execFileSync(process.execPath, ['--import=tsx', fileURLToPath(import.meta.url), '--child', side.root, what, String(ms)], {
@@ -138,7 +160,7 @@ function main(): void {
     }
   }
   process.stderr.write('\n');
-  const fmt = (x: number, what: What) => (what === 'big' ? `${x.toFixed(3)} GB/s` : `${Math.round(x)}/s`);
+  const fmt = (x: number, what: What) => (what === 'big' || what === 'bigone' ? `${x.toFixed(3)} GB/s` : `${Math.round(x)}/s`);
   for (const what of whats) {
     const meds: number[] = [];
     for (const side of sides) {
@@ -146,7 +168,7 @@ function main(): void {
       const rates = list.map((x) => x.rate);
       const m = median(rates);
       meds.push(m);
-      let line = `${what.padEnd(5)} ${side.name.padEnd(5)} median ${fmt(m, what)}  [${fmt(Math.min(...rates), what)} .. ${fmt(Math.max(...rates), what)}]`;
+      let line = `${what.padEnd(6)} ${side.name.padEnd(5)} median ${fmt(m, what)}  [${fmt(Math.min(...rates), what)} .. ${fmt(Math.max(...rates), what)}]`;
       if (what === 'async') {
         const wc = list.map((x) => x.webcrypto!);
         const ratios = list.map((x) => x.rate / x.webcrypto!);
@@ -154,7 +176,7 @@ function main(): void {
       }
       console.log(line);
     }
-    if (meds.length === 2) console.log(`${what.padEnd(5)} this/other ${(meds[0]! / meds[1]!).toFixed(2)}x`);
+    if (meds.length === 2) console.log(`${what.padEnd(6)} this/other ${(meds[0]! / meds[1]!).toFixed(2)}x`);
   }
 }
 
