@@ -2,7 +2,7 @@ import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { Certificate, CertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
-import { call, callAsync, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
+import { call, callAsync, expectResult, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
 import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
 import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerRegistry } from './registry.js';
 import { loads as jsonLoads } from './json.js';
@@ -176,7 +176,9 @@ export class SecureSerializer {
   async deserializeAsync(payload: Bytes): Promise<unknown> {
     this.#needStore();
     const bytes = toBytes(payload, 'payload');
-    return this.#decodeOpened(await callAsync(() => this.#native.openAsync(bytes)));
+    const opened = callAsync(() => this.#native.openAsync(bytes));
+    expectResult();
+    return this.#decodeOpened(await opened);
   }
 
   /**

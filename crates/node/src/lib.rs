@@ -19,6 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod jsonscan;
 mod literal;
+mod queue;
 
 use literal::Literal;
 use rayon::prelude::*;
@@ -54,6 +55,16 @@ pub fn set_threads(n: u32) -> bool {
 #[napi]
 pub fn thread_count() -> u32 {
     batch::threads() as u32
+}
+
+/// Settles the queued calls whose results are in (see `queue`); with `keep`
+/// the caller promises to poll again soon. Returns twice the number of calls
+/// still out, plus 1 when the machine looked busy (the CPU, yielded while
+/// nothing was in, went to another process for long): no time to poll.
+#[napi]
+pub fn poll_queued(env: Env, keep: bool) -> Result<u32> {
+    let (left, busy) = queue::poll(&env, keep)?;
+    Ok(left.saturating_mul(2) | u32::from(busy))
 }
 
 #[napi]
@@ -393,14 +404,27 @@ impl NativeSerializer {
         self.shared.open(&store, payload)
     }
 
-    /// Verifies one payload on a libuv worker thread.
+    /// Verifies one payload on a native thread: this JavaScript thread's own
+    /// (see `queue`), or the batch pool when several calls are out together.
+    /// Results come quickest while the caller polls (`pollQueued`).
     #[napi(ts_return_type = "Promise<Opened>")]
-    pub fn open_async(&self, payload: &[u8]) -> Result<AsyncTask<OpenTask>> {
-        Ok(AsyncTask::new(OpenTask {
-            store: self.shared.store()?,
-            shared: self.shared.clone(),
-            payload: payload.to_vec(),
-        }))
+    pub fn open_async<'env>(&self, env: &'env Env, payload: &[u8]) -> Result<Unknown<'env>> {
+        let store = self.shared.store()?;
+        let shared = self.shared.clone();
+        let payload = payload.to_vec();
+        let promise = queue::submit(
+            env,
+            Box::new(move || {
+                let r = shared.open(&store, &payload);
+                Box::new(move |env| {
+                    let o = r?;
+                    // SAFETY: env is the live environment of the JavaScript thread.
+                    unsafe { ToNapiValue::to_napi_value(env, o) }
+                })
+            }),
+        )?;
+        // SAFETY: a promise just made on this environment.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
     }
 
     /// Verifies a batch in one native call over the thread pool. The payloads
@@ -507,25 +531,6 @@ impl Task for SealManyTask {
     }
 
     fn resolve(&mut self, _env: Env, output: SealedBatch) -> Result<SealedBatch> {
-        Ok(output)
-    }
-}
-
-pub struct OpenTask {
-    store: Arc<CertStore>,
-    shared: Shared,
-    payload: Vec<u8>,
-}
-
-impl Task for OpenTask {
-    type Output = Opened;
-    type JsValue = Opened;
-
-    fn compute(&mut self) -> Result<Opened> {
-        self.shared.open(&self.store, &self.payload)
-    }
-
-    fn resolve(&mut self, _env: Env, output: Opened) -> Result<Opened> {
         Ok(output)
     }
 }
