@@ -59,11 +59,16 @@ export async function callAsync<T>(promise: () => Promise<T>): Promise<T> {
   }
 }
 
-/** How long the event loop polls for a native result without one coming in (ms). */
+/** How long the event loop polls for a native result without one coming in: ms, and polls at least. */
 const POLL_BUDGET_MS = 0.1;
-/** How long polling stays off after it found nothing within its budget (ms); doubled while that goes on. */
-const POLL_BACKOFF_MIN_MS = 20;
-const POLL_BACKOFF_MAX_MS = 1000;
+const POLL_BUDGET_TICKS = 32;
+/**
+ * How long polling stays off after it found nothing within its budget (ms);
+ * doubled while that goes on (as the native thread's spinning does, see
+ * crates/node/src/queue.rs).
+ */
+const POLL_BACKOFF_MIN_MS = 10;
+const POLL_BACKOFF_MAX_MS = 500;
 
 let polling = false;
 let pollOffUntil = 0;
@@ -85,6 +90,7 @@ export function expectResult(): void {
   if (start < pollOffUntil) return;
   polling = true;
   let progress = start;
+  let ticks = 0;
   let out = Infinity;
   const tick = (): void => {
     const r = binding.pollQueued(true);
@@ -98,9 +104,12 @@ export function expectResult(): void {
       return;
     }
     const now = performance.now();
-    if (left < out) progress = now;
+    if (left < out) {
+      progress = now;
+      ticks = 0;
+    }
     out = left;
-    if (busy || now - progress > POLL_BUDGET_MS) {
+    if (busy || (++ticks > POLL_BUDGET_TICKS && now - progress > POLL_BUDGET_MS)) {
       polling = false;
       pollOffUntil = now + pollBackoff;
       pollBackoff = Math.min(POLL_BACKOFF_MAX_MS, pollBackoff * 2);

@@ -36,9 +36,12 @@ const SPIN: Duration = Duration::from_micros(50);
 const CONTENDED_YIELD: Duration = Duration::from_micros(50);
 
 /// How long spinning stays off once the machine was found busy: doubled
-/// each time it is still busy after, up to the maximum.
-const BACKOFF_MIN: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// each time it is still busy after, up to the maximum. Threads of this
+/// process (V8's collector, the batch pool winding down) also make a yield
+/// slow now and then, so it starts short; on a machine another process
+/// keeps busy, every try costs the CPU time slice it yields, so it grows.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Gives the CPU up to anything else runnable on it (back at once when
 /// nothing is); returns false when that took long: the machine is busy.
