@@ -8,9 +8,10 @@
  *          next to WebCrypto one await at a time in the same process
  *   all    deserializeAsync, 2048 calls in flight (Promise.all), payloads/s
  *   bigone deserializeAsync of 1 MiB bodies, one at a time, GB/s of body
+ *   many   deserializeMany of 4096 payloads of 512 B bodies (the headline), payloads/s
  *
  * Usage:
- *   node --import=tsx bench/latency.ts [big|async|all|bigone ...] [--rounds N] [--ms N] [--ab DIR] [--env K=V]
+ *   node --import=tsx bench/latency.ts [big|async|all|bigone|many ...] [--rounds N] [--ms N] [--ab DIR] [--env K=V]
  *
  * Each measurement runs in a fresh child process; with `--ab DIR` (another
  * checkout, built: DIR/lib and DIR/native) every round runs both builds, in a
@@ -27,11 +28,11 @@ import { webcrypto, X509Certificate } from 'node:crypto';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
 
-type What = 'big' | 'async' | 'all' | 'bigone';
-const WHATS: readonly What[] = ['big', 'async', 'all', 'bigone'];
+type What = 'big' | 'async' | 'all' | 'bigone' | 'many';
+const WHATS: readonly What[] = ['big', 'async', 'all', 'bigone', 'many'];
 interface Result {
   what: What;
-  /** GB/s of body (big, bigone) or payloads/s (async, all). */
+  /** GB/s of body (big, bigone) or payloads/s (async, all, many). */
   rate: number;
   /** WebCrypto one await at a time, payloads/s (async only). */
   webcrypto?: number;
@@ -83,6 +84,15 @@ async function child(root: string, what: What, ms: number): Promise<Result> {
 
   const values = makeValues(512, 2048);
   const payloads = await s.serializeMany(values);
+  if (what === 'many') {
+    const batch = Array.from({ length: 4096 }, (_, i) => payloads[i % payloads.length]!);
+    const rate = await time(async () => {
+      const r = await s.deserializeMany(batch);
+      if (!r[0]!.ok) throw new Error('refused');
+      return batch.length;
+    });
+    return { what, rate };
+  }
   if (what === 'all') {
     const rate = await time(async () => {
       await Promise.all(payloads.map((p) => s.deserializeAsync(p)));
