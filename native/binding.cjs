@@ -840,5 +840,6 @@ module.exports.NativeCertStore = nativeBinding.NativeCertStore
 module.exports.NativePrivateKey = nativeBinding.NativePrivateKey
 module.exports.NativeSerializer = nativeBinding.NativeSerializer
 module.exports.errorCodes = nativeBinding.errorCodes
+module.exports.pollQueued = nativeBinding.pollQueued
 module.exports.setThreads = nativeBinding.setThreads
 module.exports.threadCount = nativeBinding.threadCount

@@ -51,14 +51,20 @@ export declare class NativeSerializer {
   sealMany(contentType: string, contentEncoding: string, bodies: Array<Uint8Array>): Promise<SealedBatch>
   /** Verifies one payload on the calling thread. */
   open(payload: Uint8Array): Opened
-  /** Verifies one payload on a libuv worker thread. */
+  /**
+   * Verifies one payload on a native thread: this JavaScript thread's own
+   * (see `queue`), or the batch pool when several calls are out together.
+   * Results come quickest while the caller polls (`pollQueued`).
+   */
   openAsync(payload: Uint8Array): Promise<Opened>
   /**
    * Verifies a batch in one native call over the thread pool. The payloads
    * are laid end to end in `data`, item `i` being `lengths[i]` bytes long;
    * the buffer is read in place by the native threads, never copied.
+   * Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
+   * are pre-scanned on the native threads as well (see `OpenedBatch`).
    */
-  openPacked(data: Buffer, lengths: Uint32Array): Promise<OpenedBatch>
+  openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: Array<string>): Promise<OpenedBatch>
 }
 
 /** The stable error codes, in the order the batch status numbers use (1-based). */
@@ -74,16 +80,30 @@ export interface Opened {
 }
 
 /**
- * A verified batch, flat: `meta` has 7 numbers an item.
- * ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, bodyIsUtf8]`
- * err: `[status, messageIdx, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
- * Indices point into `strings`; body ranges into `buffer`.
+ * A verified batch, flat: `meta` has 9 numbers an item.
+ * ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, flags,
+ *        firstLiteral, literalCount]`
+ * err: `[status, messageIdx, 0, 0, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+ * Indices point into `strings`; body ranges into `buffer`. `flags`: 1 the body
+ * is UTF-8; for a body of one of the `jsonTypes` asked for, also 4 (scanned),
+ * 2 (ASCII), 8 (may hold a kombu marker), 16 (has 16 digits in a row) and 32
+ * (long string values were lifted out into `literals`; the body holds
+ * placeholders `"\u0000<k>"` for `literals[firstLiteral + k]`).
  */
 export interface OpenedBatch {
   buffer: Buffer
   meta: Float64Array
   strings: Array<string>
+  literals: Array<string>
 }
+
+/**
+ * Settles the queued calls whose results are in (see `queue`); with `keep`
+ * the caller promises to poll again soon. Returns twice the number of calls
+ * still out, plus 1 when the machine looked busy (the CPU, yielded while
+ * nothing was in, went to another process for long): no time to poll.
+ */
+export declare function pollQueued(keep: boolean): number
 
 /** Signed payloads of a batch; `errors` has `[index, status, messageIdx]` triples. */
 export interface SealedBatch {

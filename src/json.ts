@@ -46,6 +46,8 @@
  * @module
  */
 
+import { restoreText, restoreValues, takeHints, type ScanHints } from './jsonhints.js';
+
 // ---------------------------------------------------------------------------
 // Small value classes for Python types JavaScript lacks.
 // ---------------------------------------------------------------------------
@@ -841,6 +843,17 @@ function epochMs(f: Omit<DateTimeFields, 'offset'>, offset: number): number {
  * @throws TypeError/RangeError for an unknown marker or a malformed marker value.
  */
 export function loads(text: string | Uint8Array): unknown {
+  if (typeof text === 'string') {
+    const hints = takeHints(text);
+    if (hints !== null) {
+      try {
+        return loadsHinted(text, hints);
+      } catch {
+        // The plain path below, on the text as it came, gives the exact error.
+        if (hints.literals !== null) text = restoreText(text, hints.literals, hints.base);
+      }
+    }
+  }
   const s = typeof text === 'string' ? text : UTF8_FATAL.decode(text);
   const hook = s.includes('__type__') || (s.includes('\\u00') && ESCAPED_TYPE_CHAR.test(s));
   let parsed: unknown;
@@ -856,6 +869,25 @@ export function loads(text: string | Uint8Array): unknown {
   // number that is integral but not safe (a float literal may too: harmless).
   if (hasUnsafeInteger(parsed) && LONG_DIGITS.test(s)) return new Parser(s, hook).parseDocument();
   return hook ? revive(parsed) : parsed;
+}
+
+/**
+ * `loads` with what the native threads found (see src/jsonhints.ts): the same
+ * value, without reading the text again for markers and long digit runs, and
+ * without `JSON.parse` reading long string values that were lifted out. It
+ * throws wherever `loads` would (the caller then reruns the plain path).
+ */
+function loadsHinted(s: string, h: ScanHints): unknown {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(s);
+    if (h.longDigits && hasUnsafeInteger(parsed)) parsed = new Parser(s, false).parseDocument();
+  } catch (err) {
+    if (!(err instanceof SyntaxError) || !(s.includes('NaN') || s.includes('Infinity'))) throw err;
+    parsed = new Parser(s, false).parseDocument();
+  }
+  if (h.literals !== null) parsed = restoreValues(parsed, h.literals, h.base);
+  return h.hook ? revive(parsed) : parsed;
 }
 
 function hasUnsafeInteger(v: unknown): boolean {

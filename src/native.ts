@@ -59,6 +59,68 @@ export async function callAsync<T>(promise: () => Promise<T>): Promise<T> {
   }
 }
 
+/** How long the event loop polls for a native result without one coming in: ms, and polls at least. */
+const POLL_BUDGET_MS = 0.1;
+const POLL_BUDGET_TICKS = 32;
+/**
+ * How long polling stays off after it found nothing within its budget (ms);
+ * doubled while that goes on (as the native thread's spinning does, see
+ * crates/node/src/queue.rs).
+ */
+const POLL_BACKOFF_MIN_MS = 10;
+const POLL_BACKOFF_MAX_MS = 500;
+
+let polling = false;
+let pollOffUntil = 0;
+let pollBackoff = POLL_BACKOFF_MIN_MS;
+
+/**
+ * Call after starting a native call that settles through the queue
+ * (`openAsync`, see crates/node/src/queue.rs): while results are out, the
+ * event loop polls for them once a turn (setImmediate) instead of sleeping
+ * until the native thread wakes it. Waking a sleeping thread costs tens of
+ * microseconds on a small virtual machine, more than the verification. The
+ * loop keeps running everything else meanwhile; it stops polling when nothing
+ * is out, and for a while when a result takes longer than the budget (a long
+ * job, or a machine too busy to spare the CPU), settling by wake-up then.
+ */
+export function expectResult(): void {
+  if (polling) return;
+  const start = performance.now();
+  if (start < pollOffUntil) return;
+  polling = true;
+  let progress = start;
+  let ticks = 0;
+  let out = Infinity;
+  const tick = (): void => {
+    const r = binding.pollQueued(true);
+    const left = r >>> 1;
+    // The native side yields the CPU while nothing is in: when that took long,
+    // another process had it, and polling only slows the native thread down.
+    const busy = (r & 1) !== 0;
+    if (left === 0 && !busy) {
+      polling = false;
+      pollBackoff = POLL_BACKOFF_MIN_MS;
+      return;
+    }
+    const now = performance.now();
+    if (left < out) {
+      progress = now;
+      ticks = 0;
+    }
+    out = left;
+    if (busy || (++ticks > POLL_BUDGET_TICKS && now - progress > POLL_BUDGET_MS)) {
+      polling = false;
+      pollOffUntil = now + pollBackoff;
+      pollBackoff = Math.min(POLL_BACKOFF_MAX_MS, pollBackoff * 2);
+      binding.pollQueued(false);
+      return;
+    }
+    setImmediate(tick);
+  };
+  setImmediate(tick);
+}
+
 /** Sets the number of native threads (before the first batch). */
 export function setThreads(n: number): boolean {
   if (!Number.isInteger(n) || n < 1) throw new RangeError('threads must be a positive integer');

@@ -2,9 +2,11 @@ import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { Certificate, CertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
-import { call, callAsync, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
+import { call, callAsync, expectResult, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
 import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
 import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerRegistry } from './registry.js';
+import { loads as jsonLoads } from './json.js';
+import { clearHints, primeLoads, restoreText } from './jsonhints.js';
 
 /** Default limit on one payload's size (bytes of base64), like the Rust core's. */
 export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
@@ -12,8 +14,22 @@ export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 /** Items per native call when a large batch is pipelined. */
 const PIPELINE_CHUNK = 256;
 
+/** Largest buffer of packed payloads kept for reuse (see `#spare`). */
+const MAX_SPARE_BYTES = 32 * 1024 * 1024;
+
+/** How long spare buffers are kept after the last batch (ms). */
+const SPARE_IDLE_MS = 2000;
+
 /** Numbers per item in a native batch's `meta` (see crates/node: OpenedBatch). */
-const META_STRIDE = 7;
+const META_STRIDE = 9;
+
+/** Bits of an item's flags in a native batch's `meta` (see crates/node: OpenedBatch). */
+const UTF8 = 1;
+const ASCII = 2;
+const SCANNED = 4;
+const HOOK = 8;
+const LONG_DIGITS = 16;
+const LITERALS = 32;
 
 export interface SecureSerializerOptions {
   /** Signs; needed by the serialize methods. */
@@ -62,6 +78,14 @@ export class SecureSerializer {
   readonly #accept: ReadonlySet<string>;
   readonly #canSign: boolean;
   readonly #canVerify: boolean;
+  /**
+   * Buffers of packed payloads whose native call has settled, kept for the
+   * next batches: a fresh large buffer costs page faults to fill and, as
+   * external memory, brings V8's next collection nearer.
+   */
+  readonly #spare: Buffer[] = [];
+  /** Drops the spare buffers once batches stop coming. */
+  #spareTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: SecureSerializerOptions = {}) {
     const { key, cert, store } = options;
@@ -152,7 +176,9 @@ export class SecureSerializer {
   async deserializeAsync(payload: Bytes): Promise<unknown> {
     this.#needStore();
     const bytes = toBytes(payload, 'payload');
-    return this.#decodeOpened(await callAsync(() => this.#native.openAsync(bytes)));
+    const opened = callAsync(() => this.#native.openAsync(bytes));
+    expectResult();
+    return this.#decodeOpened(await opened);
   }
 
   /**
@@ -184,11 +210,80 @@ export class SecureSerializer {
   #openChunk(payloads: readonly Bytes[], start: number, end: number): Promise<OpenedBatch> {
     // Lay the payloads end to end in one buffer (text as UTF-8, as Celery's
     // ensure_bytes does); the native threads read it in place.
+    const n = end - start;
+    const lengths = new Uint32Array(n);
+    // A payload is ASCII (base64) but for a broken one: room for a string's
+    // UTF-16 length is room for its UTF-8 almost always, and a write that
+    // stops short shows. So the text is encoded once, not measured first.
+    let room = 4;
+    for (let i = start; i < end; i++) {
+      const p = payloads[i];
+      room += typeof p === 'string' ? p.length : toBytes(p!, 'payload').length;
+    }
+    const data = this.#takeBuffer(room);
+    let at = 0;
+    for (let i = start; i < end; i++) {
+      const p = payloads[i]!;
+      let len: number;
+      if (typeof p === 'string') {
+        len = data.write(p, at, 'utf8');
+        // Fewer than 4 bytes left after the write: it may have stopped short.
+        if (data.length - at - len < 4) {
+          this.#giveBuffer(data);
+          return this.#openChunkMeasured(payloads, start, end);
+        }
+      } else {
+        data.set(p, at);
+        len = p.length;
+      }
+      lengths[i - start] = len;
+      at += len;
+    }
+    const opened = callAsync(() => this.#native.openPacked(data, lengths, this.#jsonTypes()));
+    // Once the call has settled the native threads no longer read the buffer.
+    opened.then(
+      () => this.#giveBuffer(data),
+      () => this.#giveBuffer(data),
+    );
+    return opened;
+  }
+
+  #takeBuffer(size: number): Buffer {
+    const spare = this.#spare;
+    for (let i = 0; i < spare.length; i++) {
+      if (spare[i]!.length >= size) return spare.splice(i, 1)[0]!;
+    }
+    // Some room to grow, so that the next batch, a little larger, fits too.
+    return Buffer.allocUnsafe(size <= MAX_SPARE_BYTES ? Math.min(MAX_SPARE_BYTES, size + (size >> 3)) : size);
+  }
+
+  #giveBuffer(data: Buffer): void {
+    if (data.length > MAX_SPARE_BYTES) return;
+    const spare = this.#spare;
+    if (spare.length < 2) spare.push(data);
+    else {
+      // Keep the two largest.
+      const k = spare[0]!.length < spare[1]!.length ? 0 : 1;
+      if (spare[k]!.length < data.length) spare[k] = data;
+    }
+    if (this.#spareTimer === null) {
+      this.#spareTimer = setTimeout(() => {
+        this.#spare.length = 0;
+        this.#spareTimer = null;
+      }, SPARE_IDLE_MS);
+      this.#spareTimer.unref();
+    } else {
+      this.#spareTimer.refresh();
+    }
+  }
+
+  /** {@link #openChunk} with every payload measured first (one has non-ASCII text). */
+  #openChunkMeasured(payloads: readonly Bytes[], start: number, end: number): Promise<OpenedBatch> {
     const lengths = new Uint32Array(end - start);
     let total = 0;
     for (let i = start; i < end; i++) {
-      const p = payloads[i];
-      const len = typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : toBytes(p!, 'payload').length;
+      const p = payloads[i]!;
+      const len = typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
       lengths[i - start] = len;
       total += len;
     }
@@ -202,11 +297,20 @@ export class SecureSerializer {
         at += p.length;
       }
     }
-    return callAsync(() => this.#native.openPacked(data, lengths));
+    return callAsync(() => this.#native.openPacked(data, lengths, this.#jsonTypes()));
+  }
+
+  /** The accepted content types that kombu's JSON decodes: their bodies are pre-scanned natively. */
+  #jsonTypes(): string[] {
+    const out: string[] = [];
+    for (const [contentType, decoder] of this.#registry.decoders) {
+      if (decoder === jsonLoads && this.#accept.has(contentType)) out.push(contentType);
+    }
+    return out;
   }
 
   #collect(batch: OpenedBatch, out: DeserializeResult[], start: number, end: number): void {
-    const { buffer, meta, strings } = batch;
+    const { buffer, meta, strings, literals } = batch;
     const decoders = this.#registry.decoders;
     for (let i = start, m = 0; i < end; i++, m += META_STRIDE) {
       const status = meta[m]!;
@@ -218,14 +322,32 @@ export class SecureSerializer {
       const contentType = strings[meta[m + 1]!]!;
       const from = meta[m + 4]!;
       const to = meta[m + 5]!;
+      const flags = meta[m + 6]!;
+      const decoder = decoders.get(contentType);
       // A body the native threads found to be UTF-8 goes to a decoder as text,
-      // saving a second validation here; anything else stays bytes.
-      const body = meta[m + 6] === 1 && decoders.has(contentType) ? buffer.toString('utf8', from, to) : buffer.subarray(from, to);
+      // saving a second validation here (an ASCII one is copied, not decoded);
+      // anything else stays bytes.
+      let body: Buffer | string =
+        (flags & UTF8) === 0 || decoder === undefined
+          ? buffer.subarray(from, to)
+          : buffer.toString((flags & ASCII) !== 0 ? 'latin1' : 'utf8', from, to);
+      if ((flags & SCANNED) !== 0 && typeof body === 'string') {
+        const lifted = (flags & LITERALS) !== 0 ? literals : null;
+        const base = meta[m + 7]!;
+        if (decoder === jsonLoads) {
+          primeLoads(body, { hook: (flags & HOOK) !== 0, longDigits: (flags & LONG_DIGITS) !== 0, literals: lifted, base });
+        } else if (lifted !== null) {
+          // The decoder was replaced while the batch was out: give it the text as it came.
+          body = restoreText(body, lifted, base);
+        }
+      }
       try {
         const value = this.#decode(contentType, strings[meta[m + 2]!]!, body, true);
         out[i] = { ok: true, value, signer: strings[meta[m + 3]!]! };
       } catch (err) {
         out[i] = { ok: false, error: asSecurityError(err) };
+      } finally {
+        clearHints();
       }
     }
   }

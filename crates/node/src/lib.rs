@@ -14,6 +14,18 @@ use napi_derive::napi;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod jsonscan;
+mod literal;
+mod queue;
+
+use literal::Literal;
+use rayon::prelude::*;
+
+type CoreResult<T> = std::result::Result<T, CoreError>;
+
 fn to_js(err: CoreError) -> napi::Error {
     napi::Error::new(Status::GenericFailure, err.to_string())
 }
@@ -43,6 +55,16 @@ pub fn set_threads(n: u32) -> bool {
 #[napi]
 pub fn thread_count() -> u32 {
     batch::threads() as u32
+}
+
+/// Settles the queued calls whose results are in (see `queue`); with `keep`
+/// the caller promises to poll again soon. Returns twice the number of calls
+/// still out, plus 1 when the machine looked busy (the CPU, yielded while
+/// nothing was in, went to another process for long): no time to poll.
+#[napi]
+pub fn poll_queued(env: Env, keep: bool) -> Result<u32> {
+    let (left, busy) = queue::poll(&env, keep)?;
+    Ok(left.saturating_mul(2) | u32::from(busy))
 }
 
 #[napi]
@@ -185,15 +207,25 @@ pub struct Opened {
     pub signer: String,
 }
 
-/// A verified batch, flat: `meta` has 7 numbers an item.
-/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, bodyIsUtf8]`
-/// err: `[status, messageIdx, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
-/// Indices point into `strings`; body ranges into `buffer`.
-#[napi(object)]
+/// Numbers an item in `OpenedBatch.meta`.
+const META_STRIDE: usize = 9;
+
+/// A verified batch, flat: `meta` has 9 numbers an item.
+/// ok:  `[0, contentTypeIdx, contentEncodingIdx, signerIdx, bodyStart, bodyEnd, flags,
+///        firstLiteral, literalCount]`
+/// err: `[status, messageIdx, 0, 0, 0, 0, 0, 0, 0]` where status is 1 + the index in `errorCodes()`.
+/// Indices point into `strings`; body ranges into `buffer`. `flags`: 1 the body
+/// is UTF-8; for a body of one of the `jsonTypes` asked for, also 4 (scanned),
+/// 2 (ASCII), 8 (may hold a kombu marker), 16 (has 16 digits in a row) and 32
+/// (long string values were lifted out into `literals`; the body holds
+/// placeholders `"\u0000<k>"` for `literals[firstLiteral + k]`).
+#[napi(object, object_from_js = false)]
 pub struct OpenedBatch {
     pub buffer: Buffer,
     pub meta: Float64Array,
     pub strings: Vec<String>,
+    #[napi(ts_type = "Array<string>")]
+    pub literals: Vec<Literal>,
 }
 
 /// Signed payloads of a batch; `errors` has `[index, status, messageIdx]` triples.
@@ -372,21 +404,41 @@ impl NativeSerializer {
         self.shared.open(&store, payload)
     }
 
-    /// Verifies one payload on a libuv worker thread.
+    /// Verifies one payload on a native thread: this JavaScript thread's own
+    /// (see `queue`), or the batch pool when several calls are out together.
+    /// Results come quickest while the caller polls (`pollQueued`).
     #[napi(ts_return_type = "Promise<Opened>")]
-    pub fn open_async(&self, payload: &[u8]) -> Result<AsyncTask<OpenTask>> {
-        Ok(AsyncTask::new(OpenTask {
-            store: self.shared.store()?,
-            shared: self.shared.clone(),
-            payload: payload.to_vec(),
-        }))
+    pub fn open_async<'env>(&self, env: &'env Env, payload: &[u8]) -> Result<Unknown<'env>> {
+        let store = self.shared.store()?;
+        let shared = self.shared.clone();
+        let payload = payload.to_vec();
+        let promise = queue::submit(
+            env,
+            Box::new(move || {
+                let r = shared.open(&store, &payload);
+                Box::new(move |env| {
+                    let o = r?;
+                    // SAFETY: env is the live environment of the JavaScript thread.
+                    unsafe { ToNapiValue::to_napi_value(env, o) }
+                })
+            }),
+        )?;
+        // SAFETY: a promise just made on this environment.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
     }
 
     /// Verifies a batch in one native call over the thread pool. The payloads
     /// are laid end to end in `data`, item `i` being `lengths[i]` bytes long;
     /// the buffer is read in place by the native threads, never copied.
+    /// Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
+    /// are pre-scanned on the native threads as well (see `OpenedBatch`).
     #[napi(ts_return_type = "Promise<OpenedBatch>")]
-    pub fn open_packed(&self, data: Buffer, lengths: &[u32]) -> Result<AsyncTask<OpenManyTask>> {
+    pub fn open_packed(
+        &self,
+        data: Buffer,
+        lengths: &[u32],
+        json_types: Vec<String>,
+    ) -> Result<AsyncTask<OpenManyTask>> {
         let mut offsets = Vec::with_capacity(lengths.len() + 1);
         let mut at = 0usize;
         offsets.push(0);
@@ -405,6 +457,7 @@ impl NativeSerializer {
             shared: self.shared.clone(),
             data,
             offsets,
+            json_types,
         }))
     }
 }
@@ -482,31 +535,13 @@ impl Task for SealManyTask {
     }
 }
 
-pub struct OpenTask {
-    store: Arc<CertStore>,
-    shared: Shared,
-    payload: Vec<u8>,
-}
-
-impl Task for OpenTask {
-    type Output = Opened;
-    type JsValue = Opened;
-
-    fn compute(&mut self) -> Result<Opened> {
-        self.shared.open(&self.store, &self.payload)
-    }
-
-    fn resolve(&mut self, _env: Env, output: Opened) -> Result<Opened> {
-        Ok(output)
-    }
-}
-
 pub struct OpenManyTask {
     store: Arc<CertStore>,
     shared: Shared,
     /// The JavaScript buffer of payloads, kept alive (and unmoved) by its reference.
     data: Buffer,
     offsets: Vec<usize>,
+    json_types: Vec<String>,
 }
 
 /// Interns short strings (content types, encodings, signer ids) of a batch.
@@ -538,6 +573,56 @@ pub struct OpenManyOutput {
     buffer: Vec<u8>,
     meta: Vec<f64>,
     strings: Vec<String>,
+    literals: Vec<Vec<u8>>,
+}
+
+/// Pre-scans, on the pool, the UTF-8 bodies whose content type is one of
+/// `json_types`; returns, by item, what the scan found (None: not scanned).
+/// A scanned body may have been rewritten in place: its range is updated.
+fn scan_bodies(
+    buffer: &mut [u8],
+    results: &mut [CoreResult<envelope::Opened>],
+    json_types: &[String],
+) -> Vec<Option<jsonscan::Scanned>> {
+    let wanted: Vec<bool> = results
+        .iter()
+        .map(|r| match r {
+            Ok(o) if o.body_is_utf8 => {
+                let ct = &buffer[o.content_type.clone()];
+                json_types.iter().any(|t| t.as_bytes() == ct)
+            }
+            _ => false,
+        })
+        .collect();
+    // Disjoint mutable views of the wanted bodies (ranges ascend with the index).
+    let mut slots: Vec<Option<&mut [u8]>> = Vec::with_capacity(results.len());
+    let mut rest: &mut [u8] = buffer;
+    let mut at = 0usize;
+    for (r, &want) in results.iter().zip(&wanted) {
+        match r {
+            Ok(o) if want && o.body.start >= at => {
+                let tail = std::mem::take(&mut rest);
+                let (_, tail) = tail.split_at_mut(o.body.start - at);
+                let (body, tail) = tail.split_at_mut(o.body.end - o.body.start);
+                rest = tail;
+                at = o.body.end;
+                slots.push(Some(body));
+            }
+            _ => slots.push(None),
+        }
+    }
+    let scanned: Vec<Option<jsonscan::Scanned>> = batch::pool().install(|| {
+        slots
+            .into_par_iter()
+            .map(|slot| slot.map(jsonscan::scan))
+            .collect()
+    });
+    for (r, s) in results.iter_mut().zip(&scanned) {
+        if let (Ok(o), Some(s)) = (r, s) {
+            o.body = o.body.start..o.body.start + s.len;
+        }
+    }
+    scanned
 }
 
 impl Task for OpenManyTask {
@@ -547,20 +632,39 @@ impl Task for OpenManyTask {
     fn compute(&mut self) -> Result<OpenManyOutput> {
         let items = batch::Items::new(&self.data, &self.offsets)
             .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
-        let opened = batch::open_many(
+        let mut opened = batch::open_many(
             &self.store,
             self.shared.digest,
             items,
             self.shared.max_payload,
         );
-        let mut meta = Vec::with_capacity(opened.results.len() * 6);
+        let scanned = if self.json_types.is_empty() {
+            Vec::new()
+        } else {
+            scan_bodies(&mut opened.buffer, &mut opened.results, &self.json_types)
+        };
+        let mut meta = Vec::with_capacity(opened.results.len() * META_STRIDE);
         let mut strings = Interner::default();
-        for r in &opened.results {
+        let mut lifted = 0usize;
+        for (i, r) in opened.results.iter().enumerate() {
             match r {
                 Ok(o) => {
                     let ct = strings.intern(&opened.buffer[o.content_type.clone()]);
                     let enc = strings.intern(&opened.buffer[o.content_encoding.clone()]);
                     let signer = strings.intern(o.signer.id().as_bytes());
+                    let first = lifted as f64;
+                    let (flags, count) = match scanned.get(i) {
+                        Some(Some(s)) => (s.flags, s.literals.len()),
+                        _ => (
+                            if o.body_is_utf8 {
+                                jsonscan::FLAG_UTF8
+                            } else {
+                                0
+                            },
+                            0,
+                        ),
+                    };
+                    lifted += count;
                     meta.extend_from_slice(&[
                         0.0,
                         ct,
@@ -568,19 +672,63 @@ impl Task for OpenManyTask {
                         signer,
                         o.body.start as f64,
                         o.body.end as f64,
-                        if o.body_is_utf8 { 1.0 } else { 0.0 },
+                        flags as f64,
+                        first,
+                        count as f64,
                     ]);
                 }
                 Err(e) => {
                     let msg = strings.push(e.message.clone());
-                    meta.extend_from_slice(&[status_of(e.code), msg, 0.0, 0.0, 0.0, 0.0, 0.0]);
+                    meta.extend_from_slice(&[
+                        status_of(e.code),
+                        msg,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                    ]);
                 }
             }
         }
+        let mut literals = Vec::with_capacity(lifted);
+        for s in scanned.into_iter().flatten() {
+            literals.extend(s.literals);
+        }
+        // The decoded payloads also hold signers and signatures, and bodies
+        // whose long values were lifted out shrank: when the bodies fill less
+        // than half of the buffer, hand over only them, and free the rest now
+        // rather than at JavaScript's next collection (which, as external
+        // memory, it would also bring nearer).
+        let bodies: usize = opened
+            .results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|o| o.body.len()))
+            .sum();
+        let buffer = if bodies <= opened.buffer.len() / 2 {
+            let mut compact = Vec::with_capacity(bodies);
+            for (r, m) in opened
+                .results
+                .iter()
+                .zip(meta.chunks_exact_mut(META_STRIDE))
+            {
+                if let Ok(o) = r {
+                    m[4] = compact.len() as f64;
+                    compact.extend_from_slice(&opened.buffer[o.body.clone()]);
+                    m[5] = compact.len() as f64;
+                }
+            }
+            compact
+        } else {
+            opened.buffer
+        };
         Ok(OpenManyOutput {
-            buffer: opened.buffer,
+            buffer,
             meta,
             strings: strings.strings,
+            literals,
         })
     }
 
@@ -589,6 +737,7 @@ impl Task for OpenManyTask {
             buffer: output.buffer.into(),
             meta: output.meta.into(),
             strings: output.strings,
+            literals: output.literals.into_iter().map(Literal).collect(),
         })
     }
 }

@@ -1,0 +1,86 @@
+/**
+ * What the native threads found out about a kombu JSON body before it
+ * reaches `loads` (see crates/node/src/jsonscan.rs), so that the event loop
+ * does not read the text again for it. Internal: not part of the package API.
+ *
+ * The hints travel to `loads` beside the text rather than through it, because
+ * the call goes through the serializer registry (kombu's checks, its error
+ * wrapping): {@link primeLoads} leaves them for the next `loads` of exactly
+ * that text, which takes them.
+ *
+ * @internal
+ * @module
+ */
+
+export interface ScanHints {
+  /** The text may hold a kombu marker key (`__type__`, or a `\u00..` escape of it). */
+  hook: boolean;
+  /** The text has 16 digits in a row: an integer `JSON.parse` rounds may be in it. */
+  longDigits: boolean;
+  /**
+   * Long string values lifted out of the text, or null: the text holds, in
+   * their place, the placeholder strings `"\u0000<k>"` for `literals[base + k]`.
+   */
+  literals: readonly string[] | null;
+  base: number;
+}
+
+let pending: { text: string; hints: ScanHints } | null = null;
+
+/** Leaves `hints` for the next `loads` of `text`. */
+export function primeLoads(text: string, hints: ScanHints): void {
+  pending = { text, hints };
+}
+
+/** Drops hints no `loads` took. */
+export function clearHints(): void {
+  pending = null;
+}
+
+/** The hints left for `text`, taken (once). */
+export function takeHints(text: string): ScanHints | null {
+  const p = pending;
+  if (p === null || p.text !== text) return null;
+  pending = null;
+  return p.hints;
+}
+
+const PLACEHOLDER_G = /\\u0000(\d+)/g;
+
+/** The text as it was before its long values were lifted out. */
+export function restoreText(text: string, literals: readonly string[], base: number): string {
+  return text.replace(PLACEHOLDER_G, (_, k: string) => literals[base + Number(k)]!);
+}
+
+/** Puts the lifted values back in place of their placeholder strings, in place. */
+export function restoreValues(v: unknown, literals: readonly string[], base: number): unknown {
+  if (typeof v === 'string') return v.charCodeAt(0) === 0 ? literals[base + Number(v.slice(1))] : v;
+  if (v !== null && typeof v === 'object') restoreIn(v, literals, base);
+  return v;
+}
+
+function restoreIn(o: object, literals: readonly string[], base: number): void {
+  if (Array.isArray(o)) {
+    for (let i = 0; i < o.length; i++) {
+      const item: unknown = o[i];
+      if (typeof item === 'string') {
+        if (item.charCodeAt(0) === 0) o[i] = literals[base + Number(item.slice(1))];
+      } else if (item !== null && typeof item === 'object') {
+        restoreIn(item, literals, base);
+      }
+    }
+    return;
+  }
+  const r = o as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    const item = r[k];
+    if (typeof item === 'string') {
+      if (item.charCodeAt(0) !== 0) continue;
+      const value = literals[base + Number(item.slice(1))];
+      if (k === '__proto__') Object.defineProperty(r, k, { value, writable: true, enumerable: true, configurable: true });
+      else r[k] = value;
+    } else if (item !== null && typeof item === 'object') {
+      restoreIn(item, literals, base);
+    }
+  }
+}
