@@ -2,7 +2,10 @@
 //! else. Every refusal crosses into JavaScript as an `Error` whose message
 //! starts with the stable code (`ERR_...: `); the facade turns it into a
 //! `SecurityError`. Async work runs as napi `Task`s; a batch is one task that
-//! fans out over the core's thread pool.
+//! fans out over the core's thread pool. One exception: `openAsync`, a single
+//! verification, goes through `queue` (a dedicated native thread polled by the
+//! event loop), because a libuv pool round trip costs three times the
+//! verification on a small machine.
 #![deny(clippy::all)]
 
 use celery_sign_core::batch::{self, Packed};
