@@ -238,16 +238,16 @@ pub(crate) fn open_unverified(
     if payload.is_empty() {
         return Err(malformed("the payload is empty"));
     }
-    let filtered;
-    let source: &[u8] = if B64.check(payload).is_ok() {
-        payload
-    } else {
-        filtered = alphabet_only(payload);
-        &filtered
+    // Strict base64 decodes in one pass; only a payload that fails it is
+    // filtered the way Python's non-validating b64decode reads it, then
+    // decoded again.
+    let strict = B64.decode(payload, Out::from_slice(out)).ok().map(|r| r.len());
+    let raw: &[u8] = match strict {
+        Some(len) => &out[..len],
+        None => B64
+            .decode(&alphabet_only(payload), Out::from_slice(out))
+            .map_err(|_| malformed("the payload is not valid base64"))?,
     };
-    let raw: &[u8] = B64
-        .decode(source, Out::from_slice(out))
-        .map_err(|_| malformed("the payload is not valid base64"))?;
     let first = find_sep(raw).ok_or_else(|| malformed("the payload has too few fields"))?;
     let field0 = &raw[..first];
 
