@@ -241,7 +241,10 @@ pub(crate) fn open_unverified(
     // Strict base64 decodes in one pass; only a payload that fails it is
     // filtered the way Python's non-validating b64decode reads it, then
     // decoded again.
-    let strict = B64.decode(payload, Out::from_slice(out)).ok().map(|r| r.len());
+    let strict = B64
+        .decode(payload, Out::from_slice(out))
+        .ok()
+        .map(|r| r.len());
     let raw: &[u8] = match strict {
         Some(len) => &out[..len],
         None => B64
