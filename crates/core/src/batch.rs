@@ -246,21 +246,18 @@ struct Check<'a> {
 /// through the one-number kernel), the rest one by one.
 fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
     let mut ok = vec![false; checks.len()];
-    let mut simd: Vec<(usize, &MbKey)> = Vec::new();
-    if mb::available() {
-        for (k, c) in checks.iter().enumerate() {
-            if let Some(key) = c.cert.mb_key().filter(|key| key.len() == c.signature.len()) {
-                simd.push((k, key));
-            }
-        }
-    }
+    // Checks left for one-by-one verification (all but those the kernel runs).
+    let mut one_by_one = vec![true; checks.len()];
+    let mut simd: Vec<(usize, &MbKey)> = checks
+        .iter()
+        .enumerate()
+        .filter_map(|(k, c)| Some((k, c.cert.simd_key_for(c.signature)?)))
+        .collect();
     // Keys of one group (size and exponent) share a call; keep batch order within.
     simd.sort_by_key(|(k, key)| (key.group(), *k));
-    let mut alone: Vec<usize> = Vec::new();
     for run in simd.chunk_by(|a, b| a.1.group() == b.1.group()) {
         for lanes in run.chunks(LANES) {
             if lanes.len() < 2 {
-                alone.extend(lanes.iter().map(|(k, _)| *k));
                 continue;
             }
             let keys: Vec<&MbKey> = lanes.iter().map(|(_, key)| *key).collect();
@@ -275,18 +272,12 @@ fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
             for (lane, (k, key)) in lanes.iter().enumerate() {
                 ok[*k] = in_range[lane]
                     && rsa::pss_verify_digest(digest, checks[*k].data, outs[lane], key.bits());
+                one_by_one[*k] = false;
             }
         }
     }
-    let mut done = vec![false; checks.len()];
-    for (k, _) in &simd {
-        done[*k] = true;
-    }
-    for k in alone {
-        done[k] = false;
-    }
     for (k, c) in checks.iter().enumerate() {
-        if !done[k] {
+        if one_by_one[k] {
             ok[k] = c.cert.verify_signature(c.data, c.signature, digest).is_ok();
         }
     }

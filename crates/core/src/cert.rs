@@ -107,9 +107,12 @@ impl Certificate {
         self.bits
     }
 
-    /// The key for the multi-buffer public operation, if it can take it.
-    pub(crate) fn mb_key(&self) -> Option<&MbKey> {
-        self.mb.as_ref()
+    /// The key laid out for the IFMA kernels, when they can check `signature`
+    /// (the CPU has IFMA, the key fits, the signature has the key's length).
+    pub(crate) fn simd_key_for(&self, signature: &[u8]) -> Option<&MbKey> {
+        self.mb
+            .as_ref()
+            .filter(|k| k.len() == signature.len() && crate::mb::available())
     }
 
     /// Signature length in bytes for this key.
@@ -140,10 +143,10 @@ impl Certificate {
 
     /// The signature check alone.
     pub fn verify_signature(&self, data: &[u8], signature: &[u8], digest: Digest) -> Result<()> {
-        let ok = crate::rsa::verify_pss_simd(self.mb.as_ref(), digest, data, signature)
-            .unwrap_or_else(|| {
-                crate::rsa::verify_pss(self.uid, &self.pubkey, digest, data, signature)
-            });
+        let ok = match self.simd_key_for(signature) {
+            Some(key) => crate::rsa::verify_pss_simd(key, digest, data, signature),
+            None => crate::rsa::verify_pss(self.uid, &self.pubkey, digest, data, signature),
+        };
         if ok {
             Ok(())
         } else {

@@ -7,7 +7,7 @@
 //! digest, so the hot path is one hash and one `EVP_PKEY_verify` (or `_sign`):
 //! OpenSSL 3 looks up the provider's implementation at every `*_init`, under a
 //! lock, and that lookup costs more than the public-key operation's overhead.
-//! Digests use the one-shot SHA functions, which need no lookup at all.
+//! Digests use the low-level SHA functions, which need no lookup at all.
 
 use crate::digest::Digest;
 use crate::mb::MbKey;
@@ -43,15 +43,7 @@ thread_local! {
 
 /// Hashes `data` into `out`, returning the digest's length.
 pub(crate) fn prehash(digest: Digest, data: &[u8], out: &mut [u8; 64]) -> usize {
-    use openssl::sha;
-    match digest {
-        Digest::Sha1 => out[..20].copy_from_slice(&sha::sha1(data)),
-        Digest::Sha224 => out[..28].copy_from_slice(&sha::sha224(data)),
-        Digest::Sha256 => out[..32].copy_from_slice(&sha::sha256(data)),
-        Digest::Sha384 => out[..48].copy_from_slice(&sha::sha384(data)),
-        Digest::Sha512 => out.copy_from_slice(&sha::sha512(data)),
-    }
-    digest.size()
+    hash_parts(digest, &[data], out)
 }
 
 /// Sets PSS, MGF1(digest) and salt length -2 on an initialised context.
@@ -213,21 +205,12 @@ pub(crate) fn pss_verify_encoded(digest: Digest, mhash: &[u8], em: &[u8], mod_bi
     expected[..h_len] == *h
 }
 
-/// Verifies an RSA-PSS signature with the IFMA kernels (`mb`) when the CPU
-/// has them and the key fits: `None` when it cannot (then use [`verify_pss`]).
-pub(crate) fn verify_pss_simd(
-    key: Option<&MbKey>,
-    digest: Digest,
-    data: &[u8],
-    sig: &[u8],
-) -> Option<bool> {
-    let key = key.filter(|k| k.len() == sig.len() && crate::mb::available())?;
+/// Verifies an RSA-PSS signature with the one-number IFMA kernel (`mb`);
+/// `key` comes from `Certificate::simd_key_for(sig)`.
+pub(crate) fn verify_pss_simd(key: &MbKey, digest: Digest, data: &[u8], sig: &[u8]) -> bool {
     let mut em = [0u8; crate::mb::MAX_BYTES];
     let em = &mut em[..key.len()];
-    if !crate::mb::public_op_one(key, sig, em) {
-        return Some(false);
-    }
-    Some(pss_verify_digest(digest, data, em, key.bits()))
+    crate::mb::public_op_one(key, sig, em) && pss_verify_digest(digest, data, em, key.bits())
 }
 
 /// [`pss_verify_encoded`] of the digest of `data`.
@@ -349,7 +332,8 @@ mod tests {
                         let got = raw_public(&key, &sig)
                             .is_some_and(|em| pss_verify_encoded(digest, &mhash[..h], &em, bits));
                         assert_eq!(got, want, "{bits} bits, {digest:?}, salt {salt}");
-                        if let Some(simd) = verify_pss_simd(mb.as_ref(), digest, &data, &sig) {
+                        if let Some(key) = mb.as_ref().filter(|_| crate::mb::available()) {
+                            let simd = verify_pss_simd(key, digest, &data, &sig);
                             assert_eq!(simd, want, "IFMA: {bits} bits, {digest:?}, salt {salt}");
                         }
                         checked += 1;
