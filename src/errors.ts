@@ -5,19 +5,12 @@
  * of {@link SecurityErrorCode}; configuration mistakes are
  * {@link ImproperlyConfigured}. Messages never contain key material.
  */
+import { CORE_ERROR_CODES } from './backend/codes.js';
 
+/** Every stable code: the core's (generated from the Rust enum), then the wire layer's. */
 export const ERROR_CODES = [
-  'ERR_INVALID_KEY',
-  'ERR_INVALID_CERTIFICATE',
-  'ERR_UNSUPPORTED_KEY_TYPE',
-  'ERR_CERTIFICATE_EXPIRED',
-  'ERR_DUPLICATE_CERTIFICATE',
-  'ERR_UNKNOWN_CERTIFICATE',
-  'ERR_BAD_SIGNATURE',
-  'ERR_MALFORMED_PAYLOAD',
-  'ERR_PAYLOAD_TOO_LARGE',
-  'ERR_CONTENT_DISALLOWED',
-  'ERR_DECODE',
+  ...CORE_ERROR_CODES,
+  // Refusals of the wire layer (src/wire/).
   'ERR_REPLAYED',
   'ERR_HEADER_MISMATCH',
   'ERR_IMPROPERLY_CONFIGURED',

@@ -17,7 +17,8 @@ export { registry, SerializerRegistry, disableInsecureSerializers, enableInsecur
 export type { Encoder, Decoder, EncodedMessage, LoadsOptions } from './registry.js';
 export { registerAuth, setupSecurity, disableUntrustedSerializers } from './setup.js';
 export type { RegisterAuthOptions, SetupSecurityOverrides } from './setup.js';
-export { setThreads, threadCount } from './native.js';
+export { setThreads, threadCount, backend } from './native.js';
+export type { BackendName } from './backend/types.js';
 export * as json from './json.js';
 export { createClient, CeleryClient, AsyncResult } from './wire/client.js';
 export type { ClientOptions, GetOptions } from './wire/client.js';

@@ -3,10 +3,11 @@
  * message starts with a stable code (`ERR_...: `); they leave here as
  * {@link SecurityError}s.
  */
-import binding from '../native/binding.cjs';
+import { backend, binding } from './backend/index.js';
 import { ERROR_CODES, ImproperlyConfigured, SecurityError, type SecurityErrorCode } from './errors.js';
 
 export const native = binding;
+export { backend };
 export type {
   NativeCertificate,
   NativeCertStore,
@@ -15,7 +16,7 @@ export type {
   Opened,
   OpenedBatch,
   SealedBatch,
-} from '../native/binding.cjs';
+} from './backend/types.js';
 
 const CODE_PREFIX = /^(ERR_[A-Z_]+): /;
 

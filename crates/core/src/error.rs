@@ -96,3 +96,40 @@ pub fn display_bytes(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The TypeScript module that carries [`ErrorCode::ALL`] to the facade and to
+/// the `node:crypto` fallback (`src/backend/codes.ts`), rendered from the enum:
+/// the one source of the list on both sides of the FFI.
+pub fn typescript_codes_module() -> String {
+    let mut out = String::from(
+        "// Generated from crates/core/src/error.rs (ErrorCode::ALL) by its test\n\
+         // `typescript_codes_are_generated`; do not edit. Regenerate with\n\
+         // `CELERY_SIGN_BLESS=1 cargo test -p celery-sign-core typescript_codes`.\n\n\
+         /** The core's stable error codes; a batch status is 1 + the index here. */\n\
+         export const CORE_ERROR_CODES = [\n",
+    );
+    for code in ErrorCode::ALL {
+        out.push_str(&format!("  '{}',\n", code.as_str()));
+    }
+    out.push_str("] as const;\n\nexport type CoreErrorCode = (typeof CORE_ERROR_CODES)[number];\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typescript_codes_are_generated() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/backend/codes.ts");
+        let want = typescript_codes_module();
+        if std::env::var_os("CELERY_SIGN_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            have, want,
+            "src/backend/codes.ts is out of step with ErrorCode::ALL; rerun with CELERY_SIGN_BLESS=1"
+        );
+    }
+}
