@@ -54,7 +54,7 @@ function rootCause(err: unknown): string {
     seen.push(e.message.split('\n')[0]!);
   }
   const loaded = seen.find((m) => !/Cannot find module|MODULE_NOT_FOUND|npm has a bug|wasm32-wasi/i.test(m));
-  return loaded ?? seen.at(-1) ?? String(err);
+  return loaded ?? 'the binary is not installed';
 }
 
 /** What to tell a user whose process has no native binary. */
@@ -77,7 +77,13 @@ function choose(): { name: BackendName; binding: Binding } {
   const loaded = loadNative();
   if (loaded.binding !== null) return { name: 'native', binding: loaded.binding };
   const message = missingBinaryMessage(loaded.error);
-  if (wanted === 'native') throw new Error(message, { cause: loaded.error });
+  if (wanted === 'native') {
+    // The loader's own chain (npm's optional-dependencies text first) stays
+    // reachable for debugging, but out of what Node prints.
+    const err = new Error(message);
+    Object.defineProperty(err, 'loadError', { value: loaded.error, enumerable: false });
+    throw err;
+  }
   process.emitWarning(`${message}. Using the node:crypto fallback: correct, slower (see the README's install section).`, {
     type: 'CelerySignWarning',
     code: 'CELERY_SIGN_FALLBACK',
