@@ -163,6 +163,24 @@ function settingsFrom(o: Record<string, unknown> = {}): Settings {
 }
 
 /**
+ * What {@link amqpOptionsFromUrl} returns: the fields of amqplib's
+ * `Options.Connect` it sets, declared here so that the emitted declarations
+ * never import `amqplib` (an optional peer a TypeScript user may not have).
+ * `openConnection` hands it to `amqplib.connect`, which checks it against the
+ * real type inside this project.
+ */
+export interface AmqpConnectOptions {
+  protocol: 'amqp' | 'amqps';
+  hostname: string;
+  port: number;
+  username: string;
+  password: string;
+  vhost: string;
+  frameMax: number;
+  heartbeat?: number;
+}
+
+/**
  * Connection options from a kombu/Celery AMQP URL:
  * `amqp://[user[:password]@]host[:port][/vhost][?heartbeat=N]` (also
  * `pyamqp://`, `amqps://`, `pyamqps://`). As kombu reads it: user and
@@ -170,7 +188,7 @@ function settingsFrom(o: Record<string, unknown> = {}): Settings {
  * virtual host is the path without its first `/` (`amqp://h//` and `amqp://h`
  * are both the vhost `/`).
  */
-export function amqpOptionsFromUrl(url: string): Options.Connect {
+export function amqpOptionsFromUrl(url: string): AmqpConnectOptions {
   let u: URL;
   try {
     u = new URL(url);
@@ -184,7 +202,7 @@ export function amqpOptionsFromUrl(url: string): Options.Connect {
   else throw new ImproperlyConfigured(`Not an AMQP URL scheme: ${scheme}`);
   const path = u.pathname.startsWith('/') ? u.pathname.slice(1) : u.pathname;
   const vhost = path === '' ? '/' : decodeURIComponent(path);
-  const opts: Options.Connect = {
+  const opts: AmqpConnectOptions = {
     protocol: tls ? 'amqps' : 'amqp',
     hostname: u.hostname.replace(/^\[|\]$/g, '') || 'localhost',
     port: u.port ? Number(u.port) : tls ? 5671 : 5672,
