@@ -3,8 +3,15 @@
  * `celery.security`) for Node.js, byte-compatible with Celery, on a native
  * Rust core.
  *
+ * This module is the whole public API. The wire layer's internals (message
+ * framing, envelopes, header binding, the replay guard, the concrete Redis
+ * and AMQP transports) are not exported: they change without notice. The
+ * checked-in report `etc/celery-sign.api.md` (`npm run api`) pins what is.
+ *
  * @packageDocumentation
  */
+
+// Signing and verifying: keys, certificates, stores, the serializer.
 export { SecurityError, ImproperlyConfigured, ERROR_CODES } from './errors.js';
 export type { ErrorCode, SecurityErrorCode } from './errors.js';
 export type { Bytes, Digest } from './bytes.js';
@@ -13,15 +20,24 @@ export { PrivateKey } from './keys.js';
 export { Certificate, CertStore, FSCertStore } from './certificate.js';
 export { SecureSerializer, DEFAULT_MAX_PAYLOAD_SIZE } from './serializer.js';
 export type { SecureSerializerOptions, DeserializeResult } from './serializer.js';
+
+// kombu's serializer registry and JSON values; Celery's setup.
 export { registry, SerializerRegistry, disableInsecureSerializers, enableInsecureSerializers } from './registry.js';
-export type { Encoder, Decoder, EncodedMessage, LoadsOptions } from './registry.js';
+export type { Encoder, Decoder, Codec, EncodedMessage, LoadsOptions } from './registry.js';
+export * as json from './json.js';
 export { registerAuth, setupSecurity, disableUntrustedSerializers } from './setup.js';
 export type { RegisterAuthOptions, SetupSecurityOverrides } from './setup.js';
+
+// The backend this process runs on and its thread pool.
 export { setThreads, threadCount, backend } from './native.js';
 export type { BackendName } from './backend/types.js';
-export * as json from './json.js';
+
+// The Celery wire layer: client, worker, their options, events and errors.
 export { createClient, CeleryClient, AsyncResult } from './wire/client.js';
 export type { ClientOptions, GetOptions } from './wire/client.js';
+export type { TaskOptions, TaskEmbed } from './wire/protocol.js';
+export type { ResultMeta, TaskState, ResultSerializer } from './wire/results.js';
+export type { SecurityOption } from './wire/security.js';
 export { createWorker, Worker } from './wire/worker.js';
 export type {
   WorkerOptions,
@@ -33,36 +49,26 @@ export type {
   TaskFailedEvent,
   TaskRefusedEvent,
 } from './wire/worker.js';
+export type { EventOptions } from './wire/events.js';
 export { TaskFailedError, ResultTimeoutError, TaskError, WireError } from './wire/errors.js';
 export type { SerializedException } from './wire/errors.js';
-export { buildTaskMessage, encodeTaskMessages, parseTaskBody, isoformat, anonNodename } from './wire/protocol.js';
-export type { TaskOptions, TaskMessage, TaskEmbed, TaskBody } from './wire/protocol.js';
-export { saferepr } from './wire/saferepr.js';
-export { READY_STATES, buildMeta, decodeMeta } from './wire/results.js';
-export type { ResultMeta, TaskState, ResultSerializer } from './wire/results.js';
-export { registerTransport, registerBackend, openTransport, openBackend } from './wire/transport.js';
+
+// Registration points for other brokers and result backends, and the
+// interfaces they implement; the options the built-in ones read.
+export { registerTransport, registerBackend } from './wire/transport.js';
 export type {
   BrokerTransport,
   BrokerConsumer,
   Delivery,
   OutgoingMessage,
+  EventMessage,
+  ConsumeOptions,
   ResultBackend,
   StoredResult,
   TransportOptions,
   BackendOptions,
   TransportFactory,
   BackendFactory,
-  ConsumeOptions,
 } from './wire/transport.js';
-export { RedisTransport, RedisBackend, redisEnvelope, parseEnvelope, queueForPriority, PRIORITY_STEPS } from './wire/redis.js';
 export type { RedisTransportOptions } from './wire/redis.js';
-export type { SecurityOption } from './wire/security.js';
-export type { EventMessage } from './wire/transport.js';
-export { AmqpTransport, amqpOptionsFromUrl } from './wire/amqp.js';
 export type { AmqpTransportOptions } from './wire/amqp.js';
-export { redisEventEnvelope } from './wire/redis.js';
-export { EventDispatcher, utcoffset, loadAverage, SW_IDENT, SW_VERSION } from './wire/events.js';
-export type { EventOptions, CeleryEvent } from './wire/events.js';
-export { bindHeaders, makeBinding, bindingDigest, checkBinding, BINDING_KEY, BOUND_HEADERS } from './wire/binding.js';
-export type { HeaderBinding } from './wire/binding.js';
-export { ReplayGuard } from './wire/replay.js';

@@ -1,12 +1,15 @@
 /** The package as users import it: ESM and CommonJS, one copy of every class. */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import * as esm from 'celery-sign';
 import { ROOT } from './helpers/python.js';
 
 const require = createRequire(import.meta.url);
 
+/** The names of the API contract (/work/shared/API.md's first block). */
 const API = [
   'PrivateKey',
   'Certificate',
@@ -21,13 +24,87 @@ const API = [
   'ImproperlyConfigured',
 ] as const;
 
+/**
+ * Every value the package exports, and nothing else: a name added or removed
+ * here is a change of the public API (the types are pinned by the API report,
+ * etc/celery-sign.api.md, `npm run api:check`).
+ */
+const EXPORTS = [
+  // signing and verifying
+  'Certificate',
+  'CertStore',
+  'DEFAULT_MAX_PAYLOAD_SIZE',
+  'ERROR_CODES',
+  'FSCertStore',
+  'ImproperlyConfigured',
+  'PrivateKey',
+  'SecureSerializer',
+  'SecurityError',
+  // kombu's registry and JSON values, Celery's setup
+  'SerializerRegistry',
+  'disableInsecureSerializers',
+  'disableUntrustedSerializers',
+  'enableInsecureSerializers',
+  'json',
+  'registerAuth',
+  'registry',
+  'setupSecurity',
+  // the backend and its thread pool
+  'backend',
+  'setThreads',
+  'threadCount',
+  // the wire layer: client, worker, errors, registration points
+  'AsyncResult',
+  'CeleryClient',
+  'ResultTimeoutError',
+  'TaskError',
+  'TaskFailedError',
+  'WireError',
+  'Worker',
+  'createClient',
+  'createWorker',
+  'registerBackend',
+  'registerTransport',
+].sort();
+
+/** kombu's JSON: its value types and dumps/loads. */
+const JSON_EXPORTS = ['PyDate', 'PyDateTime', 'PyDecimal', 'PyFloat', 'PyTime', 'PyUUID', 'dumps', 'loads'];
+
 test('ESM import has every name of the API contract', (t) => {
   for (const name of API) t.truthy((esm as Record<string, unknown>)[name], name);
 });
 
-test('CommonJS require gives the very same objects', (t) => {
+test('ESM exports exactly the public names (and the CommonJS module as default)', (t) => {
+  t.deepEqual(
+    Object.keys(esm)
+      .filter((n) => n !== 'default')
+      .sort(),
+    EXPORTS,
+  );
+  t.is((esm as { default?: unknown }).default, require('celery-sign'));
+  t.deepEqual(Object.keys(esm.json).sort(), JSON_EXPORTS);
+});
+
+test('CommonJS exports exactly the public names, the very same objects', (t) => {
   const cjs = require('celery-sign') as Record<string, unknown>;
-  for (const name of API) t.is(cjs[name], (esm as Record<string, unknown>)[name], name);
+  t.deepEqual(
+    Object.keys(cjs)
+      .filter((n) => n !== '__esModule')
+      .sort(),
+    EXPORTS,
+  );
+  for (const name of EXPORTS) t.is(cjs[name], (esm as Record<string, unknown>)[name], name);
+  t.deepEqual(Object.keys(cjs.json as object).sort(), JSON_EXPORTS);
+});
+
+test('the shipped declarations never name an optional peer (ioredis, amqplib)', (t) => {
+  // A TypeScript user with skipLibCheck: false and neither peer installed
+  // must be able to compile against lib/*.d.ts.
+  const lib = join(ROOT, 'lib');
+  const files = (readdirSync(lib, { recursive: true }) as string[]).filter((f) => /\.d\.[cm]?ts$/.test(f));
+  t.true(files.length > 10);
+  const peer = /(?:from\s*|import\s*\(\s*|require\s*\(\s*|reference\s+types\s*=\s*)['"](?:ioredis|amqplib|@types\/amqplib)(?:\/[^'"]*)?['"]/;
+  for (const f of files) t.false(peer.test(readFileSync(join(lib, f), 'utf8')), f);
 });
 
 test('a plain CommonJS program and a plain ESM program both load it', (t) => {

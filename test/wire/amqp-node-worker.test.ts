@@ -11,14 +11,9 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import {
-  bindHeaders,
-  buildTaskMessage,
   createClient,
   createWorker,
-  encodeTaskMessages,
   json,
-  openTransport,
-  ReplayGuard,
   SecurityError,
   TaskError,
   type BrokerTransport,
@@ -29,6 +24,10 @@ import {
   type Worker,
   type WorkerOptions,
 } from 'celery-sign';
+import { bindHeaders } from '../../lib/wire/binding.js';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
+import { ReplayGuard } from '../../lib/wire/replay.js';
+import { openTransport } from '../../lib/wire/transport.js';
 import { amqpProducer, queueDepth, rawConnection, until } from './helpers/amqp.js';
 import { makePki, serializer, type Pki } from './helpers/celery.js';
 import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';

@@ -10,17 +10,16 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import {
-  buildTaskMessage,
   createClient,
   createWorker,
-  encodeTaskMessages,
   json,
-  openTransport,
   TaskFailedError,
   type BrokerTransport,
   type CeleryClient,
   type OutgoingMessage,
 } from 'celery-sign';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
+import { openTransport } from '../../lib/wire/transport.js';
 import { queueDepth, until } from './helpers/amqp.js';
 import { makePki, serializer, startCeleryWorker, type CeleryWorker, type Pki } from './helpers/celery.js';
 import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';

@@ -10,17 +10,16 @@
  */
 import test from 'ava';
 import {
-  amqpOptionsFromUrl,
-  buildTaskMessage,
-  encodeTaskMessages,
   ImproperlyConfigured,
-  openTransport,
   WireError,
   type BrokerConsumer,
   type BrokerTransport,
   type Delivery,
   type OutgoingMessage,
 } from 'celery-sign';
+import { amqpOptionsFromUrl } from '../../lib/wire/amqp.js';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
+import { openTransport } from '../../lib/wire/transport.js';
 import { amqpOracle, amqpProducer, queueDepth, until } from './helpers/amqp.js';
 import { makePki, serializer, type Pki } from './helpers/celery.js';
 import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';

@@ -10,17 +10,16 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import {
-  buildTaskMessage,
   createWorker,
-  encodeTaskMessages,
   json,
-  redisEnvelope,
   SecurityError,
   TaskError,
   type SecurityEvent,
   type TaskContext,
   type Worker,
 } from 'celery-sign';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
+import { redisEnvelope } from '../../lib/wire/redis.js';
 import { makePki, runProducer, serializer, type Pki } from './helpers/celery.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
 

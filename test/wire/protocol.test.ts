@@ -7,16 +7,10 @@
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
-import {
-  buildTaskMessage,
-  encodeTaskMessages,
-  isoformat,
-  json,
-  queueForPriority,
-  redisEnvelope,
-  saferepr,
-  type TaskOptions,
-} from 'celery-sign';
+import { json, type TaskOptions } from 'celery-sign';
+import { buildTaskMessage, encodeTaskMessages, isoformat } from '../../lib/wire/protocol.js';
+import { queueForPriority, redisEnvelope } from '../../lib/wire/redis.js';
+import { saferepr } from '../../lib/wire/saferepr.js';
 import { makePki, runOracle, runProducer, serializer, type Pki } from './helpers/celery.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
 

@@ -6,16 +6,9 @@
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
-import {
-  buildTaskMessage,
-  createClient,
-  encodeTaskMessages,
-  json,
-  redisEnvelope,
-  TaskFailedError,
-  type CeleryClient,
-  type OutgoingMessage,
-} from 'celery-sign';
+import { createClient, json, TaskFailedError, type CeleryClient, type OutgoingMessage } from 'celery-sign';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
+import { redisEnvelope } from '../../lib/wire/redis.js';
 import { makePki, serializer, startCeleryWorker, type CeleryWorker, type Pki } from './helpers/celery.js';
 import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
 

@@ -7,14 +7,10 @@
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
-import {
-  buildTaskMessage,
-  encodeTaskMessages,
-  json,
-  openTransport,
-  type BrokerConsumer,
-  type RedisTransport,
-} from 'celery-sign';
+import { json, type BrokerConsumer } from 'celery-sign';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
+import type { RedisTransport } from '../../lib/wire/redis.js';
+import { openTransport } from '../../lib/wire/transport.js';
 import { makePki, runOracle, serializer, type Pki } from './helpers/celery.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
 
