@@ -48,17 +48,17 @@ export class Certificate {
     call(() => this.native.verify(bytes, signature, d));
   }
 
-  /** Celery's name for {@link id}. */
+  /** Celery's name for {@link Certificate.id}. */
   getId(): string {
     return this.id;
   }
 
-  /** Celery's name for {@link issuer}. */
+  /** Celery's name for {@link Certificate.issuer}. */
   getIssuer(): string {
     return this.issuer;
   }
 
-  /** Celery's name for {@link serialNumber}. */
+  /** Celery's name for {@link Certificate.serialNumber}. */
   getSerialNumber(): bigint {
     return this.serialNumber;
   }

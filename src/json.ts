@@ -87,12 +87,12 @@ export class PyDecimal {
   readonly value: string;
 
   /**
-   * @param value A decimal literal as Python's `Decimal(str)` accepts it
+   * @param value - A decimal literal as Python's `Decimal(str)` accepts it
    *   (surrounding whitespace and underscores are ignored, `Infinity`, `NaN`,
    *   `sNaN` included), a bigint, or a number. A number is taken by the
    *   shortest decimal that reads back as it, its `String()` form (so `0.1`
    *   gives `'0.1'` and `1e30` gives `'1E+30'`); for Python's exact
-   *   `Decimal(float)` use {@link PyDecimal.fromFloatExact}.
+   *   `Decimal(float)` use `PyDecimal.fromFloatExact`.
    * @throws TypeError when the string is not a decimal literal.
    */
   constructor(value: string | number | bigint) {
@@ -134,7 +134,7 @@ export class PyUUID {
   readonly hex: string;
 
   /**
-   * @param value Anything `uuid.UUID(hex)` accepts: hyphenated or not, braces,
+   * @param value - Anything `uuid.UUID(hex)` accepts: hyphenated or not, braces,
    *   `urn:uuid:` prefix, either case.
    * @throws TypeError when it is not a UUID.
    */
@@ -166,7 +166,7 @@ export class PyDate {
   readonly day: number;
 
   /**
-   * @param value `YYYY-MM-DD` (or the basic `YYYYMMDD`).
+   * @param value - `YYYY-MM-DD` (or the basic `YYYYMMDD`).
    * @throws TypeError/RangeError when it is not a valid date in 1..9999.
    */
   constructor(value: string) {
@@ -212,7 +212,7 @@ export class PyTime {
   readonly utcOffset: number | null;
 
   /**
-   * @param value Anything `time.fromisoformat` accepts in ISO 8601 extended or
+   * @param value - Anything `time.fromisoformat` accepts in ISO 8601 extended or
    *   basic form: `HH[:MM[:SS[.f...]]]`, optional `Z` or `+-HH[:MM[:SS[.f...]]]`.
    * @throws TypeError/RangeError when it is not a valid time.
    */
@@ -257,7 +257,7 @@ export class PyDateTime {
   readonly utcOffset: number | null;
 
   /**
-   * @param value Anything `datetime.fromisoformat` accepts in ISO 8601 extended
+   * @param value - Anything `datetime.fromisoformat` accepts in ISO 8601 extended
    *   or basic calendar form (`2024-01-02`, `2024-01-02T03:04:05.123456+01:00`,
    *   `20240102T030405Z`, any one non-digit separator); week dates are not read.
    * @throws TypeError/RangeError when it is not a valid datetime.

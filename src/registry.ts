@@ -106,22 +106,22 @@ export class SerializerRegistry {
   private defaultName: string | null = null;
   private defaultCodec: Codec | null = null;
 
-  /** Serializer name -> encoder, with its content type and encoding. */
+  /** Serializer name → encoder, with its content type and encoding. */
   get encoders(): ReadonlyMap<string, Codec> {
     return this._encoders;
   }
 
-  /** Content type -> decoder. */
+  /** Content type → decoder. */
   get decoders(): ReadonlyMap<string, Decoder> {
     return this._decoders;
   }
 
-  /** Content type -> serializer name (the last registered for the type). */
+  /** Content type → serializer name (the last registered for the type). */
   get typeToName(): ReadonlyMap<string, string> {
     return this._typeToName;
   }
 
-  /** Serializer name -> content type. */
+  /** Serializer name → content type. */
   get nameToType(): ReadonlyMap<string, string> {
     return this._nameToType;
   }
@@ -131,7 +131,7 @@ export class SerializerRegistry {
     return this.disabled;
   }
 
-  /** The name given to the last successful {@link setDefault}, or `null`. */
+  /** The name given to the last successful {@link SerializerRegistry.setDefault}, or `null`. */
   get defaultSerializer(): string | null {
     return this.defaultName;
   }
@@ -211,7 +211,7 @@ export class SerializerRegistry {
   }
 
   /**
-   * Makes a registered encoder the one {@link dumps} uses when no serializer is
+   * Makes a registered encoder the one {@link SerializerRegistry.dumps} uses when no serializer is
    * named (kombu's `_set_default_serializer`). Like kombu, the encoder is
    * captured now: unregistering it later does not change the default.
    *
@@ -225,7 +225,7 @@ export class SerializerRegistry {
   }
 
   /**
-   * Serializer names and content types -> the set of content types (kombu's
+   * Serializer names and content types → the set of content types (kombu's
    * `prepare_accept_content`).
    *
    * @throws ImproperlyConfigured for an unknown serializer name.

@@ -131,7 +131,7 @@ export class SecureSerializer {
     return call(() => this.#native.seal(m.contentType, m.contentEncoding, m.body));
   }
 
-  /** Like {@link serialize}, with the signature made on a native thread. */
+  /** Like {@link SecureSerializer.serialize}, with the signature made on a native thread. */
   async serializeAsync(data: unknown): Promise<string> {
     this.#needKey();
     const m = this.#registry.dumps(data, this.serializer);
@@ -172,7 +172,7 @@ export class SecureSerializer {
     return this.#decodeOpened(call(() => this.#native.open(bytes)));
   }
 
-  /** Like {@link deserialize}, with the verification made on a native thread. */
+  /** Like {@link SecureSerializer.deserialize}, with the verification made on a native thread. */
   async deserializeAsync(payload: Bytes): Promise<unknown> {
     this.#needStore();
     const bytes = toBytes(payload, 'payload');

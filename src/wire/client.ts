@@ -179,8 +179,9 @@ export class CeleryClient {
   }
 
   /**
-   * Sends a signed task message, as Celery's `app.send_task(name, args,
-   * kwargs, **options)`; resolves once the broker has it.
+   * Sends a signed task message, as Celery's
+   * `app.send_task(name, args, kwargs, **options)`; resolves once the broker
+   * has it.
    */
   async sendTask(
     name: string,
