@@ -25,3 +25,23 @@ export function invalidArg(message: string): never {
   err.code = 'InvalidArg';
   throw err;
 }
+
+/**
+ * Renders untrusted bytes (a signer id from a payload) for an error message:
+ * printable ASCII as is, everything else escaped, cut to 200 bytes (the
+ * core's `error::display_bytes`).
+ */
+export function displayBytes(bytes: Uint8Array): string {
+  const MAX = 200;
+  let out = '';
+  const n = Math.min(bytes.length, MAX);
+  for (let i = 0; i < n; i++) {
+    const b = bytes[i]!;
+    if (b === 0x5c) out += '\\\\';
+    else if (b === 0x27) out += "\\'";
+    else if (b >= 0x20 && b <= 0x7e) out += String.fromCharCode(b);
+    else out += `\\x${b.toString(16).padStart(2, '0')}`;
+  }
+  if (bytes.length > MAX) out += '...';
+  return out;
+}

@@ -1,0 +1,212 @@
+/**
+ * X.509 certificates with an RSA public key, identified the way Celery does:
+ * a port of `crates/core/src/cert.rs` and of `NativeCertificate`. The DER is
+ * walked by `der.ts` (the core's reader, rule for rule); the public key is
+ * read with AWS-LC's rules (`EVP_parse_public_key`, `RSA_parse_public_key`,
+ * `RSA_check_key`) and handed to node:crypto once.
+ *
+ * @internal
+ * @module
+ */
+import { constants, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { Cbs, bitLength, equalBytes, integerToDecimal, issuerString, parseCertificate } from './der.js';
+import { digestFromName, type DigestName } from './digest.js';
+import { fail } from './errors.js';
+import { OID_RSA, OID_RSAES_OAEP, OID_RSA_PSS, OID_RSA_X500, OTHER_KEY_OIDS, publicGood, pssParamsOk } from './key.js';
+import { decodeBlock, firstBlockLabelled } from './pem.js';
+
+function invalid(msg: string): never {
+  return fail('ERR_INVALID_CERTIFICATE', `Invalid certificate: ${msg}`);
+}
+
+function b64url(v: bigint): string {
+  let hex = v.toString(16);
+  if (hex.length % 2) hex = '0' + hex;
+  return Buffer.from(hex, 'hex').toString('base64url');
+}
+
+type PublicRead = { kind: 'rsa'; key: KeyObject; bits: number } | { kind: 'other' } | { kind: 'bad' };
+
+/** `EVP_parse_public_key` on a SubjectPublicKeyInfo, AWS-LC's rules. */
+function readPublicKey(spki: Uint8Array): PublicRead {
+  const outer = new Cbs(spki);
+  const body = outer.get(0x30);
+  if (body === undefined) return { kind: 'bad' };
+  const s = new Cbs(body);
+  const algBytes = s.get(0x30);
+  const bits = algBytes === undefined ? undefined : s.get(0x03);
+  if (algBytes === undefined || bits === undefined || s.length !== 0) return { kind: 'bad' };
+  const alg = new Cbs(algBytes);
+  const oid = alg.get(0x06);
+  if (oid === undefined) return { kind: 'bad' };
+  const isRsa = equalBytes(oid, OID_RSA) || equalBytes(oid, OID_RSA_X500) || equalBytes(oid, OID_RSAES_OAEP);
+  const isPss = equalBytes(oid, OID_RSA_PSS);
+  if (!isRsa && !isPss && !OTHER_KEY_OIDS.some((o) => equalBytes(oid, o))) return { kind: 'bad' };
+  if (bits.length === 0 || bits[0] !== 0) return { kind: 'bad' };
+  const keyBytes = bits.subarray(1);
+  if (!isRsa && !isPss) {
+    try {
+      createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+      return { kind: 'other' };
+    } catch {
+      return { kind: 'bad' };
+    }
+  }
+  if (isPss && !pssParamsOk(alg.data)) return { kind: 'bad' };
+  // RSA_parse_public_key + RSA_check_key; nothing may follow.
+  const k = new Cbs(keyBytes);
+  const seq = k.get(0x30);
+  if (seq === undefined || k.length !== 0) return { kind: 'bad' };
+  const c = new Cbs(seq);
+  const n = c.getUnsigned();
+  const e = n === undefined ? undefined : c.getUnsigned();
+  if (n === undefined || e === undefined || c.length !== 0 || !publicGood(n, e)) return { kind: 'bad' };
+  try {
+    const key = isRsa
+      ? createPublicKey({ key: { kty: 'RSA', n: b64url(n), e: b64url(e) }, format: 'jwk' })
+      : createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+    return { kind: 'rsa', key, bits: bitLength(n) };
+  } catch {
+    return { kind: 'bad' };
+  }
+}
+
+/** Set by `fromDer` for the constructor it calls (private fields need the constructor). */
+let fromDerInput: Uint8Array | undefined;
+const EMPTY = new Uint8Array(0);
+
+function nowMs(): number {
+  return Date.now();
+}
+
+/** Rust's `f64 as i64` (NaN is 0, saturating); exact below 2^53. */
+function asI64(x: number): number {
+  if (Number.isNaN(x)) return 0;
+  return Math.trunc(x);
+}
+
+/** The native `NativeCertificate`, on `node:crypto`. */
+export class JsCertificate {
+  /** @internal the certificate DER (shipped to worker threads). */
+  readonly der: Uint8Array;
+  /** @internal node:crypto public key, made once. */
+  readonly publicKey: KeyObject;
+  /** @internal signature length in bytes. */
+  readonly signatureLen: number;
+  readonly #id: string;
+  readonly #issuer: string;
+  readonly #serial: string;
+  readonly #notAfter: number;
+  readonly #bits: number;
+
+  constructor(pem: Uint8Array) {
+    let der: Uint8Array;
+    if (fromDerInput !== undefined) {
+      der = fromDerInput;
+      fromDerInput = undefined;
+    } else {
+      if (!(pem instanceof Uint8Array)) invalid('no PEM certificate found');
+      const block = firstBlockLabelled(pem, ['CERTIFICATE', 'X509 CERTIFICATE']);
+      if (block === undefined) invalid('no PEM certificate found');
+      const decoded = decodeBlock(block);
+      if (decoded === undefined) invalid('the PEM certificate is not valid base64');
+      der = decoded;
+    }
+    const parsed = JsCertificate.#parse(der);
+    this.der = der;
+    this.publicKey = parsed.key;
+    this.signatureLen = (parsed.bits + 7) >> 3;
+    this.#id = parsed.id;
+    this.#issuer = parsed.issuer;
+    this.#serial = parsed.serial;
+    this.#notAfter = parsed.notAfter;
+    this.#bits = parsed.bits;
+  }
+
+  /** Loads a DER certificate (the core's `Certificate::from_der`); the bytes are copied. */
+  static fromDer(der: Uint8Array): JsCertificate {
+    if (!(der instanceof Uint8Array)) invalid('could not parse the X.509 certificate');
+    fromDerInput = Buffer.from(der);
+    try {
+      return new JsCertificate(EMPTY);
+    } finally {
+      fromDerInput = undefined;
+    }
+  }
+
+  static #parse(der: Uint8Array): {
+    key: KeyObject;
+    bits: number;
+    id: string;
+    issuer: string;
+    serial: string;
+    notAfter: number;
+  } {
+    const parts = parseCertificate(der);
+    if (parts === undefined) invalid('could not parse the X.509 certificate');
+    const pub = readPublicKey(parts.spki);
+    if (pub.kind === 'bad') invalid("could not read the certificate's public key");
+    if (pub.kind === 'other') {
+      fail('ERR_UNSUPPORTED_KEY_TYPE', 'Invalid certificate: Non-RSA certificates are not supported.');
+    }
+    const issuer = issuerString(parts.issuer);
+    if (issuer === undefined) {
+      invalid(
+        'the issuer name is not valid DER text (unsorted RDN, invalid string, or a value that is not a string)',
+      );
+    }
+    const serial = integerToDecimal(parts.serial);
+    return { key: pub.key, bits: pub.bits, id: `${issuer} ${serial}`, issuer, serial, notAfter: parts.notAfter };
+  }
+
+  /** Celery's `get_id()`: issuer values joined by spaces, a space, the decimal serial. */
+  get id(): string {
+    return this.#id;
+  }
+
+  /** Celery's `get_issuer()`. */
+  get issuer(): string {
+    return this.#issuer;
+  }
+
+  /** The serial number in decimal (may be negative, as Python reads it). */
+  get serial(): string {
+    return this.#serial;
+  }
+
+  /** notAfter in milliseconds since the epoch. */
+  get notAfterMs(): number {
+    return this.#notAfter * 1000;
+  }
+
+  get bits(): number {
+    return this.#bits;
+  }
+
+  /** Celery's `has_expired()`: `now >= notAfter`. */
+  hasExpired(nowMs: number): boolean {
+    return asI64(nowMs) >= this.#notAfter * 1000;
+  }
+
+  /** Celery's `Certificate.verify`: expired certificates refuse, any salt length. */
+  verify(data: Uint8Array, signature: Uint8Array, digestName: string): void {
+    const digest = digestFromName(digestName);
+    if (this.hasExpired(nowMs())) fail('ERR_CERTIFICATE_EXPIRED', `Expired certificate: '${this.#id}'`);
+    if (!this.verifySignature(data, signature, digest)) fail('ERR_BAD_SIGNATURE', 'Bad signature');
+  }
+
+  /** @internal The signature check alone (no expiry check): RSA-PSS, MGF1(digest), any salt. */
+  verifySignature(data: Uint8Array, signature: Uint8Array, digest: DigestName): boolean {
+    if (signature.length !== this.signatureLen) return false;
+    try {
+      return cryptoVerify(
+        digest,
+        data,
+        { key: this.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
+        signature,
+      );
+    } catch {
+      return false;
+    }
+  }
+}
