@@ -1,31 +1,29 @@
 /**
  * The `node:crypto` fallback backend: the napi binding's interface
- * ({@link Binding}) in TypeScript. Work in progress: filled in by
- * key.ts / cert.ts / store.ts and serializer.ts.
+ * ({@link Binding}) in TypeScript, checked against it by the compiler.
+ * Keys, certificates and stores in key.ts / cert.ts / store.ts; the
+ * serializer and its batches in serializer.ts, envelope.ts and the
+ * worker_threads pool (pool.ts, worker.ts).
  *
  * @internal
  * @module
  */
 import { CORE_ERROR_CODES } from '../codes.js';
 import type { Binding } from '../types.js';
-
-function unavailable(): never {
-  throw new Error('celery-sign: the node:crypto fallback backend is not built yet');
-}
-
-class Unavailable {
-  constructor() {
-    unavailable();
-  }
-}
+import { JsCertificate } from './cert.js';
+import { JsPrivateKey } from './key.js';
+import { setThreads, threadCount } from './pool.js';
+import { JsSerializer } from './serializer.js';
+import { JsCertStore } from './store.js';
 
 export const jsBinding: Binding = {
-  NativeCertificate: Unavailable as unknown as Binding['NativeCertificate'],
-  NativeCertStore: Unavailable as unknown as Binding['NativeCertStore'],
-  NativePrivateKey: Unavailable as unknown as Binding['NativePrivateKey'],
-  NativeSerializer: Unavailable as unknown as Binding['NativeSerializer'],
+  NativeCertificate: JsCertificate,
+  NativeCertStore: JsCertStore,
+  NativePrivateKey: JsPrivateKey,
+  NativeSerializer: JsSerializer,
   errorCodes: () => [...CORE_ERROR_CODES],
+  // Nothing is ever queued: openAsync settles through the pool's messages.
   pollQueued: () => 0,
-  setThreads: () => false,
-  threadCount: () => 1,
+  setThreads,
+  threadCount,
 };

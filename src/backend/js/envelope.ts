@@ -1,0 +1,437 @@
+/**
+ * The auth payload, in both wire formats found in the field: a port of
+ * `crates/core/src/envelope.rs` (and of the per-item part of
+ * `crates/core/src/batch.rs`). Same results for every input, the same
+ * refusals (codes and messages), the same order of checks.
+ *
+ * Celery >= 5.5: `b64( b64(signer) SEP b64(signature) SEP content_type SEP
+ * content_encoding SEP body )`, split with maxsplit=4 so the body may contain SEP.
+ *
+ * Celery <= 5.4: `b64( signer SEP signature SEP content_type SEP content_encoding
+ * SEP body )` with the signer id and the signature raw; the signature's end is
+ * found from the signer's key size, and the body cannot contain SEP.
+ *
+ * Base64 is read the way the core's `base64_simd::STANDARD` reads it (padded,
+ * canonical: no stray bits in the last character), falling back, for a
+ * payload that fails that, to Python's non-validating `b64decode` (every byte
+ * outside the alphabet dropped first). Node's own base64 decoder is lenient
+ * in other ways (missing padding, stray bits), so the decoder is here.
+ *
+ * @internal
+ * @module
+ */
+import { isUtf8 } from 'node:buffer';
+import { constants, sign as nodeSign, type KeyObject } from 'node:crypto';
+import type { CoreErrorCode } from '../codes.js';
+import type { DigestName } from './digest.js';
+import { displayBytes, fail } from './errors.js';
+
+/** Celery's field separator, `\x00\x01`. */
+export const SEP = Buffer.from([0, 1]);
+
+/** The default payload size limit (64 MiB of base64), the core's `DEFAULT_MAX_PAYLOAD`. */
+export const DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024;
+
+export type WireFormat = 'celery-5.5' | 'celery-5.4';
+
+export function wireFormatFromName(name: string): WireFormat | undefined {
+  return name === 'celery-5.5' || name === 'celery-5.4' ? name : undefined;
+}
+
+/** What the envelope needs of a certificate (part 1's `JsCertificate`). */
+export interface EnvelopeSigner {
+  readonly id: string;
+  readonly signatureLen: number;
+  hasExpired(nowMs: number): boolean;
+  verifySignature(data: Uint8Array, signature: Uint8Array, digest: DigestName): boolean;
+}
+
+/** What the envelope needs of a store: the core's `CertStore::lookup`. */
+export interface EnvelopeStore<C extends EnvelopeSigner = EnvelopeSigner> {
+  lookup(id: Uint8Array): C | undefined;
+}
+
+/** What the envelope needs of a private key (part 1's `JsPrivateKey`). */
+export interface EnvelopeKey {
+  sign(data: Uint8Array, digestName: string): Buffer;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Base64, as the core reads it
+
+const B64_VALUE = new Int8Array(256).fill(-1);
+{
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  for (let i = 0; i < 64; i++) B64_VALUE[alphabet.charCodeAt(i)] = i;
+}
+const EQ = 0x3d;
+
+/** The most bytes `len` base64 characters decode to (room to decode into). */
+export function decodeCapacity(len: number): number {
+  return Math.ceil(len / 4) * 3;
+}
+
+/**
+ * `base64_simd::STANDARD.decode`: `src[start..end]` must be padded base64
+ * (length a multiple of 4, at most two `=` at the end, nothing outside the
+ * alphabet, the unused bits of the last character zero). Writes the bytes at
+ * `out[at..]`; returns how many, or -1 when the text is refused.
+ */
+export function decodeStrict(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number): number {
+  const len = end - start;
+  if (len === 0) return 0;
+  if ((len & 3) !== 0) return -1;
+  const pad = src[end - 1] === EQ ? (src[end - 2] === EQ ? 2 : 1) : 0;
+  const n = len - pad;
+  const full = start + (n & ~3);
+  const V = B64_VALUE;
+  let o = at;
+  let i = start;
+  for (; i < full; i += 4) {
+    const a = V[src[i]!]!;
+    const b = V[src[i + 1]!]!;
+    const c = V[src[i + 2]!]!;
+    const d = V[src[i + 3]!]!;
+    if ((a | b | c | d) < 0) return -1;
+    const v = (a << 18) | (b << 12) | (c << 6) | d;
+    out[o] = v >>> 16;
+    out[o + 1] = (v >>> 8) & 0xff;
+    out[o + 2] = v & 0xff;
+    o += 3;
+  }
+  const rem = n & 3;
+  if (rem === 2) {
+    const a = V[src[i]!]!;
+    const b = V[src[i + 1]!]!;
+    if ((a | b) < 0 || (b & 0x0f) !== 0) return -1;
+    out[o++] = ((a << 2) | (b >>> 4)) & 0xff;
+  } else if (rem === 3) {
+    const a = V[src[i]!]!;
+    const b = V[src[i + 1]!]!;
+    const c = V[src[i + 2]!]!;
+    if ((a | b | c) < 0 || (c & 0x03) !== 0) return -1;
+    out[o++] = ((a << 2) | (b >>> 4)) & 0xff;
+    out[o++] = ((b << 4) | (c >>> 2)) & 0xff;
+  }
+  return o - at;
+}
+
+/**
+ * Python's non-validating `base64.b64decode`, as the core emulates it
+ * (`alphabet_only`, then the strict decode): every byte outside the alphabet
+ * and `=` is dropped first.
+ */
+function decodeLoose(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number): number {
+  const kept = new Uint8Array(end - start);
+  let k = 0;
+  for (let i = start; i < end; i++) {
+    const c = src[i]!;
+    if (B64_VALUE[c]! >= 0 || c === EQ) kept[k++] = c;
+  }
+  return decodeStrict(kept, 0, k, out, at);
+}
+
+/** `B64.decode_to_vec`: a fresh buffer, or null when the text is refused. */
+function decodeToBuffer(src: Uint8Array, start: number, end: number): Buffer | null {
+  const out = Buffer.allocUnsafe(decodeCapacity(end - start));
+  const n = decodeStrict(src, start, end, out, 0);
+  return n < 0 ? null : out.subarray(0, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealing
+
+/** Position of the first `\x00\x01` in `hay[from..]`, or -1. */
+function findSep(hay: Buffer, from = 0): number {
+  return hay.indexOf(SEP, from);
+}
+
+function hasSep(bytes: Uint8Array): boolean {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf(SEP) >= 0;
+}
+
+/** The core's `check_writable`: refuses a body the chosen wire format cannot carry, before signing it. */
+export function checkWritable(format: WireFormat, contentType: string, body: Uint8Array): void {
+  if (format !== 'celery-5.4') return;
+  // Celery 5.4 splits the fields on SEP without a limit...
+  if (hasSep(body) || contentType.includes('\u0000\u0001')) {
+    fail(
+      'ERR_MALFORMED_PAYLOAD',
+      'Unable to serialize: the body contains the separator \\x00\\x01, which the celery-5.4 wire format cannot carry',
+    );
+  }
+  // ...and turns the body into text before checking the signature.
+  if (!isUtf8(body)) {
+    fail(
+      'ERR_MALFORMED_PAYLOAD',
+      'Unable to serialize: the body is not UTF-8, which the celery-5.4 wire format cannot carry (Celery 5.4 decodes it before verifying)',
+    );
+  }
+}
+
+/** The core's `pack_checked`: the payload text once {@link checkWritable} has passed. */
+function packChecked(
+  format: WireFormat,
+  signerId: string,
+  signature: Uint8Array,
+  contentType: string,
+  contentEncoding: string,
+  body: Uint8Array,
+): string {
+  const signer = format === 'celery-5.5' ? Buffer.from(Buffer.from(signerId, 'utf8').toString('base64'), 'latin1') : Buffer.from(signerId, 'utf8');
+  const sig =
+    format === 'celery-5.5'
+      ? Buffer.from(Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength).toString('base64'), 'latin1')
+      : signature;
+  const ct = Buffer.from(contentType, 'utf8');
+  const enc = Buffer.from(contentEncoding, 'utf8');
+  const fields = Buffer.allocUnsafe(signer.length + sig.length + ct.length + enc.length + body.length + 8);
+  let at = 0;
+  for (const part of [signer, sig, ct, enc, body]) {
+    if (at > 0) {
+      fields[at++] = 0;
+      fields[at++] = 1;
+    }
+    fields.set(part, at);
+    at += part.length;
+  }
+  return fields.toString('base64', 0, at);
+}
+
+/** The core's `pack`: builds the payload text for a signed body. */
+export function pack(
+  format: WireFormat,
+  signerId: string,
+  signature: Uint8Array,
+  contentType: string,
+  contentEncoding: string,
+  body: Uint8Array,
+): string {
+  checkWritable(format, contentType, body);
+  return packChecked(format, signerId, signature, contentType, contentEncoding, body);
+}
+
+/** Signs `body` and packs it: Celery's `SecureSerializer.serialize` after the inner dumps. */
+export function seal(
+  key: EnvelopeKey,
+  signerId: string,
+  digest: DigestName,
+  format: WireFormat,
+  contentType: string,
+  contentEncoding: string,
+  body: Uint8Array,
+): string {
+  checkWritable(format, contentType, body); // before the costly signature
+  const signature = key.sign(body, digest);
+  return packChecked(format, signerId, signature, contentType, contentEncoding, body);
+}
+
+/** {@link seal} with the signature made elsewhere (a worker, the threadpool): the packing half. */
+export function packSigned(
+  format: WireFormat,
+  signerId: string,
+  signature: Uint8Array,
+  contentType: string,
+  contentEncoding: string,
+  body: Uint8Array,
+): string {
+  return packChecked(format, signerId, signature, contentType, contentEncoding, body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening
+
+/** A refusal as data (a batch keeps it in its result instead of throwing). */
+export class Refusal {
+  constructor(
+    readonly code: CoreErrorCode,
+    readonly message: string,
+  ) {}
+}
+
+function malformed(msg: string): Refusal {
+  return new Refusal('ERR_MALFORMED_PAYLOAD', `Unable to deserialize: ${msg}`);
+}
+
+const TOO_FEW = 'the payload has too few fields';
+
+/** A payload decoded and unpacked, its signer found and in date: all that is left is the signature check. */
+export interface Unverified<C extends EnvelopeSigner = EnvelopeSigner> {
+  /** The decoded payload; the ranges below are into it. */
+  raw: Buffer;
+  contentTypeStart: number;
+  contentTypeEnd: number;
+  encodingStart: number;
+  encodingEnd: number;
+  bodyStart: number;
+  bodyEnd: number;
+  signer: C;
+  format: WireFormat;
+  signature: Uint8Array;
+}
+
+/** The core's `check_size`: refuses a payload over the limit before any decoding. */
+export function checkSize(length: number, maxPayload: number): Refusal | null {
+  if (length > maxPayload) {
+    return new Refusal(
+      'ERR_PAYLOAD_TOO_LARGE',
+      `Unable to deserialize: the payload is ${length} bytes, over the limit of ${maxPayload}`,
+    );
+  }
+  return null;
+}
+
+/**
+ * The core's `open_unverified`: everything before the signature check, in
+ * the same order. `payload` is `src[start..end]`; it is decoded into
+ * `out[at..]` (at least {@link decodeCapacity} bytes of room). Returns a
+ * {@link Refusal} rather than throwing.
+ */
+export function openUnverified<C extends EnvelopeSigner>(
+  store: EnvelopeStore<C>,
+  src: Uint8Array,
+  start: number,
+  end: number,
+  maxPayload: number,
+  out: Buffer,
+  at: number,
+  nowMs: number,
+): Unverified<C> | Refusal {
+  const tooLarge = checkSize(end - start, maxPayload);
+  if (tooLarge !== null) return tooLarge;
+  if (end === start) return malformed('the payload is empty');
+  let len = decodeStrict(src, start, end, out, at);
+  if (len < 0) {
+    len = decodeLoose(src, start, end, out, at);
+    if (len < 0) return malformed('the payload is not valid base64');
+  }
+  const raw = out.subarray(at, at + len);
+  const first = findSep(raw);
+  if (first < 0) return malformed(TOO_FEW);
+
+  // 5.5: the first field is base64 of the signer id.
+  const id55 = decodeToBuffer(raw, 0, first);
+  const v55 = id55 === null ? undefined : store.lookup(id55);
+
+  let signer: C;
+  let format: WireFormat;
+  let restStart: number;
+  let sigStart: number;
+  let sigEnd: number;
+  if (v55 !== undefined) {
+    const after0 = first + 2;
+    const sep1 = findSep(raw, after0);
+    if (sep1 < 0) return malformed(TOO_FEW);
+    signer = v55;
+    format = 'celery-5.5';
+    sigStart = after0;
+    sigEnd = sep1;
+    restStart = sep1 + 2;
+  } else {
+    const v54 = store.lookup(raw.subarray(0, first));
+    if (v54 === undefined) {
+      const shown = id55 ?? raw.subarray(0, first);
+      return new Refusal('ERR_UNKNOWN_CERTIFICATE', `Unknown certificate: '${displayBytes(shown)}'`);
+    }
+    // 5.4: raw signer, then exactly key_size / 8 raw signature bytes.
+    sigStart = first + 2;
+    sigEnd = sigStart + v54.signatureLen;
+    if (raw.length < sigEnd + 2 || raw[sigEnd] !== 0 || raw[sigEnd + 1] !== 1) return malformed(TOO_FEW);
+    signer = v54;
+    format = 'celery-5.4';
+    restStart = sigEnd + 2;
+  }
+
+  // content_type SEP content_encoding SEP body
+  const s1 = findSep(raw, restStart);
+  if (s1 < 0) return malformed(TOO_FEW);
+  const s2 = findSep(raw, s1 + 2);
+  if (s2 < 0) return malformed(TOO_FEW);
+  const bodyStart = s2 + 2;
+  const bodyEnd = raw.length;
+  if (format === 'celery-5.4' && findSep(raw, bodyStart) >= 0) {
+    return malformed('the payload has too many fields for the celery-5.4 wire format');
+  }
+  if (!isUtf8(raw.subarray(restStart, s1)) || !isUtf8(raw.subarray(s1 + 2, s2))) {
+    return malformed('the content type or encoding is not UTF-8');
+  }
+
+  if (signer.hasExpired(nowMs)) {
+    return new Refusal('ERR_CERTIFICATE_EXPIRED', `Expired certificate: '${signer.id}'`);
+  }
+  let signature: Uint8Array;
+  if (format === 'celery-5.4') signature = raw.subarray(sigStart, sigEnd);
+  else {
+    const decoded = decodeToBuffer(raw, sigStart, sigEnd);
+    if (decoded === null) return new Refusal('ERR_BAD_SIGNATURE', 'Bad signature: the signature is not valid base64');
+    signature = decoded;
+  }
+  return {
+    raw,
+    contentTypeStart: restStart,
+    contentTypeEnd: s1,
+    encodingStart: s1 + 2,
+    encodingEnd: s2,
+    bodyStart,
+    bodyEnd,
+    signer,
+    format,
+    signature,
+  };
+}
+
+/** The refusal of a signature that does not verify (the core's `verify_signature`). */
+export const BAD_SIGNATURE = new Refusal('ERR_BAD_SIGNATURE', 'Bad signature');
+
+/**
+ * The core's `open_into` on a fresh buffer (`envelope::open`): decodes,
+ * unpacks and verifies one payload, or returns its refusal.
+ */
+export function openOne<C extends EnvelopeSigner>(
+  store: EnvelopeStore<C>,
+  digest: DigestName,
+  payload: Uint8Array,
+  maxPayload: number,
+  nowMs: number,
+): Unverified<C> | Refusal {
+  const tooLarge = checkSize(payload.length, maxPayload);
+  if (tooLarge !== null) return tooLarge; // before allocating
+  const out = Buffer.allocUnsafe(decodeCapacity(payload.length));
+  const u = openUnverified(store, payload, 0, payload.length, maxPayload, out, 0, nowMs);
+  if (u instanceof Refusal) return u;
+  if (!u.signer.verifySignature(u.raw.subarray(u.bodyStart, u.bodyEnd), u.signature, digest)) return BAD_SIGNATURE;
+  return u;
+}
+
+/** Throws a refusal the way the binding does (`Error('ERR_X: message')`). */
+export function throwRefusal(r: Refusal): never {
+  return fail(r.code, r.message);
+}
+
+/**
+ * A store as one batch sees it: certificates by id, the core's
+ * `CertStore::lookup` (the id must be UTF-8 and match exactly).
+ */
+export class Snapshot<C extends EnvelopeSigner> implements EnvelopeStore<C> {
+  readonly #byId = new Map<string, C>();
+  constructor(certs: Iterable<C>) {
+    for (const c of certs) if (!this.#byId.has(c.id)) this.#byId.set(c.id, c);
+  }
+  lookup(id: Uint8Array): C | undefined {
+    if (this.#byId.size === 0 || !isUtf8(id)) return undefined;
+    return this.#byId.get(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('utf8'));
+  }
+}
+
+/**
+ * RSA-PSS, MGF1(digest), maximum salt length with a `KeyObject`: what part
+ * 1's `JsPrivateKey.sign` does, for a worker thread that holds only the key
+ * object (the core's `rsa::sign_pss` and its refusal).
+ */
+export function signPss(key: KeyObject, data: Uint8Array, digest: string): Buffer {
+  try {
+    return nodeSign(digest, data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_MAX_SIGN });
+  } catch {
+    return fail('ERR_INVALID_KEY', 'Unable to sign data: the key cannot sign with this digest');
+  }
+}
