@@ -15,6 +15,8 @@
  */
 import {
   createDecipheriv,
+  createECDH,
+  ECDH,
   createHash,
   createPrivateKey,
   constants,
@@ -717,6 +719,106 @@ export function pssParamsOk(params: Uint8Array): boolean {
   return seq.length === 0;
 }
 
+// --- the non-RSA keys AWS-LC parses (then refused as non-RSA): EC and DSA checks
+
+const CURVES: ReadonlyArray<readonly [readonly number[], string]> = [
+  [[0x2b, 0x81, 0x04, 0x00, 0x21], 'secp224r1'],
+  [[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07], 'prime256v1'],
+  [[0x2b, 0x81, 0x04, 0x00, 0x22], 'secp384r1'],
+  [[0x2b, 0x81, 0x04, 0x00, 0x23], 'secp521r1'],
+  [[0x2b, 0x81, 0x04, 0x00, 0x0a], 'secp256k1'],
+];
+
+/** `EC_KEY_parse_parameters` for a named curve: the curve, or undefined. */
+function curveOf(c: Cbs): string | undefined {
+  const oid = c.get(0x06);
+  if (oid === undefined) return undefined;
+  return CURVES.find(([o]) => equalBytes(oid, o))?.[1];
+}
+
+/** `EC_KEY_parse_private_key` + `EC_KEY_check_key` (RFC 5915 ECPrivateKey). */
+function ecKeyOk(cbs: Cbs, group: string | undefined): boolean {
+  const body = cbs.get(0x30);
+  if (body === undefined) return false;
+  const c = new Cbs(body);
+  if (c.getUint64() !== 1n) return false;
+  const d = c.get(0x04);
+  if (d === undefined) return false;
+  let curve = group;
+  if (c.peekTag(0xa0)) {
+    const child = c.get(0xa0);
+    if (child === undefined) return false;
+    const cc = new Cbs(child);
+    const inner = curveOf(cc);
+    if (inner === undefined || (curve !== undefined && curve !== inner) || cc.length !== 0) return false;
+    curve = inner;
+  }
+  if (curve === undefined) return false;
+  let ecdh;
+  try {
+    ecdh = createECDH(curve);
+    ecdh.setPrivateKey(Buffer.from(d));
+  } catch {
+    return false;
+  }
+  if (c.peekTag(0xa1)) {
+    const child = c.get(0xa1);
+    if (child === undefined) return false;
+    const cc = new Cbs(child);
+    const bits = cc.get(0x03);
+    if (bits === undefined || bits.length < 2 || bits[0] !== 0 || cc.length !== 0) return false;
+    let given: Buffer;
+    try {
+      // Validates the point (on the curve) and normalises compressed forms.
+      given = ECDH.convertKey(Buffer.from(bits.subarray(1)), curve, undefined, undefined, 'uncompressed') as Buffer;
+    } catch {
+      return false;
+    }
+    if (!given.equals(ecdh.getPublicKey(null, 'uncompressed'))) return false;
+  }
+  return c.length === 0;
+}
+
+/** `DSA_parse_private_key` / `dsa_priv_decode` with `dsa_check_key`. */
+function dsaParamsOk(p: bigint, q: bigint, g: bigint): boolean {
+  if (p === 0n || q === 0n || (p & 1n) === 0n || (q & 1n) === 0n || q >= p || g === 0n || g >= p) return false;
+  const qb = bitLength(q);
+  if (qb !== 160 && qb !== 224 && qb !== 256) return false;
+  return bitLength(p) <= 10000;
+}
+
+function dsaTraditionalOk(cbs: Cbs): boolean {
+  const body = cbs.get(0x30);
+  if (body === undefined) return false;
+  const c = new Cbs(body);
+  if (c.getUint64() !== 0n) return false;
+  const v: bigint[] = [];
+  for (let i = 0; i < 5; i++) {
+    const x = c.getUnsigned();
+    if (x === undefined) return false;
+    v.push(x);
+  }
+  if (c.length !== 0) return false;
+  const [p, q, g, pub, priv] = v as [bigint, bigint, bigint, bigint, bigint];
+  if (!dsaParamsOk(p, q, g)) return false;
+  if (pub === 0n || pub >= p) return false;
+  return priv !== 0n && priv < q;
+}
+
+function dsaPkcs8Ok(params: Cbs, key: Uint8Array): boolean {
+  const seq = params.get(0x30);
+  if (seq === undefined || params.length !== 0) return false;
+  const c = new Cbs(seq);
+  const p = c.getUnsigned();
+  const q = p === undefined ? undefined : c.getUnsigned();
+  const g = q === undefined ? undefined : c.getUnsigned();
+  if (p === undefined || q === undefined || g === undefined || c.length !== 0) return false;
+  const k = new Cbs(key);
+  const x = k.getUnsigned();
+  if (x === undefined || k.length !== 0) return false;
+  return dsaParamsOk(p, q, g) && x !== 0n && x < q;
+}
+
 type Loaded =
   | { kind: 'rsa'; key: KeyObject }
   | { kind: 'other' }
@@ -773,6 +875,18 @@ function parsePkcs8(der: Uint8Array): Loaded {
   }
   // Another algorithm AWS-LC knows: refused as non-RSA when it parses at all.
   if (!OTHER_KEY_OIDS.some((o) => equalBytes(oid, o))) return { kind: 'bad' };
+  if (equalBytes(oid, OTHER_KEY_OIDS[0]!)) {
+    if (hasPub) return { kind: 'bad' };
+    const curve = alg.peekTag(0x06) ? curveOf(alg) : undefined;
+    if (curve === undefined || alg.length !== 0) return { kind: 'bad' };
+    const k = new Cbs(keyBytes);
+    if (!ecKeyOk(k, curve) || k.length !== 0) return { kind: 'bad' };
+    return { kind: 'other' };
+  }
+  if (equalBytes(oid, OTHER_KEY_OIDS[1]!)) {
+    if (hasPub || !dsaPkcs8Ok(alg, keyBytes)) return { kind: 'bad' };
+    return { kind: 'other' };
+  }
   const key = nodeKey(element, 'pkcs8');
   return key === undefined ? { kind: 'bad' } : { kind: 'other' };
 }
@@ -817,28 +931,19 @@ function loadPem(block: Uint8Array, password: Uint8Array | null): Loaded {
       return p8.key.asymmetricKeyType === 'rsa' ? p8 : { kind: 'bad' };
     }
     default: {
-      // EC or DSA: traditional form, else PKCS#8 of the same type.
-      const t = readTlv(data);
-      const der = t === undefined ? data : t.raw;
-      const want = read.name === 'EC PRIVATE KEY' ? 'ec' : 'dsa';
-      const trad =
-        want === 'ec'
-          ? nodeKey(der, 'sec1')
-          : (() => {
-              try {
-                const pem = `-----BEGIN DSA PRIVATE KEY-----\n${Buffer.from(der).toString('base64')}\n-----END DSA PRIVATE KEY-----\n`;
-                return createPrivateKey(pem);
-              } catch {
-                return undefined;
-              }
-            })();
-      if (trad !== undefined && trad.asymmetricKeyType === want) return { kind: 'other' };
-      const p8 = parsePkcs8(data);
-      if (p8.kind === 'other') {
-        const k = nodeKey(der, 'pkcs8');
-        if (k !== undefined && k.asymmetricKeyType === want) return { kind: 'other' };
-      }
-      return { kind: 'bad' };
+      // EC or DSA: the traditional form, else PKCS#8 of the same type.
+      const ok = read.name === 'EC PRIVATE KEY' ? ecKeyOk(new Cbs(data), undefined) : dsaTraditionalOk(new Cbs(data));
+      if (ok) return { kind: 'other' };
+      const outer = new Cbs(data);
+      const body = outer.get(0x30);
+      if (body === undefined) return { kind: 'bad' };
+      const p = new Cbs(body);
+      p.getUint64();
+      const algBytes = p.get(0x30);
+      const oid = algBytes === undefined ? undefined : new Cbs(algBytes).get(0x06);
+      const want = read.name === 'EC PRIVATE KEY' ? OTHER_KEY_OIDS[0]! : OTHER_KEY_OIDS[1]!;
+      if (oid === undefined || !equalBytes(oid, want)) return { kind: 'bad' };
+      return parsePkcs8(data).kind === 'other' ? { kind: 'other' } : { kind: 'bad' };
     }
   }
 }

@@ -1,0 +1,553 @@
+/**
+ * The node:crypto fallback's keys, certificates and store against the native
+ * binding, in the same process: every fixture and a seeded corpus of
+ * malformed inputs give the same outcome (value, or code and message), and
+ * signatures cross between the two backends.
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import * as cryptoMod from 'node:crypto';
+import { constants, createPrivateKey, sign as nodeSign } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import nativeBinding from '../native/binding.cjs';
+import { JsCertificate } from '../src/backend/js/cert.js';
+import { digestFromName } from '../src/backend/js/digest.js';
+import { displayBytes } from '../src/backend/js/errors.js';
+import { JsPrivateKey } from '../src/backend/js/key.js';
+import { JsCertStore } from '../src/backend/js/store.js';
+import * as fx from './helpers/fixtures.js';
+
+const N = nativeBinding;
+const DIGESTS = ['sha1', 'sha224', 'sha256', 'sha384', 'sha512'] as const;
+
+/** What a call gave: its value, or the error's message and whether napi called it InvalidArg. */
+function outcome(f: () => unknown): string {
+  try {
+    return `ok ${JSON.stringify(f())}`;
+  } catch (err) {
+    const e = err as { code?: unknown; message?: unknown };
+    if (!(err instanceof Error)) return `threw non-Error ${String(err)}`;
+    if (e.code === 'InvalidArg') return `invalid-arg ${String(e.message)}`;
+    // Native refusals carry napi's GenericFailure status; the message is the contract.
+    if (e.code !== undefined && e.code !== 'GenericFailure') return `other-code ${String(e.code)} ${String(e.message)}`;
+    return `error ${String(e.message)}`;
+  }
+}
+
+type AnyCert = { id: string; issuer: string; serial: string; notAfterMs: number; bits: number; hasExpired(n: number): boolean };
+const certView = (c: AnyCert) => [c.id, c.issuer, c.serial, c.notAfterMs, c.bits, c.hasExpired(Date.now()), c.hasExpired(0)];
+
+const nativeCert = (pem: Uint8Array) => certView(new N.NativeCertificate(pem));
+const jsCert = (pem: Uint8Array) => certView(new JsCertificate(pem));
+const nativeKey = (pem: Uint8Array, pw?: Uint8Array | null) => new N.NativePrivateKey(pem, pw).bits;
+const jsKey = (pem: Uint8Array, pw?: Uint8Array | null) => new JsPrivateKey(pem, pw).bits;
+
+function sameCert(t: { is(a: unknown, b: unknown, m?: string): void }, pem: Uint8Array, label: string): void {
+  t.is(outcome(() => jsCert(pem)), outcome(() => nativeCert(pem)), label);
+}
+function sameKey(t: { is(a: unknown, b: unknown, m?: string): void }, pem: Uint8Array, pw: Uint8Array | null, label: string): void {
+  t.is(outcome(() => jsKey(pem, pw)), outcome(() => nativeKey(pem, pw)), label);
+}
+
+/** A small seeded PRNG (mulberry32), so every run sees the same corpus. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const pwOf = (k: fx.KeyItem) => (k.password === null ? null : Buffer.from(k.password, 'utf8'));
+
+function derOfPem(pem: Buffer): { label: string; der: Buffer } {
+  const text = pem.toString('latin1');
+  const m = /-----BEGIN ([^-]+)-----\r?\n((?:[A-Za-z0-9+/=]+\r?\n)+)-----END /.exec(text);
+  if (!m) throw new Error('no PEM');
+  return { label: m[1]!, der: Buffer.from(m[2]!.replace(/\s+/g, ''), 'base64') };
+}
+
+function toPem(label: string, der: Uint8Array, headers = ''): Buffer {
+  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n').replace(/\n$/, '');
+  return Buffer.from(`-----BEGIN ${label}-----\n${headers}${b64}\n-----END ${label}-----\n`);
+}
+
+// ---------------------------------------------------------------------------
+
+test('every fixture certificate: same id, issuer, serial, notAfterMs, bits, or the same refusal', (t) => {
+  const certs = fx.certs();
+  t.true(certs.length >= 33);
+  for (const c of certs) sameCert(t, fx.pemOf(c), c.name);
+  // And through fromDer.
+  for (const c of certs) {
+    const pem = fx.pemOf(c);
+    let der: Buffer;
+    try {
+      der = derOfPem(pem).der;
+    } catch {
+      continue;
+    }
+    t.is(outcome(() => certView(JsCertificate.fromDer(der))), outcome(() => nativeCert(pem)), `${c.name} fromDer`);
+  }
+});
+
+test('every fixture key: same bits or the same refusal, with right, wrong, missing and unexpected passwords', (t) => {
+  const keys = fx.keys();
+  t.true(keys.length >= 30);
+  for (const k of keys) {
+    const pem = fx.pemOf(k);
+    sameKey(t, pem, pwOf(k), k.name);
+    sameKey(t, pem, null, `${k.name} no password`);
+    sameKey(t, pem, Buffer.from('wrong password'), `${k.name} wrong password`);
+    sameKey(t, pem, Buffer.alloc(0), `${k.name} empty password`);
+    sameKey(t, pem, Buffer.alloc(1500, 0x61), `${k.name} 1500-byte password`);
+    if (k.password !== null) {
+      const wrong = outcome(() => jsKey(pem, Buffer.from('wrong password')));
+      t.false(wrong.includes(k.password), 'no password in the message');
+    }
+  }
+});
+
+test('digest names: the same parse and the same InvalidArg message as the binding', (t) => {
+  const key = fx.key('rsa2048.pkcs8');
+  const nk = new N.NativePrivateKey(fx.pemOf(key));
+  for (const name of ['sha256', 'SHA256', 'Sha1', 'sha3-256', 'md5', '', 'sha256 ', 'ſha256', 'sha\u0000', 'x'.repeat(300), 'a"b\\c\'d', '\u{1f600}']) {
+    t.is(
+      outcome(() => digestFromName(name)),
+      outcome(() => {
+        nk.sign(Buffer.from('x'), name);
+        return DIGESTS.find((d) => d === name.replace(/[A-Z]/g, (c) => c.toLowerCase()));
+      }),
+      JSON.stringify(name),
+    );
+  }
+});
+
+test('displayBytes matches the core (through an unknown-certificate message)', (t) => {
+  const store = new JsCertStore();
+  for (const id of [Buffer.from('plain id 1'), Buffer.from([0, 1, 0x7f, 0x80, 0xff, 0x5c, 0x27, 0x22]), Buffer.alloc(250, 0x41), Buffer.from('é')]) {
+    t.is(displayBytes(id).length <= 203 + 3 * 200, true);
+    t.throws(() => store.get(id), { message: `ERR_UNKNOWN_CERTIFICATE: Unknown certificate: '${displayBytes(id)}'` });
+  }
+  t.is(displayBytes(Buffer.from([0x5c, 0x27, 0x0a, 0x41])), "\\\\\\'\\x0aA");
+  t.is(displayBytes(Buffer.alloc(201, 0x41)), 'A'.repeat(200) + '...');
+});
+
+/** RSA fixture keys with the certificate of the same key. */
+function pairs(): { key: fx.KeyItem; cert: fx.CertItem }[] {
+  const out: { key: fx.KeyItem; cert: fx.CertItem }[] = [];
+  const seen = new Set<string>();
+  for (const key of fx.keys()) {
+    if (!key.celery.ok || seen.has(key.key_id)) continue;
+    const cert = fx.certs().find((c) => c.key_id === key.key_id && c.celery_error === null && !c.expired);
+    if (!cert) continue;
+    seen.add(key.key_id);
+    out.push({ key, cert });
+  }
+  return out;
+}
+
+test('cross-signatures: JS signs, native verifies, and back, every digest; tampered ones fail on both', (t) => {
+  const ps = pairs();
+  t.true(ps.filter((p) => [2048, 3072, 4096].includes(p.key.bits!)).length >= 3, 'RSA-2048/3072/4096 pairs');
+  const data = Buffer.from('{"task": "celery.ping", "args": [1, 2, 3]}');
+  for (const { key, cert } of ps) {
+    const kp = fx.pemOf(key);
+    const cp = fx.pemOf(cert);
+    const jk = new JsPrivateKey(kp, pwOf(key));
+    const nk = new N.NativePrivateKey(kp, pwOf(key));
+    const jc = new JsCertificate(cp);
+    const nc = new N.NativeCertificate(cp);
+    t.is(jk.size, jc.signatureLen);
+    for (const d of DIGESTS) {
+      const label = `${key.name} ${d}`;
+      const js = outcome(() => jk.sign(data, d).toString('hex'));
+      const nat = outcome(() => nk.sign(data, d).toString('hex'));
+      t.is(js.startsWith('ok'), nat.startsWith('ok'), `${label}: ${js.slice(0, 80)} / ${nat.slice(0, 80)}`);
+      if (!js.startsWith('ok')) {
+        t.is(js, nat, label);
+        continue;
+      }
+      const sj = jk.sign(data, d);
+      const sn = nk.sign(data, d);
+      t.is(sj.length, jk.size, label);
+      t.is(outcome(() => nc.verify(data, sj, d)), 'ok undefined', `${label} js->native`);
+      t.is(outcome(() => jc.verify(data, sn, d)), 'ok undefined', `${label} native->js`);
+      t.is(outcome(() => jc.verify(data, sj, d)), 'ok undefined', `${label} js->js`);
+      for (const bad of [
+        Buffer.concat([sj.subarray(0, 10), Buffer.from([sj[10]! ^ 1]), sj.subarray(11)]),
+        sj.subarray(1),
+        Buffer.concat([sj, Buffer.from([0])]),
+        Buffer.alloc(sj.length),
+      ]) {
+        t.is(outcome(() => jc.verify(data, bad, d)), outcome(() => nc.verify(data, bad, d)), `${label} tampered sig`);
+        t.regex(outcome(() => jc.verify(data, bad, d)), /ERR_BAD_SIGNATURE/);
+      }
+      const other = Buffer.from(data);
+      other[0] = other[0]! ^ 0x20;
+      t.regex(outcome(() => jc.verify(other, sn, d)), /ERR_BAD_SIGNATURE/, `${label} tampered data`);
+      t.is(outcome(() => jc.verify(other, sn, d)), outcome(() => nc.verify(other, sn, d)));
+      const wrongDigest = d === 'sha256' ? 'sha384' : 'sha256';
+      t.is(outcome(() => jc.verify(data, sn, wrongDigest)), outcome(() => nc.verify(data, sn, wrongDigest)));
+    }
+  }
+});
+
+test('any salt length verifies on both, PKCS#1 v1.5 fails on both, PSS max salt is what both write', (t) => {
+  const { key, cert } = pairs().find((p) => p.key.bits === 2048 && p.key.password === null)!;
+  const ko = createPrivateKey(fx.pemOf(key));
+  const jc = new JsCertificate(fx.pemOf(cert));
+  const nc = new N.NativeCertificate(fx.pemOf(cert));
+  const data = Buffer.from('body');
+  for (const d of DIGESTS) {
+    for (const saltLength of [0, 1, 20, 32, 64, constants.RSA_PSS_SALTLEN_DIGEST, constants.RSA_PSS_SALTLEN_MAX_SIGN]) {
+      let sig: Buffer;
+      try {
+        sig = nodeSign(d, data, { key: ko, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength });
+      } catch {
+        continue;
+      }
+      t.is(outcome(() => jc.verify(data, sig, d)), 'ok undefined', `${d} salt ${saltLength}`);
+      t.is(outcome(() => nc.verify(data, sig, d)), 'ok undefined', `${d} salt ${saltLength} native`);
+    }
+    const v15 = nodeSign(d, data, { key: ko, padding: constants.RSA_PKCS1_PADDING });
+    t.regex(outcome(() => jc.verify(data, v15, d)), /ERR_BAD_SIGNATURE/);
+    t.is(outcome(() => jc.verify(data, v15, d)), outcome(() => nc.verify(data, v15, d)));
+    // The JS signature carries the maximum salt: it verifies with that exact salt length.
+    const jk = new JsPrivateKey(fx.pemOf(key));
+    const hLen = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64 }[d];
+    const maxSalt = 256 - hLen - 2;
+    t.true(cryptoMod.verify(d, data, { key: ko, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: maxSalt }, jk.sign(data, d)));
+  }
+});
+
+
+test('the RSA-PSS (id-RSASSA-PSS) key: same bits, same sign outcome per digest, verifies on both', (t) => {
+  const k = fx.key('rsa-pss2048.pkcs8');
+  const pem = fx.pemOf(k);
+  const jk = new JsPrivateKey(pem);
+  const nk = new N.NativePrivateKey(pem);
+  t.is(jk.bits, nk.bits);
+  const cert = fx.certs().find((c) => c.key_id === k.key_id && c.celery_error === null);
+  for (const d of DIGESTS) {
+    const js = outcome(() => jk.sign(Buffer.from('x'), d).length);
+    const nat = outcome(() => nk.sign(Buffer.from('x'), d).length);
+    t.is(js, nat, d);
+    if (cert && js.startsWith('ok')) {
+      const jc = new JsCertificate(fx.pemOf(cert));
+      const nc = new N.NativeCertificate(fx.pemOf(cert));
+      const sn = nk.sign(Buffer.from('x'), d);
+      const sj = jk.sign(Buffer.from('x'), d);
+      t.is(outcome(() => jc.verify(Buffer.from('x'), sn, d)), outcome(() => nc.verify(Buffer.from('x'), sn, d)));
+      t.is(outcome(() => nc.verify(Buffer.from('x'), sj, d)), outcome(() => jc.verify(Buffer.from('x'), sj, d)));
+    }
+  }
+});
+
+test('expiry: verify refuses an expired certificate before checking the signature, as native', (t) => {
+  const pem = fx.pemOf(fx.cert('expired'));
+  const jc = new JsCertificate(pem);
+  const nc = new N.NativeCertificate(pem);
+  t.is(outcome(() => jc.verify(Buffer.from('x'), Buffer.alloc(256), 'sha256')), outcome(() => nc.verify(Buffer.from('x'), Buffer.alloc(256), 'sha256')));
+  t.regex(outcome(() => jc.verify(Buffer.from('x'), Buffer.alloc(256), 'sha256')), /ERR_CERTIFICATE_EXPIRED/);
+  t.is(outcome(() => jc.verify(Buffer.from('x'), Buffer.alloc(256), 'nope')), outcome(() => nc.verify(Buffer.from('x'), Buffer.alloc(256), 'nope')));
+  for (const now of [0, -1, -0.5, 0.5, NaN, Infinity, -Infinity, jc.notAfterMs, jc.notAfterMs - 1, jc.notAfterMs - 0.5, jc.notAfterMs + 0.5, 1e300]) {
+    t.is(jc.hasExpired(now), nc.hasExpired(now), String(now));
+  }
+});
+
+test('the store: duplicates, lookups, version, insertion order, as the core', (t) => {
+  const js = new JsCertStore();
+  const nat = new N.NativeCertStore();
+  const v0 = js.version;
+  for (const c of fx.certs()) {
+    const pem = fx.pemOf(c);
+    let jc: JsCertificate, nc: InstanceType<typeof N.NativeCertificate>;
+    try {
+      jc = new JsCertificate(pem);
+      nc = new N.NativeCertificate(pem);
+    } catch {
+      continue;
+    }
+    t.is(outcome(() => js.add(jc)), outcome(() => nat.add(nc)), c.name);
+    t.is(js.size, nat.size);
+  }
+  t.true(js.version > v0);
+  t.is(js.certs().length, js.size);
+  const first = js.certs()[0]!;
+  t.is(js.lookup(Buffer.from(first.id)), first);
+  t.is(js.get(Buffer.from(first.id)), first);
+  t.is(js.lookup(Buffer.from([0xff, 0xfe])), undefined);
+  t.throws(() => js.get(Buffer.from('no such id \u00e9')), { message: /^ERR_UNKNOWN_CERTIFICATE: Unknown certificate: 'no such id \\xc3\\xa9'$/ });
+  const dup = js.certs()[0]!;
+  t.throws(() => js.add(dup), { message: `ERR_DUPLICATE_CERTIFICATE: Duplicate certificate: '${dup.id}'` });
+  t.is(outcome(() => js.add({} as JsCertificate)), outcome(() => nat.add({} as InstanceType<typeof N.NativeCertificate>)));
+});
+
+// ---------------------------------------------------------------------------
+// Malformed inputs
+
+function mutations(seed: number, input: Buffer, count: number): Buffer[] {
+  const r = rng(seed);
+  const out: Buffer[] = [];
+  const int = (n: number) => Math.floor(r() * n);
+  for (let i = 0; i < count; i++) {
+    const b = Buffer.from(input);
+    switch (i % 6) {
+      case 0: // truncate
+        out.push(b.subarray(0, int(b.length)));
+        break;
+      case 1: {
+        // flip a bit
+        const p = int(b.length);
+        b[p] = b[p]! ^ (1 << int(8));
+        out.push(b);
+        break;
+      }
+      case 2: {
+        // flip several bits
+        for (let k = 0; k < 1 + int(4); k++) {
+          const p = int(b.length);
+          b[p] = b[p]! ^ (1 << int(8));
+        }
+        out.push(b);
+        break;
+      }
+      case 3: {
+        // overwrite a byte with a random one
+        b[int(b.length)] = int(256);
+        out.push(b);
+        break;
+      }
+      case 4: {
+        // delete or duplicate a range
+        const p = int(b.length);
+        const n = 1 + int(8);
+        out.push(r() < 0.5 ? Buffer.concat([b.subarray(0, p), b.subarray(p + n)]) : Buffer.concat([b.subarray(0, p + n), b.subarray(p)]));
+        break;
+      }
+      default: {
+        // insert a random byte
+        const p = int(b.length);
+        out.push(Buffer.concat([b.subarray(0, p), Buffer.from([int(256)]), b.subarray(p)]));
+      }
+    }
+  }
+  return out;
+}
+
+test('malformed certificates (DER mutations re-wrapped, PEM text mutations, garbage): the same outcome', (t) => {
+  t.timeout(120_000);
+  let n = 0;
+  const sources = fx.certs().filter((c) => ['rsa2048', 'rsa1024', 'name-mixed-types', 'name-multivalued-rdn', 'serial-negative', 'ec-p256', 'ca'].includes(c.name));
+  let seed = 1;
+  for (const c of sources) {
+    const pem = fx.pemOf(c);
+    const { der } = derOfPem(pem);
+    for (const m of mutations(seed++, der, 300)) {
+      sameCert(t, toPem('CERTIFICATE', m), `${c.name} der mutation`);
+      n++;
+    }
+    for (const m of mutations(seed++, pem, 120)) {
+      sameCert(t, m, `${c.name} pem mutation`);
+      n++;
+    }
+    for (const m of mutations(seed++, der, 40)) {
+      t.is(outcome(() => certView(JsCertificate.fromDer(m))), outcome(() => nativeCert(toPem('CERTIFICATE', m))), `${c.name} fromDer`);
+      n++;
+    }
+  }
+  const r = rng(99);
+  for (let i = 0; i < 200; i++) {
+    const len = Math.floor(r() * 600);
+    const bytes = Buffer.alloc(len);
+    for (let j = 0; j < len; j++) bytes[j] = Math.floor(r() * 256);
+    sameCert(t, bytes, 'random bytes');
+    sameCert(t, toPem('CERTIFICATE', bytes), 'random DER');
+    n += 2;
+  }
+  const cpem = fx.pemOf(fx.cert('rsa2048'));
+  const { der } = derOfPem(cpem);
+  for (const label of ['X509 CERTIFICATE', 'TRUSTED CERTIFICATE', 'CERTIFICATE REQUEST', 'PUBLIC KEY', 'certificate']) {
+    sameCert(t, toPem(label, der), label);
+    n++;
+  }
+  for (const text of ['', 'garbage', '-----BEGIN CERTIFICATE-----', '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----', '-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----', 'x-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----']) {
+    sameCert(t, Buffer.from(text), JSON.stringify(text));
+    n++;
+  }
+  // Two blocks: the first certificate is read; a key block first is skipped.
+  sameCert(t, Buffer.concat([fx.pemOf(fx.key('rsa2048.pkcs8')), cpem]), 'key then cert');
+  sameCert(t, Buffer.concat([cpem, fx.pemOf(fx.cert('rsa1024'))]), 'two certs');
+  t.log(`${n} malformed certificates`);
+  t.true(n > 2500);
+});
+
+test('malformed keys (PEM text and DER mutations, wrong labels, garbage): the same outcome', (t) => {
+  t.timeout(300_000);
+  let n = 0;
+  let seed = 1000;
+  const plain = ['rsa1024.pkcs1', 'rsa1024.pkcs8', 'ec-p256.sec1', 'ed25519.pkcs8', 'rsa-pss2048.pkcs8'];
+  for (const name of plain) {
+    const k = fx.key(name);
+    const pem = fx.pemOf(k);
+    const { label, der } = derOfPem(pem);
+    for (const m of mutations(seed++, der, 250)) {
+      sameKey(t, toPem(label, m), null, `${name} der mutation`);
+      n++;
+    }
+    for (const m of mutations(seed++, pem, 100)) {
+      sameKey(t, m, null, `${name} pem mutation`);
+      n++;
+    }
+  }
+  // Encrypted keys: fewer (every attempt runs the KDF).
+  for (const name of ['rsa1024.pkcs8-enc', 'rsa1024.legacy-aes256', 'rsa1024.legacy-des3', 'rsa2048.pkcs8-pbes1', 'rsa2048.pkcs8-enc-des3']) {
+    const k = fx.key(name);
+    const pem = fx.pemOf(k);
+    for (const m of mutations(seed++, pem, 60)) {
+      sameKey(t, m, pwOf(k), `${name} pem mutation`);
+      n++;
+    }
+    if (k.format === 'pkcs8-encrypted') {
+      const { label, der } = derOfPem(pem);
+      for (const m of mutations(seed++, der.subarray(0, 120), 60)) {
+        sameKey(t, toPem(label, Buffer.concat([m, der.subarray(120)])), pwOf(k), `${name} header mutation`);
+        n++;
+      }
+    }
+  }
+  const { der } = derOfPem(fx.pemOf(fx.key('rsa1024.pkcs1')));
+  const { der: der8 } = derOfPem(fx.pemOf(fx.key('rsa1024.pkcs8')));
+  for (const label of ['RSA PRIVATE KEY', 'PRIVATE KEY', 'EC PRIVATE KEY', 'DSA PRIVATE KEY', 'ENCRYPTED PRIVATE KEY', 'OPENSSH PRIVATE KEY', 'ANY PRIVATE KEY', 'PUBLIC KEY', 'CERTIFICATE', 'rsa private key']) {
+    sameKey(t, toPem(label, der), null, `pkcs1 as ${label}`);
+    sameKey(t, toPem(label, der8), null, `pkcs8 as ${label}`);
+    sameKey(t, toPem(label, der8), Buffer.from('pw'), `pkcs8 as ${label} with a password`);
+    n += 3;
+  }
+  const r = rng(7);
+  for (let i = 0; i < 200; i++) {
+    const len = Math.floor(r() * 400);
+    const bytes = Buffer.alloc(len);
+    for (let j = 0; j < len; j++) bytes[j] = Math.floor(r() * 256);
+    sameKey(t, bytes, null, 'random bytes');
+    sameKey(t, toPem('PRIVATE KEY', bytes), null, 'random PKCS#8');
+    sameKey(t, toPem('RSA PRIVATE KEY', bytes), null, 'random PKCS#1');
+    n += 3;
+  }
+  for (const text of ['', 'garbage', '-----BEGIN PRIVATE KEY-----', '-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----', '-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAAAA\n-----END RSA PRIVATE KEY-----']) {
+    sameKey(t, Buffer.from(text), null, JSON.stringify(text));
+    sameKey(t, Buffer.from(text), Buffer.from('pw'), `${JSON.stringify(text)} with a password`);
+    n += 2;
+  }
+  // Lines of other lengths, CRLF, headers, a comment before.
+  const pem = fx.pemOf(fx.key('rsa1024.pkcs8')).toString('latin1');
+  const b64 = pem.split('\n').filter((l) => !l.startsWith('-----') && l).join('');
+  for (const width of [76, 63, 65, 1, 1000]) {
+    const body = b64.replace(new RegExp(`.{${width}}`, 'g'), '$&\n').replace(/\n$/, '');
+    sameKey(t, Buffer.from(`-----BEGIN PRIVATE KEY-----\n${body}\n-----END PRIVATE KEY-----\n`), null, `width ${width}`);
+    sameKey(t, Buffer.from(`-----BEGIN PRIVATE KEY-----\nComment: x\n\n${body}\n-----END PRIVATE KEY-----\n`), null, `width ${width} with a header`);
+    n += 2;
+  }
+  sameKey(t, Buffer.from(pem.replace(/\n/g, '\r\n')), null, 'crlf');
+  sameKey(t, Buffer.from('junk\n' + pem), null, 'preamble');
+  sameKey(t, Buffer.from(pem.replace('-----BEGIN PRIVATE KEY-----', '-----BEGIN PRIVATE KEY----- ')), null, 'space after BEGIN');
+  sameKey(t, Buffer.from(pem.replace('-----BEGIN PRIVATE KEY-----', '-----BEGIN PRIVATE KEY-----x')), null, 'junk after BEGIN');
+  sameKey(t, Buffer.from('  ' + pem), null, 'indented BEGIN');
+  t.log(`${n} malformed keys`);
+  t.true(n > 2500);
+});
+
+// ---------------------------------------------------------------------------
+// Formats the fixtures do not cover, made here with the openssl CLI (PBES1
+// with RC2/RC4/3DES, PBES2 with each cipher and PRF, legacy DES/AES-192).
+
+function opensslAvailable(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('encrypted key formats beyond the fixtures: PBES1 (PKCS#12 KDF), PBES2 ciphers and PRFs, legacy ciphers', (t) => {
+  t.timeout(300_000);
+  if (!opensslAvailable()) {
+    t.pass('no openssl CLI');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'cs-keys-'));
+  try {
+    const clear = join(dir, 'k.pem');
+    execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024', '-out', clear], { stdio: 'pipe' });
+    const pass = 'pässwörd';
+    const variants: [string, string[]][] = [
+      ['pbes1 sha1-3des', ['-v1', 'PBE-SHA1-3DES']],
+      ['pbes1 sha1-2des', ['-v1', 'PBE-SHA1-2DES']],
+      ['pbes1 sha1-rc2-40', ['-v1', 'PBE-SHA1-RC2-40']],
+      ['pbes1 sha1-rc2-128', ['-v1', 'PBE-SHA1-RC2-128']],
+      ['pbes1 sha1-rc4-128', ['-v1', 'PBE-SHA1-RC4-128']],
+      ['pbes1 sha1-rc4-40', ['-v1', 'PBE-SHA1-RC4-40']],
+      ['pbes1 md5-des', ['-v1', 'PBE-MD5-DES']],
+      ['pbes1 sha1-des', ['-v1', 'PBE-SHA1-DES']],
+      ['pbes2 aes-128 sha1', ['-v2', 'aes-128-cbc', '-v2prf', 'hmacWithSHA1']],
+      ['pbes2 aes-192 sha256', ['-v2', 'aes-192-cbc', '-v2prf', 'hmacWithSHA256']],
+      ['pbes2 aes-256 sha512', ['-v2', 'aes-256-cbc', '-v2prf', 'hmacWithSHA512']],
+      ['pbes2 aes-256 sha384', ['-v2', 'aes-256-cbc', '-v2prf', 'hmacWithSHA384']],
+      ['pbes2 des3 sha1', ['-v2', 'des-ede3-cbc', '-v2prf', 'hmacWithSHA1']],
+      ['pbes2 rc2 sha1', ['-v2', 'rc2-cbc', '-v2prf', 'hmacWithSHA1']],
+      ['pbes2 des sha256', ['-v2', 'des-cbc']],
+      ['pbes2 aes-256-ctr', ['-v2', 'aes-256-ctr']],
+      ['pbes2 scrypt', ['-v2', 'aes-256-cbc', '-scrypt']],
+      ['pbes2 iter 1', ['-v2', 'aes-128-cbc', '-iter', '1']],
+    ];
+    const providers = ['-provider', 'legacy', '-provider', 'default'];
+    let made = 0;
+    for (const [name, args] of variants) {
+      const out = join(dir, `${made}.pem`);
+      try {
+        execFileSync('openssl', ['pkcs8', '-topk8', '-in', clear, '-out', out, '-passout', `pass:${pass}`, ...args, ...providers], { stdio: 'pipe' });
+      } catch {
+        t.log(`openssl cannot make ${name}`);
+        continue;
+      }
+      made++;
+      const pem = readFileSync(out);
+      sameKey(t, pem, Buffer.from(pass), name);
+      sameKey(t, pem, Buffer.from('wrong'), `${name} wrong password`);
+      t.log(`${name}: ${outcome(() => jsKey(pem, Buffer.from(pass)))}`);
+    }
+    for (const cipher of ['-des', '-des3', '-aes128', '-aes192', '-aes256', '-camellia128', '-seed']) {
+      const out = join(dir, `legacy${cipher}.pem`);
+      try {
+        execFileSync('openssl', ['rsa', '-in', clear, '-out', out, '-traditional', cipher, '-passout', `pass:${pass}`, ...providers], { stdio: 'pipe' });
+      } catch {
+        t.log(`openssl cannot make legacy ${cipher}`);
+        continue;
+      }
+      made++;
+      const pem = readFileSync(out);
+      sameKey(t, pem, Buffer.from(pass), `legacy ${cipher}`);
+      sameKey(t, pem, Buffer.from('wrong'), `legacy ${cipher} wrong password`);
+      t.log(`legacy ${cipher}: ${outcome(() => jsKey(pem, Buffer.from(pass)))}`);
+    }
+    t.true(made >= 10);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad argument types never crash with a raw TypeError', (t) => {
+  for (const bad of [undefined, null, 'string', 42, {}, [], new ArrayBuffer(4)]) {
+    const jsk = outcome(() => new JsPrivateKey(bad as unknown as Uint8Array));
+    const jsc = outcome(() => new JsCertificate(bad as unknown as Uint8Array));
+    t.notRegex(jsk, /TypeError|Cannot read/);
+    t.notRegex(jsc, /TypeError|Cannot read/);
+  }
+});
