@@ -31,8 +31,10 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { WireFormat } from './envelope.js';
 
@@ -141,13 +143,28 @@ interface Pending {
   settle(reply: FromWorker | JobFailure): void;
 }
 
-/** Where the compiled entry is (`lib/backend/js/worker.js`), or the source under tsx (tests, bench). */
+/**
+ * This module's directory: `__dirname` in the CommonJS build (lib/); in the
+ * ESM sources run under tsx without its CommonJS shims (tests), found from
+ * a stack frame of this module.
+ */
+function moduleDir(): string {
+  if (typeof __dirname === 'string') return __dirname;
+  const frame = /(file:\/\/[^\s)]+|\/[^\s)]+|[A-Za-z]:\\[^\s)]+)[\\/]pool\.[cm]?[tj]s(?::\d+)*/.exec(new Error().stack ?? '');
+  if (frame === null) throw new Error('celery-sign: cannot tell where src/backend/js/pool is');
+  const dir = frame[1]!;
+  return dir.startsWith('file:') ? fileURLToPath(dir) : dir;
+}
+
+/** Starts a worker: the compiled entry next to this module (`lib/backend/js/worker.js`), or the source under tsx. */
 function spawn(): Worker {
-  const js = join(__dirname, 'worker.js');
+  const dir = moduleDir();
+  const js = join(dir, 'worker.js');
   if (existsSync(js)) return new Worker(js);
-  const ts = join(__dirname, 'worker.ts');
+  const ts = join(dir, 'worker.ts');
   // Running from src/ under tsx: register it inside the thread before loading the source.
-  const boot = `require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(ts)});`;
+  const tsx = createRequire(join(dir, 'pool.ts')).resolve('tsx/cjs/api');
+  const boot = `require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(ts)});`;
   return new Worker(boot, { eval: true });
 }
 
