@@ -551,3 +551,77 @@ test('bad argument types never crash with a raw TypeError', (t) => {
     t.notRegex(jsc, /TypeError|Cannot read/);
   }
 });
+
+test('id-RSASSA-PSS keys and certificates with parameters: the restrictions AWS-LC applies, any salt to verify', (t) => {
+  t.timeout(300_000);
+  if (!opensslAvailable()) {
+    t.pass('no openssl CLI');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'cs-pss-'));
+  try {
+    const kinds: [string, string[]][] = [
+      ['unrestricted', []],
+      ['sha256/mgf1-sha256/salt 32', ['-pkeyopt', 'rsa_pss_keygen_md:sha256', '-pkeyopt', 'rsa_pss_keygen_mgf1_md:sha256', '-pkeyopt', 'rsa_pss_keygen_saltlen:32']],
+      ['sha256/mgf1-sha1/salt 20', ['-pkeyopt', 'rsa_pss_keygen_md:sha256', '-pkeyopt', 'rsa_pss_keygen_mgf1_md:sha1', '-pkeyopt', 'rsa_pss_keygen_saltlen:20']],
+      ['sha512/salt 64', ['-pkeyopt', 'rsa_pss_keygen_md:sha512', '-pkeyopt', 'rsa_pss_keygen_mgf1_md:sha512', '-pkeyopt', 'rsa_pss_keygen_saltlen:64']],
+    ];
+    let i = 0;
+    for (const [name, opts] of kinds) {
+      const kf = join(dir, `${i}.key`);
+      const cf = join(dir, `${i++}.crt`);
+      try {
+        execFileSync('openssl', ['genpkey', '-algorithm', 'RSA-PSS', '-pkeyopt', 'rsa_keygen_bits:2048', ...opts, '-out', kf], { stdio: 'pipe' });
+        execFileSync('openssl', ['req', '-x509', '-key', kf, '-subj', `/CN=${name}`, '-days', '30', '-out', cf, '-sigopt', 'rsa_padding_mode:pss'], { stdio: 'pipe' });
+      } catch {
+        t.log(`openssl cannot make ${name}`);
+        continue;
+      }
+      const kp = readFileSync(kf);
+      const cp = readFileSync(cf);
+      sameKey(t, kp, null, name);
+      sameCert(t, cp, name);
+      const jk = new JsPrivateKey(kp);
+      const nk = new N.NativePrivateKey(kp);
+      const jc = new JsCertificate(cp);
+      const nc = new N.NativeCertificate(cp);
+      // Signatures of every salt length, made with the same RSA key unrestricted.
+      const der = jk.keyObject.export({ type: 'pkcs8', format: 'der' });
+      const plain = createPrivateKey({ key: Buffer.from(readTlvs(der)), format: 'der', type: 'pkcs1' });
+      const data = Buffer.from('pss body');
+      for (const d of DIGESTS) {
+        t.is(outcome(() => jk.sign(data, d).length), outcome(() => nk.sign(data, d).length), `${name} sign ${d}`);
+        for (const saltLength of [0, 20, 32, 64, constants.RSA_PSS_SALTLEN_MAX_SIGN]) {
+          let sig: Buffer;
+          try {
+            sig = nodeSign(d, data, { key: plain, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength });
+          } catch {
+            continue;
+          }
+          t.is(outcome(() => jc.verify(data, sig, d)), outcome(() => nc.verify(data, sig, d)), `${name} verify ${d} salt ${saltLength}`);
+        }
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The RSAPrivateKey inside a PKCS#8 PrivateKeyInfo. */
+function readTlvs(pkcs8: Buffer): Buffer {
+  const len = (at: number): [number, number] => {
+    const first = pkcs8[at]!;
+    if (first < 0x80) return [first, at + 1];
+    const n = first & 0x7f;
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + pkcs8[at + 1 + i]!;
+    return [v, at + 1 + n];
+  };
+  let [, at] = len(1); // into the outer SEQUENCE
+  for (let skip = 0; skip < 2; skip++) {
+    const [l, body] = len(at + 1);
+    at = body + l; // version, then AlgorithmIdentifier
+  }
+  const [l, body] = len(at + 1); // the OCTET STRING
+  return pkcs8.subarray(body, body + l);
+}

@@ -12,7 +12,17 @@ import { constants, createPublicKey, verify as cryptoVerify, type KeyObject } fr
 import { Cbs, bitLength, equalBytes, integerToDecimal, issuerString, parseCertificate } from './der.js';
 import { digestFromName, type DigestName } from './digest.js';
 import { fail } from './errors.js';
-import { OID_RSA, OID_RSAES_OAEP, OID_RSA_PSS, OID_RSA_X500, OTHER_KEY_OIDS, publicGood, pssParamsOk } from './key.js';
+import {
+  OID_RSA,
+  OID_RSAES_OAEP,
+  OID_RSA_PSS,
+  OID_RSA_X500,
+  OTHER_KEY_OIDS,
+  parsePssParams,
+  pssAllows,
+  publicGood,
+  type PssRestriction,
+} from './key.js';
 import { decodeBlock, firstBlockLabelled } from './pem.js';
 
 function invalid(msg: string): never {
@@ -25,7 +35,7 @@ function b64url(v: bigint): string {
   return Buffer.from(hex, 'hex').toString('base64url');
 }
 
-type PublicRead = { kind: 'rsa'; key: KeyObject; bits: number } | { kind: 'other' } | { kind: 'bad' };
+type PublicRead = { kind: 'rsa'; key: KeyObject; bits: number; pss: PssRestriction | null } | { kind: 'other' } | { kind: 'bad' };
 
 /** `EVP_parse_public_key` on a SubjectPublicKeyInfo, AWS-LC's rules. */
 function readPublicKey(spki: Uint8Array): PublicRead {
@@ -52,7 +62,8 @@ function readPublicKey(spki: Uint8Array): PublicRead {
       return { kind: 'bad' };
     }
   }
-  if (isPss && !pssParamsOk(alg.data)) return { kind: 'bad' };
+  const pss = isPss ? parsePssParams(alg.data) : null;
+  if (pss === undefined) return { kind: 'bad' };
   // RSA_parse_public_key + RSA_check_key; nothing may follow.
   const k = new Cbs(keyBytes);
   const seq = k.get(0x30);
@@ -62,10 +73,11 @@ function readPublicKey(spki: Uint8Array): PublicRead {
   const e = n === undefined ? undefined : c.getUnsigned();
   if (n === undefined || e === undefined || c.length !== 0 || !publicGood(n, e)) return { kind: 'bad' };
   try {
-    const key = isRsa
-      ? createPublicKey({ key: { kty: 'RSA', n: b64url(n), e: b64url(e) }, format: 'jwk' })
-      : createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
-    return { kind: 'rsa', key, bits: bitLength(n) };
+    // A plain RSA key for RSA-PSS certificates too: OpenSSL 3 refuses the salt
+    // "auto" on a restricted key, AWS-LC does not; the restriction is applied
+    // here as AWS-LC applies it (pssAllows).
+    const key = createPublicKey({ key: { kty: 'RSA', n: b64url(n), e: b64url(e) }, format: 'jwk' });
+    return { kind: 'rsa', key, bits: bitLength(n), pss };
   } catch {
     return { kind: 'bad' };
   }
@@ -98,6 +110,7 @@ export class JsCertificate {
   readonly #serial: string;
   readonly #notAfter: number;
   readonly #bits: number;
+  readonly #pss: PssRestriction | null;
 
   constructor(pem: Uint8Array) {
     let der: Uint8Array;
@@ -121,6 +134,7 @@ export class JsCertificate {
     this.#serial = parsed.serial;
     this.#notAfter = parsed.notAfter;
     this.#bits = parsed.bits;
+    this.#pss = parsed.pss;
   }
 
   /** Loads a DER certificate (the core's `Certificate::from_der`); the bytes are copied. */
@@ -141,6 +155,7 @@ export class JsCertificate {
     issuer: string;
     serial: string;
     notAfter: number;
+    pss: PssRestriction | null;
   } {
     const parts = parseCertificate(der);
     if (parts === undefined) invalid('could not parse the X.509 certificate');
@@ -156,7 +171,15 @@ export class JsCertificate {
       );
     }
     const serial = integerToDecimal(parts.serial);
-    return { key: pub.key, bits: pub.bits, id: `${issuer} ${serial}`, issuer, serial, notAfter: parts.notAfter };
+    return {
+      key: pub.key,
+      bits: pub.bits,
+      id: `${issuer} ${serial}`,
+      issuer,
+      serial,
+      notAfter: parts.notAfter,
+      pss: pub.pss,
+    };
   }
 
   /** Celery's `get_id()`: issuer values joined by spaces, a space, the decimal serial. */
@@ -198,6 +221,7 @@ export class JsCertificate {
   /** @internal The signature check alone (no expiry check): RSA-PSS, MGF1(digest), any salt. */
   verifySignature(data: Uint8Array, signature: Uint8Array, digest: DigestName): boolean {
     if (signature.length !== this.signatureLen) return false;
+    if (this.#pss !== null && !pssAllows(this.#pss, this.#bits, digest)) return false;
     try {
       return cryptoVerify(
         digest,

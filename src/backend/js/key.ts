@@ -653,46 +653,71 @@ export function publicGood(n: bigint, e: bigint): boolean {
   return true;
 }
 
-/** `RSASSA_PSS_parse_params` on the AlgorithmIdentifier's remainder. */
-export function pssParamsOk(params: Uint8Array): boolean {
-  if (params.length === 0) return true;
+/**
+ * The restrictions of an id-RSASSA-PSS key as AWS-LC applies them
+ * (`RSASSA_PSS_PARAMS_get`, `pkey_pss_init`): absent fields default to
+ * SHA-1, MGF1-SHA-1 and a 20-byte minimum salt.
+ */
+export interface PssRestriction {
+  readonly md: DigestName;
+  readonly mgf1: DigestName;
+  readonly saltMin: number;
+}
+
+const PSS_HASHES: ReadonlyArray<readonly [readonly number[], DigestName]> = [
+  [[0x2b, 0x0e, 0x03, 0x02, 0x1a], 'sha1'],
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04], 'sha224'],
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01], 'sha256'],
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02], 'sha384'],
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03], 'sha512'],
+];
+const MGF1 = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
+const HASH_LEN: Readonly<Record<DigestName, number>> = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64 };
+
+/**
+ * `RSASSA_PSS_parse_params` on the AlgorithmIdentifier's remainder:
+ * `null` when there are no parameters (no restriction), undefined when
+ * they do not parse (the key is refused).
+ */
+export function parsePssParams(params: Uint8Array): PssRestriction | null | undefined {
+  if (params.length === 0) return null;
   const outer = new Cbs(params);
   const seqBytes = outer.get(0x30);
-  if (seqBytes === undefined || outer.length !== 0) return false;
+  if (seqBytes === undefined || outer.length !== 0) return undefined;
   const seq = new Cbs(seqBytes);
-  const hashOids = [
-    [0x2b, 0x0e, 0x03, 0x02, 0x1a],
-    [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04],
-    [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01],
-    [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02],
-    [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03],
-  ];
-  const MGF1 = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
   const absentOrNull = (c: Cbs): boolean => {
     if (c.length === 0) return true;
     const nul = c.get(0x05);
     return nul !== undefined && nul.length === 0 && c.length === 0;
   };
-  const hashAlg = (bytes: Uint8Array): boolean => {
-    const c = new Cbs(bytes);
+  const hashAlg = (c: Cbs): DigestName | undefined => {
     const s = c.get(0x30);
-    if (s === undefined || c.length !== 0) return false;
+    if (s === undefined || c.length !== 0) return undefined;
     const sc = new Cbs(s);
     const oid = sc.get(0x06);
-    return oid !== undefined && absentOrNull(sc) && hashOids.some((o) => equalBytes(oid, o));
+    if (oid === undefined || !absentOrNull(sc)) return undefined;
+    return PSS_HASHES.find(([o]) => equalBytes(oid, o))?.[1];
   };
+  let md: DigestName = 'sha1';
+  let mgf1: DigestName = 'sha1';
+  let saltMin = 20;
   const h = seq.get(0xa0);
-  if (h !== undefined && !hashAlg(h)) return false;
+  if (h !== undefined) {
+    const d = hashAlg(new Cbs(h));
+    if (d === undefined) return undefined;
+    md = d;
+  }
   const m = seq.get(0xa1);
   if (m !== undefined) {
     const c = new Cbs(m);
     const s = c.get(0x30);
-    if (s === undefined || c.length !== 0) return false;
+    if (s === undefined || c.length !== 0) return undefined;
     const sc = new Cbs(s);
     const oid = sc.get(0x06);
-    if (oid === undefined || !equalBytes(oid, MGF1)) return false;
-    const hs = sc.getElement(0x30);
-    if (hs === undefined || sc.length !== 0 || !hashAlg(hs)) return false;
+    if (oid === undefined || !equalBytes(oid, MGF1)) return undefined;
+    const d = hashAlg(sc);
+    if (d === undefined) return undefined;
+    mgf1 = d;
   }
   const int64 = (bytes: Uint8Array): bigint | undefined => {
     const c = new Cbs(bytes);
@@ -709,14 +734,32 @@ export function pssParamsOk(params: Uint8Array): boolean {
   const sl = seq.get(0xa2);
   if (sl !== undefined) {
     const x = int64(sl);
-    if (x === undefined || x < 0n) return false;
+    if (x === undefined || x < 0n) return undefined;
+    // AWS-LC keeps it in an int: larger values make pkey_pss_init fail.
+    saltMin = x > 0x7fffffffn ? Number.MAX_SAFE_INTEGER : Number(x);
   }
   const tf = seq.get(0xa3);
-  if (tf !== undefined) {
-    const x = int64(tf);
-    if (x !== 1n) return false;
-  }
-  return seq.length === 0;
+  if (tf !== undefined && int64(tf) !== 1n) return undefined;
+  if (seq.length !== 0) return undefined;
+  return { md, mgf1, saltMin };
+}
+
+/** `RSASSA_PSS_parse_params` succeeds. */
+export function pssParamsOk(params: Uint8Array): boolean {
+  return parsePssParams(params) !== undefined;
+}
+
+/**
+ * Whether AWS-LC lets a context for a key with this restriction sign or
+ * verify with `digest` (MGF1 = digest, salt -2): `pkey_pss_init` needs the
+ * minimum salt to fit, the digest and MGF1 digest must be the key's.
+ */
+export function pssAllows(r: PssRestriction | null, bits: number, digest: DigestName): boolean {
+  if (r === null) return true;
+  let max = ((bits + 7) >> 3) - HASH_LEN[r.md] - 2;
+  if ((bits & 7) === 1) max--;
+  if (r.saltMin > max) return false;
+  return digest === r.md && digest === r.mgf1;
 }
 
 // --- the non-RSA keys AWS-LC parses (then refused as non-RSA): EC and DSA checks
@@ -820,7 +863,7 @@ function dsaPkcs8Ok(params: Cbs, key: Uint8Array): boolean {
 }
 
 type Loaded =
-  | { kind: 'rsa'; key: KeyObject }
+  | { kind: 'rsa'; key: KeyObject; pss: PssRestriction | null }
   | { kind: 'other' }
   | { kind: 'bad' };
 
@@ -862,16 +905,16 @@ function parsePkcs8(der: Uint8Array): Loaded {
       if (hasPub) return { kind: 'bad' };
       const nul = alg.get(0x05);
       if (nul === undefined || nul.length !== 0 || alg.length !== 0) return { kind: 'bad' };
-    } else if (!pssParamsOk(alg.data)) {
-      return { kind: 'bad' };
     }
+    const pss = isRsa ? null : parsePssParams(alg.data);
+    if (pss === undefined) return { kind: 'bad' };
     const k = new Cbs(keyBytes);
     const rsa = parseRsaPrivateKey(k);
     if (rsa === undefined || k.length !== 0) return { kind: 'bad' };
     // node gets the RSA-PSS PrivateKeyInfo whole (its parameters restrict the key);
     // a plain RSA key as PKCS#1.
     const key = isRsa ? nodeKey(rsa.der, 'pkcs1') : nodeKey(element, 'pkcs8');
-    return key === undefined ? { kind: 'bad' } : { kind: 'rsa', key };
+    return key === undefined ? { kind: 'bad' } : { kind: 'rsa', key, pss };
   }
   // Another algorithm AWS-LC knows: refused as non-RSA when it parses at all.
   if (!OTHER_KEY_OIDS.some((o) => equalBytes(oid, o))) return { kind: 'bad' };
@@ -923,7 +966,7 @@ function loadPem(block: Uint8Array, password: Uint8Array | null): Loaded {
       const rsa = parseRsaPrivateKey(new Cbs(data));
       if (rsa !== undefined) {
         const key = nodeKey(rsa.der, 'pkcs1');
-        return key === undefined ? { kind: 'bad' } : { kind: 'rsa', key };
+        return key === undefined ? { kind: 'bad' } : { kind: 'rsa', key, pss: null };
       }
       const p8 = parsePkcs8(data);
       if (p8.kind !== 'rsa') return { kind: 'bad' };
@@ -965,6 +1008,7 @@ export class JsPrivateKey {
   readonly size: number;
   readonly #bits: number;
   readonly #pss: boolean;
+  readonly #restriction: PssRestriction | null;
 
   constructor(pem: Uint8Array, password?: Uint8Array | null) {
     const data = bytesArg(pem);
@@ -990,6 +1034,7 @@ export class JsPrivateKey {
     }
     this.keyObject = loaded.key;
     this.#pss = loaded.key.asymmetricKeyType === 'rsa-pss';
+    this.#restriction = loaded.pss;
     this.#bits = loaded.key.asymmetricKeyDetails?.modulusLength ?? 0;
     this.size = (this.#bits + 7) >> 3;
   }
@@ -1005,6 +1050,7 @@ export class JsPrivateKey {
 
   /** @internal `sign` with the digest already parsed. */
   signWith(data: Uint8Array, digest: DigestName): Buffer {
+    if (!this.canSign(digest)) return fail('ERR_INVALID_KEY', 'Unable to sign data: the key cannot sign with this digest');
     try {
       return cryptoSign(digest, data, {
         key: this.keyObject,
@@ -1014,6 +1060,17 @@ export class JsPrivateKey {
     } catch {
       return fail('ERR_INVALID_KEY', 'Unable to sign data: the key cannot sign with this digest');
     }
+  }
+
+  /**
+   * @internal Whether the native path would sign with this digest: an
+   * id-RSASSA-PSS key with parameters signs only with its own digest and
+   * MGF1 digest. (For the worker pool: `keyObject` is node's RSA-PSS key,
+   * which enforces the digest itself but not an MGF1 digest that differs
+   * from it; check `canSign` on the main thread before shipping a batch.)
+   */
+  canSign(digest: DigestName): boolean {
+    return pssAllows(this.#restriction, this.#bits, digest);
   }
 
   /** @internal whether the key is an RSA-PSS (id-RSASSA-PSS) key. */
