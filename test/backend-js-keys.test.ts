@@ -344,7 +344,7 @@ function mutations(seed: number, input: Buffer, count: number): Buffer[] {
 test('malformed certificates (DER mutations re-wrapped, PEM text mutations, garbage): the same outcome', (t) => {
   t.timeout(120_000);
   let n = 0;
-  const sources = fx.certs().filter((c) => ['rsa2048', 'rsa1024', 'name-mixed-types', 'name-multivalued-rdn', 'serial-negative', 'ec-p256', 'ca'].includes(c.name));
+  const sources = fx.certs().filter((c) => ['rsa2048', 'rsa1024', 'name-mixed-types', 'name-multivalued-rdn', 'serial-negative', 'ec-p256', 'dsa2048', 'ed25519', 'ca'].includes(c.name));
   let seed = 1;
   for (const c of sources) {
     const pem = fx.pemOf(c);
@@ -581,6 +581,9 @@ test('id-RSASSA-PSS keys and certificates with parameters: the restrictions AWS-
       const cp = readFileSync(cf);
       sameKey(t, kp, null, name);
       sameCert(t, cp, name);
+      // The parameters' DER rules: mutated certificates and keys refuse alike.
+      for (const m of mutations(500 + i, derOfPem(cp).der, 150)) sameCert(t, toPem('CERTIFICATE', m), `${name} cert mutation`);
+      for (const m of mutations(600 + i, derOfPem(kp).der, 150)) sameKey(t, toPem('PRIVATE KEY', m), null, `${name} key mutation`);
       const jk = new JsPrivateKey(kp);
       const nk = new N.NativePrivateKey(kp);
       const jc = new JsCertificate(cp);

@@ -18,6 +18,7 @@ import {
   OID_RSA_PSS,
   OID_RSA_X500,
   OTHER_KEY_OIDS,
+  dsaParamsOk,
   parsePssParams,
   pssAllows,
   publicGood,
@@ -54,6 +55,20 @@ function readPublicKey(spki: Uint8Array): PublicRead {
   if (!isRsa && !isPss && !OTHER_KEY_OIDS.some((o) => equalBytes(oid, o))) return { kind: 'bad' };
   if (bits.length === 0 || bits[0] !== 0) return { kind: 'bad' };
   const keyBytes = bits.subarray(1);
+  if (equalBytes(oid, OTHER_KEY_OIDS[1]!)) {
+    // dsa_pub_decode: DSA_parse_parameters (with dsa_check_key), then the INTEGER.
+    const seq = alg.get(0x30);
+    if (seq === undefined || alg.length !== 0) return { kind: 'bad' };
+    const c = new Cbs(seq);
+    const p = c.getUnsigned();
+    const q = p === undefined ? undefined : c.getUnsigned();
+    const g = q === undefined ? undefined : c.getUnsigned();
+    if (p === undefined || q === undefined || g === undefined || c.length !== 0 || !dsaParamsOk(p, q, g)) {
+      return { kind: 'bad' };
+    }
+    const k = new Cbs(keyBytes);
+    return k.getUnsigned() === undefined || k.length !== 0 ? { kind: 'bad' } : { kind: 'other' };
+  }
   if (!isRsa && !isPss) {
     try {
       createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });

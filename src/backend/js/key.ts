@@ -823,7 +823,7 @@ function ecKeyOk(cbs: Cbs, group: string | undefined): boolean {
 }
 
 /** `DSA_parse_private_key` / `dsa_priv_decode` with `dsa_check_key`. */
-function dsaParamsOk(p: bigint, q: bigint, g: bigint): boolean {
+export function dsaParamsOk(p: bigint, q: bigint, g: bigint): boolean {
   if (p === 0n || q === 0n || (p & 1n) === 0n || (q & 1n) === 0n || q >= p || g === 0n || g >= p) return false;
   const qb = bitLength(q);
   if (qb !== 160 && qb !== 224 && qb !== 256) return false;
