@@ -241,7 +241,11 @@ function pack(dir, what) {
 }
 const mainTgz = pack(stage, 'main package');
 const platTgz = pack(platStage, hostPackage);
-check(`the ${hostPackage} tarball holds its binary`, platTgz.entries.includes(binaryFile), platTgz.entries.join('\n'));
+check(
+  `the ${hostPackage} tarball holds its binary, package.json and README, nothing else`,
+  JSON.stringify([...platTgz.entries].sort()) === JSON.stringify(['README.md', binaryFile, 'package.json'].sort()),
+  platTgz.entries.join('\n'),
+);
 ok(`packed ${relative(work, mainTgz.file)} (${kib(mainTgz.size)} packed) and ${relative(work, platTgz.file)} (${kib(platTgz.size)} packed)`);
 
 // ---------------------------------------------------------------- 2./3. both packages
@@ -281,8 +285,7 @@ const cs = await import('celery-sign');
 ${roundTrip}
 const require = createRequire(import.meta.url);
 const sameInstance = require('celery-sign').SecureSerializer === cs.SecureSerializer;
-let binary = null;
-try { binary = require.resolve(${JSON.stringify(hostPackage)}); } catch {}
+const binary = Object.keys(require.cache).find((k) => k.endsWith('.node')) ?? null;
 await new Promise((r) => setImmediate(r));
 console.log(JSON.stringify({ backend: cs.backend, one, batch, refused, sameInstance, binary, warnings }));
 `;
@@ -337,7 +340,11 @@ if (check(`npm install --offline of both tarballs (no Rust on PATH, empty cache)
   if (esm) {
     check('ESM: no CELERY_SIGN_FALLBACK warning', !esm.warnings.some((w) => w.code === 'CELERY_SIGN_FALLBACK'), JSON.stringify(esm.warnings));
     check('ESM and CommonJS share one copy of the package', esm.sameInstance === true);
-    check(`the binary comes from node_modules/${hostPackage}`, typeof esm.binary === 'string' && esm.binary.includes(`node_modules${sep}${hostPackage}`), String(esm.binary));
+    check(
+      `the loaded binary is node_modules/${hostPackage}/${binaryFile}`,
+      typeof esm.binary === 'string' && esm.binary.endsWith(`node_modules${sep}${hostPackage}${sep}${binaryFile}`),
+      String(esm.binary),
+    );
   }
   const cjs = result('CommonJS program ran', node(appNative, 'cjs.cjs'));
   roundTripChecks('CommonJS', cjs, 'native');
