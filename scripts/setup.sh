@@ -46,6 +46,32 @@ npm ci --no-audit --no-fund --loglevel=error
 log "Python environments (Celery 5.7 and 5.4)"
 bash scripts/setup-python.sh
 
+# The Linux glibc addon is built against glibc 2.17 whatever this machine's
+# glibc is (scripts/build-native.mjs): cargo-zigbuild, with zig (ziglang) as
+# the C compiler and linker, both pinned, from PyPI, in .venv-build.
+BUILD_VENV="$ROOT/.venv-build"
+BUILD_PINS="cargo-zigbuild==0.24.1 ziglang==0.14.1"
+if [ "$(uname -s)" = Linux ] && ! ldd --version 2>&1 | grep -qi musl; then
+  want="$(printf '%s\n%s\n' "$BUILD_PINS" "$(python3 -c 'import sys; print(sys.version)')" | sha256sum | cut -d' ' -f1)"
+  have="$(cat "$BUILD_VENV/.celery-sign-build.sha256" 2>/dev/null || true)"
+  if [ "$have" != "$want" ] || ! "$BUILD_VENV/bin/cargo-zigbuild" --version >/dev/null 2>&1 \
+     || ! "$BUILD_VENV/bin/python" -m ziglang version >/dev/null 2>&1; then
+    log "building .venv-build ($BUILD_PINS)"
+    rm -rf "$BUILD_VENV"
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || {
+      # Debian splits the venv module out (scripts/setup-python.sh installs it too).
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null; }
+    }
+    python3 -m venv "$BUILD_VENV"
+    # shellcheck disable=SC2086 # the pins are words
+    "$BUILD_VENV/bin/python" -m pip install -q --disable-pip-version-check --require-virtualenv $BUILD_PINS
+    "$BUILD_VENV/bin/cargo-zigbuild" --version >/dev/null
+    printf '%s\n' "$want" >"$BUILD_VENV/.celery-sign-build.sha256"
+  fi
+fi
+
 log "building the native addon and the TypeScript"
 npm run --silent build
 log "ready"
