@@ -97,7 +97,7 @@ export interface SealReply {
   messages: string[];
 }
 
-export type FromWorker = OpenReply | SealReply | { id: number; op: 'failed'; message: string };
+export type FromWorker = OpenReply | SealReply | { id: number; op: 'failed'; message: string } | { id: 0; op: 'ready' };
 
 /** A job that got no reply: its worker failed it or died with it. */
 export interface JobFailure {
@@ -130,7 +130,8 @@ export function threadCount(): number {
   if (!frozen) {
     frozen = true;
     slots.length = 0;
-    for (let i = 0, n = wantedThreads(); i < n; i++) slots.push(new Slot());
+    const nice = wantedNice();
+    for (let i = 0, n = wantedThreads(); i < n; i++) slots.push(new Slot(nice));
   }
   return slots.length;
 }
@@ -139,7 +140,6 @@ export function threadCount(): number {
 // Workers
 
 interface Pending {
-  items: number;
   settle(reply: FromWorker | JobFailure): void;
 }
 
@@ -157,40 +157,74 @@ function moduleDir(): string {
 }
 
 /** Starts a worker: the compiled entry next to this module (`lib/backend/js/worker.js`), or the source under tsx. */
-function spawn(): Worker {
+function spawn(workerData: WorkerInit): Worker {
   const dir = moduleDir();
   const js = join(dir, 'worker.js');
-  if (existsSync(js)) return new Worker(js);
+  if (existsSync(js)) return new Worker(js, { workerData });
   const ts = join(dir, 'worker.ts');
   // Running from src/ under tsx: register it inside the thread before loading the source.
   const tsx = createRequire(join(dir, 'pool.ts')).resolve('tsx/cjs/api');
   const boot = `require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(ts)});`;
-  return new Worker(boot, { eval: true });
+  return new Worker(boot, { eval: true, workerData });
 }
+
+/** What a worker is started with. */
+export interface WorkerInit {
+  /** The thread's nice value (Linux), so that the event loop's thread preempts it. */
+  nice: number;
+}
+
+/**
+ * The batch threads' nice value: `CELERY_SIGN_NICE` (0 to 19), else 5, as
+ * the core's pool threads (crates/core/src/batch.rs): with as many threads as
+ * cores, the thread that runs the event loop then preempts them as soon as it
+ * has work.
+ */
+function wantedNice(): number {
+  const n = Number.parseInt((process.env.CELERY_SIGN_NICE ?? '').trim(), 10);
+  return Number.isSafeInteger(n) ? Math.min(19, Math.max(0, n)) : 5;
+}
+
+/** Jobs a worker is given at once: one it works on, one waiting in its port (no idle gap between them). */
+const MAX_OUT = 2;
 
 class Slot {
   worker: Worker | null = null;
+  /** The thread's nice value: batch threads yield to the event loop, the single calls' thread does not. */
+  readonly nice: number;
   readonly pending = new Map<number, Pending>();
-  /** Items out on this worker. */
-  load = 0;
   /** Store id -> the version this worker has. */
   readonly stores = new Map<number, number>();
   /** Key ids this worker has. */
   readonly keys = new Set<number>();
   /** Why the worker stopped, when it reported it before exiting. */
   #error: Error | null = null;
+  /** The worker has loaded and reads its messages. */
+  ready = false;
+
+  constructor(nice: number) {
+    this.nice = nice;
+  }
 
   ensure(): Worker {
     if (this.worker !== null) return this.worker;
-    const w = spawn();
+    const w = spawn({ nice: this.nice });
     w.unref();
-    w.on('message', (msg: FromWorker) => this.#settle(msg.id, msg));
+    w.on('message', (msg: FromWorker) => {
+      if (msg.op !== 'ready') this.#settle(msg.id, msg);
+      else if (this.worker === w) {
+        this.ready = true;
+        pump();
+      }
+    });
     w.on('error', (err) => {
       this.#error = err;
     });
     w.on('exit', (code) => {
       if (this.worker !== w) return;
+      // Replaced at the next job; what it had gets one failure each.
       this.worker = null;
+      this.ready = false;
       this.stores.clear();
       this.keys.clear();
       const why = this.#error?.message ?? `exit code ${code}`;
@@ -206,35 +240,86 @@ class Slot {
     const p = this.pending.get(id);
     if (p === undefined) return; // answered already
     this.pending.delete(id);
-    this.load -= p.items;
     if (this.pending.size === 0) this.worker?.unref();
     p.settle(reply);
+    pump();
   }
 
-  post(msg: OpenJob | SealJob, items: number, transfer: ArrayBuffer[]): Promise<FromWorker | JobFailure> {
+  post(task: Task): void {
     const w = this.ensure();
-    return new Promise((resolve) => {
-      this.pending.set(msg.id, { items, settle: resolve });
-      this.load += items;
-      if (this.pending.size === 1) w.ref();
-      try {
-        w.postMessage(msg, transfer);
-      } catch (err) {
-        this.#settle(msg.id, { op: 'failed', message: `could not send the job (${(err as Error).message})` });
-      }
-    });
+    const { msg, transfer } = task.make(this);
+    this.pending.set(msg.id, { settle: task.settle });
+    if (this.pending.size === 1) w.ref();
+    try {
+      w.postMessage(msg, transfer);
+    } catch (err) {
+      this.#settle(msg.id, { op: 'failed', message: `could not send the job (${(err as Error).message})` });
+    }
   }
 }
 
 const slots: Slot[] = [];
+/**
+ * The thread of single calls (`openAsync`, `sealAsync`), as the native side
+ * has one per JavaScript thread (crates/node/src/queue.rs): a call made while
+ * batches keep the pool busy does not wait for the pool's threads to get the
+ * CPU back. Started at the first such call.
+ */
+const single = new Slot(0);
 let nextJob = 1;
 
-/** The least loaded worker. */
-function pick(): Slot {
-  threadCount();
-  let best = slots[0]!;
-  for (const s of slots) if (s.load < best.load) best = s;
+/** A job waiting for a worker: its message is made when it is sent (what that worker already has is not sent again). */
+interface Task {
+  make(slot: Slot): { msg: OpenJob | SealJob; transfer: ArrayBuffer[] };
+  settle(reply: FromWorker | JobFailure): void;
+}
+
+/**
+ * Jobs not yet given to a worker: single calls (`openAsync`, `sealAsync`)
+ * first, then the parts of batches, each in order. A worker is given at most
+ * {@link MAX_OUT} jobs, so a single call waits for at most one part of a
+ * batch, not for the whole batch.
+ */
+const urgent: Task[] = [];
+const batchParts: Task[] = [];
+let pumping = false;
+
+function pump(): void {
+  if (pumping) return;
+  pumping = true;
+  try {
+    threadCount();
+    // Single calls: their own thread once it is up (started at the first
+    // one), until then any pool thread that is up and has room.
+    if (urgent.length > 0) single.ensure();
+    while (urgent.length > 0) {
+      const slot = single.ready && single.pending.size < MAX_OUT ? single : (roomiest(true) ?? (single.pending.size < MAX_OUT ? single : null));
+      if (slot === null) break;
+      slot.post(urgent.shift()!);
+    }
+    while (batchParts.length > 0) {
+      const slot = roomiest();
+      if (slot === null) break; // all busy: the next reply pumps again
+      slot.post(batchParts.shift()!);
+    }
+  } finally {
+    pumping = false;
+  }
+}
+
+/** The pool thread with the fewest jobs, if one has room. */
+function roomiest(readyOnly = false): Slot | null {
+  let best: Slot | null = null;
+  for (const s of slots) {
+    if (readyOnly && !s.ready) continue;
+    if (s.pending.size < MAX_OUT && (best === null || s.pending.size < best.pending.size)) best = s;
+  }
   return best;
+}
+
+function submit(task: Task, isUrgent: boolean): void {
+  (isUrgent ? urgent : batchParts).push(task);
+  pump();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +329,7 @@ const storeIds = new WeakMap<object, number>();
 const keyIds = new WeakMap<object, number>();
 let nextId = 1;
 const dropped = new FinalizationRegistry<{ op: 'drop-store' | 'drop-key'; id: number }>(({ op, id }) => {
-  for (const s of slots) {
+  for (const s of [...slots, single]) {
     if (op === 'drop-store') {
       if (!s.stores.delete(id)) continue;
       s.worker?.postMessage({ op, storeId: id } satisfies ToWorker);
@@ -284,31 +369,46 @@ export interface OpenParams {
 }
 
 /**
- * Opens payloads (`data`, item `i` being `lengths[i]` bytes) on one worker;
+ * Opens payloads (`data`, item `i` being `lengths[i]` bytes) on a worker;
  * resolves with its reply or, if it failed or died, a {@link JobFailure}.
- * `data` and `lengths` are transferred: the caller gives them up.
+ * `data` and `lengths` are transferred: the caller gives them up. `urgent`:
+ * a single call, ahead of the parts of batches.
  */
-export function openOnWorker(view: StoreView, params: OpenParams, data: ArrayBuffer, lengths: Uint32Array): Promise<OpenReply | JobFailure> {
-  const slot = pick();
+export function openOnWorker(
+  view: StoreView,
+  params: OpenParams,
+  data: ArrayBuffer,
+  lengths: Uint32Array,
+  isUrgent = false,
+): Promise<OpenReply | JobFailure> {
   const storeId = idOf(storeIds, view.store, 'drop-store');
-  slot.ensure();
-  const job: OpenJob = {
-    op: 'open',
-    id: nextJob++,
-    storeId,
-    version: view.version,
-    digest: params.digest,
-    maxPayload: params.maxPayload,
-    nowMs: params.nowMs,
-    jsonTypes: params.jsonTypes,
-    data,
-    lengths,
-  };
-  if (slot.stores.get(storeId) !== view.version) {
-    job.certs = view.ders();
-    slot.stores.set(storeId, view.version);
-  }
-  return slot.post(job, lengths.length, [job.data, job.lengths.buffer as ArrayBuffer]) as Promise<OpenReply | JobFailure>;
+  return new Promise((resolve) => {
+    submit(
+      {
+        make(slot) {
+          const msg: OpenJob = {
+            op: 'open',
+            id: nextJob++,
+            storeId,
+            version: view.version,
+            digest: params.digest,
+            maxPayload: params.maxPayload,
+            nowMs: params.nowMs,
+            jsonTypes: params.jsonTypes,
+            data,
+            lengths,
+          };
+          if (slot.stores.get(storeId) !== view.version) {
+            msg.certs = view.ders();
+            slot.stores.set(storeId, view.version);
+          }
+          return { msg, transfer: [data, lengths.buffer as ArrayBuffer] };
+        },
+        settle: resolve as (r: FromWorker | JobFailure) => void,
+      },
+      isUrgent,
+    );
+  });
 }
 
 export interface SealParams {
@@ -322,44 +422,57 @@ export interface SealParams {
   contentEncoding: string;
 }
 
-/** Seals bodies (`data`, body `i` being `lengths[i]` bytes) on one worker; `data` and `lengths` are transferred. */
-export function sealOnWorker(params: SealParams, data: ArrayBuffer, lengths: Uint32Array): Promise<SealReply | JobFailure> {
-  const slot = pick();
+/** Seals bodies (`data`, body `i` being `lengths[i]` bytes) on a worker; `data` and `lengths` are transferred. */
+export function sealOnWorker(params: SealParams, data: ArrayBuffer, lengths: Uint32Array, isUrgent = false): Promise<SealReply | JobFailure> {
   const keyId = idOf(keyIds, params.keyOwner, 'drop-key');
-  slot.ensure();
-  const job: SealJob = {
-    op: 'seal',
-    id: nextJob++,
-    keyId,
-    signerId: params.signerId,
-    digest: params.digest,
-    format: params.format,
-    contentType: params.contentType,
-    contentEncoding: params.contentEncoding,
-    data,
-    lengths,
-  };
-  if (!slot.keys.has(keyId)) {
-    job.key = params.key;
-    slot.keys.add(keyId);
-  }
-  return slot.post(job, lengths.length, [job.data, job.lengths.buffer as ArrayBuffer]) as Promise<SealReply | JobFailure>;
+  return new Promise((resolve) => {
+    submit(
+      {
+        make(slot) {
+          const msg: SealJob = {
+            op: 'seal',
+            id: nextJob++,
+            keyId,
+            signerId: params.signerId,
+            digest: params.digest,
+            format: params.format,
+            contentType: params.contentType,
+            contentEncoding: params.contentEncoding,
+            data,
+            lengths,
+          };
+          if (!slot.keys.has(keyId)) {
+            msg.key = params.key;
+            slot.keys.add(keyId);
+          }
+          return { msg, transfer: [data, lengths.buffer as ArrayBuffer] };
+        },
+        settle: resolve as (r: FromWorker | JobFailure) => void,
+      },
+      isUrgent,
+    );
+  });
 }
 
-/** How many parts a batch of `n` items is split into: every worker gets work, each part big enough to be worth a message. */
-export function partsFor(n: number, minPerPart = 8): number {
-  return Math.max(1, Math.min(threadCount(), Math.ceil(n / minPerPart)));
+/**
+ * How many parts a batch of `n` items is split into: every worker gets work,
+ * each part big enough to be worth a message (`minPerPart`) and small enough
+ * (`maxPerPart`) that a single call never waits long behind one.
+ */
+export function partsFor(n: number, minPerPart: number, maxPerPart: number): number {
+  if (n === 0) return 0;
+  return Math.max(1, Math.min(threadCount(), Math.ceil(n / minPerPart)), Math.ceil(n / maxPerPart));
 }
 
 /** Tests only: the pool as it is, and a way to make a busy worker die. */
 export const poolForTests = {
   started(): number {
-    return slots.filter((s) => s.worker !== null).length;
+    return [...slots, single].filter((s) => s.worker !== null).length;
   },
   /** Stops every started worker now, mid-job (the jobs they have get failures). */
   killAll(): number {
     let n = 0;
-    for (const s of slots) {
+    for (const s of [...slots, single]) {
       if (s.worker !== null) {
         void s.worker.terminate();
         n++;
@@ -370,7 +483,7 @@ export const poolForTests = {
   /** Makes every started worker exit once it has read this (jobs sent later get failures). */
   exitAll(code = 7): number {
     let n = 0;
-    for (const s of slots) {
+    for (const s of [...slots, single]) {
       if (s.worker !== null) {
         s.worker.postMessage({ op: 'exit', code } satisfies ToWorker);
         n++;

@@ -11,16 +11,31 @@
  * @module
  */
 import { isAscii, isUtf8 } from 'node:buffer';
-import { parentPort } from 'node:worker_threads';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
 import type { CoreErrorCode } from '../codes.js';
 import { CORE_ERROR_CODES } from '../codes.js';
 import { JsCertificate } from './cert.js';
 import type { DigestName } from './digest.js';
 import { BAD_SIGNATURE, decodeCapacity, openUnverified, Refusal, seal, signPss, Snapshot } from './envelope.js';
-import type { FromWorker, OpenJob, SealJob, ToWorker } from './pool.js';
+import type { FromWorker, OpenJob, SealJob, ToWorker, WorkerInit } from './pool.js';
 
 const port = parentPort;
 if (port === null) throw new Error('celery-sign: src/backend/js/worker is a worker thread entry');
+
+// Lower this thread's priority (Linux, where nice is per thread; best effort:
+// a failure leaves it as it was), as the core does for its pool threads.
+{
+  const nice = (workerData as WorkerInit | undefined)?.nice ?? 0;
+  if (nice > 0 && process.platform === 'linux') {
+    try {
+      setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), nice);
+    } catch {
+      // harmless
+    }
+  }
+}
 
 /** Store snapshots by store id: the latest version sent. */
 const stores = new Map<number, { version: number; snapshot: Snapshot<JsCertificate> }>();
@@ -162,3 +177,5 @@ port.on('message', (msg: ToWorker) => {
       process.exit(msg.code);
   }
 });
+
+port.postMessage({ id: 0, op: 'ready' } satisfies FromWorker);
