@@ -628,3 +628,86 @@ function readTlvs(pkcs8: Buffer): Buffer {
   const [l, body] = len(at + 1); // the OCTET STRING
   return pkcs8.subarray(body, body + l);
 }
+
+/** DER TLV with a definite minimal length. */
+function tlv(tag: number, body: Uint8Array): Buffer {
+  const n = body.length;
+  const h =
+    n < 0x80 ? [tag, n] : n < 0x100 ? [tag, 0x81, n] : n < 0x10000 ? [tag, 0x82, n >> 8, n & 255] : [tag, 0x83, n >> 16, (n >> 8) & 255, n & 255];
+  return Buffer.concat([Buffer.from(h), body]);
+}
+
+/** The elements of a DER SEQUENCE's contents. */
+function elements(body: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  while (at < body.length) {
+    const first = body[at + 1]!;
+    let len = first;
+    let hdr = 2;
+    if (first >= 0x80) {
+      hdr = 2 + (first & 0x7f);
+      len = 0;
+      for (let i = 2; i < hdr; i++) len = len * 256 + body[at + i]!;
+    }
+    out.push(body.subarray(at, at + hdr + len));
+    at += hdr + len;
+  }
+  return out;
+}
+
+/** A DER element's contents. */
+function contents(el: Buffer): Buffer {
+  const first = el[1]!;
+  if (first < 0x80) return el.subarray(2, 2 + first);
+  const n = first & 0x7f;
+  let len = 0;
+  for (let i = 0; i < n; i++) len = len * 256 + el[2 + i]!;
+  return el.subarray(2 + n, 2 + n + len);
+}
+
+test('SubjectPublicKeyInfo variants: the RSA OIDs AWS-LC reads, RSA-PSS parameters, ML-DSA/ML-KEM keys', (t) => {
+  const { der } = derOfPem(fx.pemOf(fx.cert('rsa2048')));
+  const [tbs, ...rest] = elements(contents(der));
+  const fields = elements(contents(tbs!));
+  const spkiAt = fields[0]![0] === 0xa0 ? 6 : 5;
+  const [, bitString] = elements(contents(fields[spkiAt]!));
+  const withSpki = (spki: Buffer): Buffer => {
+    const f = [...fields];
+    f[spkiAt] = spki;
+    return toPem('CERTIFICATE', tlv(0x30, Buffer.concat([tlv(0x30, Buffer.concat(f)), ...rest])));
+  };
+  const oid = (b: number[]) => tlv(0x06, Buffer.from(b));
+  const NULL = Buffer.from([5, 0]);
+  const RSA = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 1];
+  const PSS = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 10];
+  const spki = (alg: Buffer[], key: Buffer = bitString!) => tlv(0x30, Buffer.concat([tlv(0x30, Buffer.concat(alg)), key]));
+  const cases: Record<string, Buffer> = {
+    'rsaEncryption': spki([oid(RSA), NULL]),
+    'rsaEncryption, no parameters': spki([oid(RSA)]),
+    'rsaEncryption, odd parameters': spki([oid(RSA), tlv(0x04, Buffer.from('xx'))]),
+    'X.500 rsa (2.5.8.1.1)': spki([oid([0x55, 8, 1, 1]), NULL]),
+    'rsaesOaep': spki([oid([0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 7])]),
+    'RSA-PSS, no parameters': spki([oid(PSS)]),
+    'RSA-PSS, empty SEQUENCE': spki([oid(PSS), tlv(0x30, Buffer.alloc(0))]),
+    'RSA-PSS, NULL': spki([oid(PSS), NULL]),
+    'RSA-PSS, trailer 2': spki([oid(PSS), tlv(0x30, tlv(0xa3, tlv(0x02, Buffer.from([2]))))]),
+    'RSA-PSS, negative salt': spki([oid(PSS), tlv(0x30, tlv(0xa2, tlv(0x02, Buffer.from([0xff]))))]),
+    'RSA-PSS, md5': spki([oid(PSS), tlv(0x30, tlv(0xa0, tlv(0x30, Buffer.concat([oid([0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 2, 5]), NULL]))))]),
+    'unknown OID': spki([oid([0x2a, 3, 4])]),
+    'unused bits 1': spki([oid(RSA), NULL], tlv(0x03, Buffer.concat([Buffer.from([1]), contents(bitString!).subarray(1)]))),
+  };
+  for (const [name, n, len] of [
+    ['ML-DSA-44', [3, 0x11], 1312],
+    ['ML-DSA-87', [3, 0x13], 2592],
+    ['ML-KEM-768', [4, 0x02], 1184],
+  ] as const) {
+    const o = [0x60, 0x86, 0x48, 1, 0x65, 3, 4, ...n];
+    cases[name] = spki([oid(o)], tlv(0x03, Buffer.concat([Buffer.from([0]), Buffer.alloc(len, 7)])));
+    cases[`${name}, short`] = spki([oid(o)], tlv(0x03, Buffer.concat([Buffer.from([0]), Buffer.alloc(len - 1, 7)])));
+    cases[`${name}, parameters`] = spki([oid(o), NULL], tlv(0x03, Buffer.concat([Buffer.from([0]), Buffer.alloc(len, 7)])));
+  }
+  for (const [name, s] of Object.entries(cases)) sameCert(t, withSpki(s), name);
+  t.regex(outcome(() => jsCert(withSpki(cases['X.500 rsa (2.5.8.1.1)']!))), /^ok /);
+  t.regex(outcome(() => jsCert(withSpki(cases['ML-DSA-44']!))), /ERR_UNSUPPORTED_KEY_TYPE/);
+});

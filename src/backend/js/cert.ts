@@ -36,6 +36,16 @@ function b64url(v: bigint): string {
   return Buffer.from(hex, 'hex').toString('base64url');
 }
 
+/** ML-DSA and ML-KEM public keys: AWS-LC reads them (raw, exact length, no parameters). */
+const PQ_PUBLIC_KEYS: ReadonlyArray<readonly [readonly number[], number]> = [
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x11], 1312], // ML-DSA-44
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x12], 1952], // ML-DSA-65
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x13], 2592], // ML-DSA-87
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x01], 800], // ML-KEM-512
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x02], 1184], // ML-KEM-768
+  [[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x03], 1568], // ML-KEM-1024
+];
+
 type PublicRead = { kind: 'rsa'; key: KeyObject; bits: number; pss: PssRestriction | null } | { kind: 'other' } | { kind: 'bad' };
 
 /** `EVP_parse_public_key` on a SubjectPublicKeyInfo, AWS-LC's rules. */
@@ -52,6 +62,11 @@ function readPublicKey(spki: Uint8Array): PublicRead {
   if (oid === undefined) return { kind: 'bad' };
   const isRsa = equalBytes(oid, OID_RSA) || equalBytes(oid, OID_RSA_X500) || equalBytes(oid, OID_RSAES_OAEP);
   const isPss = equalBytes(oid, OID_RSA_PSS);
+  const pq = PQ_PUBLIC_KEYS.find(([o]) => equalBytes(oid, o));
+  if (pq !== undefined) {
+    if (alg.length !== 0 || bits.length === 0 || bits[0] !== 0) return { kind: 'bad' };
+    return bits.length - 1 === pq[1] ? { kind: 'other' } : { kind: 'bad' };
+  }
   if (!isRsa && !isPss && !OTHER_KEY_OIDS.some((o) => equalBytes(oid, o))) return { kind: 'bad' };
   if (bits.length === 0 || bits[0] !== 0) return { kind: 'bad' };
   const keyBytes = bits.subarray(1);
