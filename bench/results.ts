@@ -150,6 +150,22 @@ export function computeTargets(r: Omit<BenchResults, 'targets' | 'notes'>): Targ
       csSignMany !== null && multiS !== null ? `${rate(csSignMany)} vs ${rate(multiS)}` : 'serializeMany or openssl missing',
     ),
   );
+  // Issue 8: the fallback's deserializeMany at least matches the best pure-Node peer of the same run.
+  const csJs = median(findCell(r, { ...head, op: 'verify', contender: 'cs-js' }));
+  const nodePeers = (['node-cb', 'node-pool'] as const)
+    .map((id) => [id, median(findCell(r, { ...head, op: 'verify', contender: id }))] as const)
+    .filter((x): x is readonly ['node-cb' | 'node-pool', number] => x[1] !== null);
+  const bestNode = nodePeers.length > 0 ? nodePeers.reduce((a, b) => (b[1] > a[1] ? b : a)) : null;
+  out.push(
+    ratioTarget(
+      'fallback-vs-node',
+      'deserializeMany on the node:crypto fallback vs the best pure-Node peer (callback form or worker_threads pool, batch 4096)',
+      1,
+      csJs,
+      bestNode?.[1] ?? null,
+      csJs !== null && bestNode !== null ? `${rate(csJs)} vs ${rate(bestNode[1])} (${bestNode[0]})` : 'a contender missing',
+    ),
+  );
   // One-at-a-time rates do not depend on the batch size: take the largest batch both ran.
   let asyncPair: [number, number, number] | null = null;
   for (const batch of [4096, 256, 16, 1]) {

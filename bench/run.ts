@@ -12,6 +12,7 @@ import { setThreads, threadCount } from 'celery-sign';
 import { celerySignContenders } from './contenders/celery-sign.js';
 import { nodeCryptoContenders } from './contenders/node-crypto.js';
 import { opensslSpeed, opensslVersion } from './contenders/openssl.js';
+import { FallbackProcess } from './contenders/fallback.js';
 import { findPython, PythonCelery } from './contenders/python.js';
 import type { Cell, Contender } from './contenders/types.js';
 import { webCryptoContenders } from './contenders/webcrypto.js';
@@ -24,6 +25,7 @@ import { computeNotes, computeTargets, type BenchResults, type OpensslSummary } 
 import { throughputSvg } from './svg.js';
 import {
   BENCH_DIR,
+  CONTENDER_IDS,
   datasetId,
   HEADLINE_BODY,
   loadKeys,
@@ -48,12 +50,17 @@ const USAGE = `Usage: npm run bench -- [options]
                  (default: the machine's cores, ${availableParallelism()} here)
   --write        also update BENCHMARKS.md, the chart and bench/results/latest.json after --quick
   --no-python    do not measure Python Celery (a full run otherwise requires it)
+  --no-fallback  do not measure celery-sign on its node:crypto fallback (CELERY_SIGN_BACKEND=js)
+  --only IDS     measure only these contenders (comma-separated: ${CONTENDER_IDS.join(',')}),
+                 e.g. --only cs-many,cs-js,node-cb,node-pool for the fallback against its peers
   --from FILE    measure nothing: report a saved --json result (with --write, rewrite the docs)
   -h, --help     this text
 
 Python Celery: $CELERY_SIGN_PYTHON if set, else .venv/bin/python, else /tmp/pyvenv/bin/python.`;
 
 interface Options {
+  fallback: boolean;
+  only: ReadonlySet<ContenderId> | null;
   quick: boolean;
   json: boolean;
   write: boolean;
@@ -64,13 +71,21 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, json: false, write: false, python: true, threads: availableParallelism(), from: null, argv };
+  const o: Options = { fallback: true, only: null, quick: false, json: false, write: false, python: true, threads: availableParallelism(), from: null, argv };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') o.quick = true;
     else if (a === '--json') o.json = true;
     else if (a === '--write') o.write = true;
     else if (a === '--no-python') o.python = false;
+    else if (a === '--no-fallback') o.fallback = false;
+    else if (a === '--only' || a.startsWith('--only=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      const ids = (v ?? '').split(',').filter((x) => x !== '');
+      const unknown = ids.filter((x) => !(CONTENDER_IDS as readonly string[]).includes(x));
+      if (ids.length === 0 || unknown.length > 0) throw new UsageError(`--only needs contender ids among ${CONTENDER_IDS.join(', ')}, not ${JSON.stringify(v)}`);
+      o.only = new Set(ids as ContenderId[]);
+    }
     else if (a === '--from') {
       const v = argv[++i];
       if (!v) throw new UsageError('--from needs a file');
@@ -125,6 +140,12 @@ async function main(): Promise<number> {
   }
   const mode = opts.quick ? 'quick' : 'full';
   const plan = makePlan(mode);
+  if (opts.only) {
+    const only = opts.only;
+    for (const section of plan.sections) {
+      section.cells = section.cells.map((c) => ({ ...c, contenders: c.contenders.filter((id) => only.has(id)) })).filter((c) => c.contenders.length > 0);
+    }
+  }
   const t0 = performance.now();
   const startMachine = machine();
   const progress = new Progress();
@@ -167,16 +188,29 @@ async function main(): Promise<number> {
   const keys = loadKeys();
   const serializers = new Serializers(keys);
   const pool = new WorkerPool(opts.threads, keys);
+  // The fallback runs in a child process of its own (the facade picks its backend at import).
+  let fallback: FallbackProcess | null = null;
+  let fallbackMissing = opts.fallback ? '' : '--no-fallback';
+  if (opts.fallback && (!opts.only || opts.only.has('cs-js'))) {
+    try {
+      fallback = await FallbackProcess.start(opts.threads);
+    } catch (err) {
+      fallbackMissing = `the fallback child did not start: ${(err as Error).message}`;
+      problems.push(fallbackMissing);
+    }
+  }
   const all: Contender[] = [
     ...celerySignContenders(serializers),
     ...webCryptoContenders(keys),
     ...nodeCryptoContenders(keys),
     ...workerPoolContenders(pool),
     ...(python ? python.contenders(keys) : []),
+    ...(fallback ? fallback.contenders(keys) : []),
   ];
   const contenders = new Map(all.map((c) => [contenderKey(c.op, c.id), c]));
   const notMeasured = new Map<ContenderId, string>();
   if (!python) notMeasured.set('python', `Python Celery not measured: ${pythonInfo.reason ?? ''}`);
+  if (!fallback) notMeasured.set('cs-js', `the node:crypto fallback not measured: ${fallbackMissing || 'not asked for'}`);
 
   // The limit, at the start (and in full mode RSA-2048 again at the end).
   const version = opensslVersion();
@@ -268,6 +302,7 @@ async function main(): Promise<number> {
   endPhase('memory');
   await pool.close();
   await python?.close();
+  await fallback?.close();
   progress.clear();
 
   const partial: Omit<BenchResults, 'targets' | 'notes'> = {

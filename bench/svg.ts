@@ -16,9 +16,10 @@ const COLORS: Record<ContenderId, string> = {
   'node-sync': '#2ca02c',
   'node-cb': '#98a120',
   'node-pool': '#9467bd',
+  'cs-js': '#ff9896',
   python: '#7f7f7f',
 };
-const DASH: Partial<Record<ContenderId, string>> = { 'cs-many-buf': '7 3', 'cs-sync': '2 3', 'wc-serial': '6 3', 'node-sync': '2 3', python: '6 3' };
+const DASH: Partial<Record<ContenderId, string>> = { 'cs-js': '4 2', 'cs-many-buf': '7 3', 'cs-sync': '2 3', 'wc-serial': '6 3', 'node-sync': '2 3', python: '6 3' };
 
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');

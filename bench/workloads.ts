@@ -160,6 +160,7 @@ export type ContenderId =
   | 'node-sync'
   | 'node-cb'
   | 'node-pool'
+  | 'cs-js'
   | 'python';
 
 export const CONTENDER_IDS: readonly ContenderId[] = [
@@ -172,6 +173,7 @@ export const CONTENDER_IDS: readonly ContenderId[] = [
   'node-sync',
   'node-cb',
   'node-pool',
+  'cs-js',
   'python',
 ];
 
@@ -186,6 +188,7 @@ export const PAIR_LABEL: Record<ContenderId, string> = {
   'node-sync': 'node:crypto verify / sign (sync)',
   'node-cb': 'node:crypto verify / sign (callback, threadpool)',
   'node-pool': 'node:crypto worker_threads pool',
+  'cs-js': 'celery-sign deserializeMany / serializeMany on the node:crypto fallback',
   python: 'Python Celery SecureSerializer (1 process)',
 };
 
@@ -200,6 +203,7 @@ export const HOW: Record<ContenderId, string> = {
   'node-sync': 'crypto.verify / crypto.sign on the event loop',
   'node-cb': 'their callback form on the libuv threadpool, every item in flight',
   'node-pool': 'worker_threads, one per core; the batch split evenly (one joined string each); values back by structured clone',
+  'cs-js': 'the same calls with CELERY_SIGN_BACKEND=js (no native binary): worker_threads, one per core, in a child process, timed there',
   python: "Celery's own SecureSerializer in one Python process, timed inside Python",
 };
 
