@@ -45,9 +45,11 @@ function isMusl() {
 
 const linuxGnu = process.platform === 'linux' && !isMusl();
 const rustArch = { x64: 'x86_64', arm64: 'aarch64' }[process.arch];
-const napi = join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'napi.cmd' : 'napi');
+// node_modules/.bin/napi is a link to this file; running it with this node
+// avoids the .cmd shim (and a shell) on Windows.
+const napi = join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js');
 if (!existsSync(napi)) {
-  console.error('build-native: node_modules/.bin/napi is missing: run `npm ci` (or scripts/setup.sh) first');
+  console.error('build-native: @napi-rs/cli is not installed: run `npm ci` (or scripts/setup.sh) first');
   process.exit(1);
 }
 
@@ -96,7 +98,7 @@ if (linuxGnu && !hostGlibc) {
 args.push('--', '--locked');
 
 console.log(`build-native: napi ${args.join(' ')}`);
-const r = spawnSync(napi, args, { cwd: root, env, stdio: 'inherit', shell: process.platform === 'win32' });
+const r = spawnSync(process.execPath, [napi, ...args], { cwd: root, env, stdio: 'inherit' });
 if (r.status !== 0) {
   console.error(`build-native: napi build failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})`);
   process.exit(1);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole set-up on a fresh machine (Debian/Ubuntu with Node.js >= 20, npm,
 # Rust via rustup, Python 3 and a C compiler): system packages, the npm
-# dependencies, the Python environments of the interop suite, and the build
-# (the Rust addon with AWS-LC compiled in, then the TypeScript).
+# dependencies, the Python environments of the interop suite, the build tools
+# (.venv-build: cargo-zigbuild and zig, for the glibc 2.17 Linux binary), and
+# the build (the Rust addon with AWS-LC compiled in, then the TypeScript).
 # Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +52,7 @@ bash scripts/setup-python.sh
 # the C compiler and linker, both pinned, from PyPI, in .venv-build.
 BUILD_VENV="$ROOT/.venv-build"
 BUILD_PINS="cargo-zigbuild==0.24.1 ziglang==0.14.1"
-if [ "$(uname -s)" = Linux ] && ! ldd --version 2>&1 | grep -qi musl; then
+if [ "$(node -p 'process.platform === "linux" && Boolean(process.report.getReport().header.glibcVersionRuntime)')" = true ]; then
   want="$(printf '%s\n%s\n' "$BUILD_PINS" "$(python3 -c 'import sys; print(sys.version)')" | sha256sum | cut -d' ' -f1)"
   have="$(cat "$BUILD_VENV/.celery-sign-build.sha256" 2>/dev/null || true)"
   if [ "$have" != "$want" ] || ! "$BUILD_VENV/bin/cargo-zigbuild" --version >/dev/null 2>&1 \
