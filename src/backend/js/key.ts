@@ -24,7 +24,7 @@ import {
   sign as cryptoSign,
   type KeyObject,
 } from 'node:crypto';
-import { Cbs, bitLength, equalBytes, readTlv } from './der.js';
+import { Cbs, bitLength, equalBytes, isValidInteger } from './der.js';
 import { digestFromName, type DigestName } from './digest.js';
 import { fail } from './errors.js';
 import { firstBlock } from './pem.js';
@@ -917,7 +917,8 @@ function parsePkcs8(der: Uint8Array): Loaded {
     return key === undefined ? { kind: 'bad' } : { kind: 'rsa', key, pss };
   }
   // Another algorithm AWS-LC knows: refused as non-RSA when it parses at all.
-  if (!OTHER_KEY_OIDS.some((o) => equalBytes(oid, o))) return { kind: 'bad' };
+  // (DH has no private-key decoder in AWS-LC.)
+  if (!OTHER_KEY_OIDS.some((o) => equalBytes(oid, o)) || equalBytes(oid, OTHER_KEY_OIDS[4]!)) return { kind: 'bad' };
   if (equalBytes(oid, OTHER_KEY_OIDS[0]!)) {
     if (hasPub) return { kind: 'bad' };
     const curve = alg.peekTag(0x06) ? curveOf(alg) : undefined;
@@ -932,6 +933,57 @@ function parsePkcs8(der: Uint8Array): Loaded {
   }
   const key = nodeKey(element, 'pkcs8');
   return key === undefined ? { kind: 'bad' } : { kind: 'other' };
+}
+
+/** `c2i_ASN1_OBJECT`'s checks: non-empty, no 0x80-led sub-identifier, the last one ended. */
+function validOid(b: Uint8Array): boolean {
+  if (b.length === 0 || b[b.length - 1]! & 0x80) return false;
+  for (let i = 0; i < b.length; i++) if (b[i] === 0x80 && (i === 0 || !(b[i - 1]! & 0x80))) return false;
+  return true;
+}
+
+/** `X509_ALGOR`: SEQUENCE { OBJECT, ANY OPTIONAL }. */
+function templateAlgorOk(c: Cbs): boolean {
+  const body = c.get(0x30);
+  if (body === undefined) return false;
+  const a = new Cbs(body);
+  const oid = a.get(0x06);
+  if (oid === undefined || !validOid(oid)) return false;
+  if (a.length !== 0 && a.getAny() === undefined) return false;
+  return a.length === 0;
+}
+
+/**
+ * `d2i_PKCS8_PRIV_KEY_INFO`, the template the clear `PRIVATE KEY` label goes
+ * through before `EVP_parse_private_key`: version, algorithm, key,
+ * `[0] IMPLICIT SET OF Attribute` optional, nothing else (no v2 public key).
+ */
+function templatePkcs8Ok(der: Uint8Array): boolean {
+  const outer = new Cbs(der);
+  const body = outer.get(0x30);
+  if (body === undefined) return false;
+  const p = new Cbs(body);
+  const version = p.get(0x02);
+  if (version === undefined || !isValidInteger(version)) return false;
+  if (!templateAlgorOk(p)) return false;
+  if (p.get(0x04) === undefined) return false;
+  if (p.peekTag(0xa0)) {
+    const attrBytes = p.get(0xa0);
+    if (attrBytes === undefined) return false;
+    const attrs = new Cbs(attrBytes);
+    while (attrs.length !== 0) {
+      const attr = attrs.get(0x30);
+      if (attr === undefined) return false;
+      const a = new Cbs(attr);
+      const oid = a.get(0x06);
+      if (oid === undefined || !validOid(oid)) return false;
+      const set = a.get(0x31);
+      if (set === undefined || a.length !== 0) return false;
+      const values = new Cbs(set);
+      while (values.length !== 0) if (values.getAny() === undefined) return false;
+    }
+  }
+  return p.length === 0;
 }
 
 /** `PEM_read_bio_PrivateKey` on the block, with the core's password callback. */
@@ -950,7 +1002,7 @@ function loadPem(block: Uint8Array, password: Uint8Array | null): Loaded {
   }
   switch (read.name) {
     case 'PRIVATE KEY':
-      return parsePkcs8(data);
+      return templatePkcs8Ok(data) ? parsePkcs8(data) : { kind: 'bad' };
     case 'ENCRYPTED PRIVATE KEY': {
       // X509_SIG: SEQUENCE { AlgorithmIdentifier, OCTET STRING }
       const outer = new Cbs(data);
@@ -960,7 +1012,10 @@ function loadPem(block: Uint8Array, password: Uint8Array | null): Loaded {
       const alg = s.get(0x30);
       const ct = alg === undefined ? undefined : s.get(0x04);
       if (alg === undefined || ct === undefined || s.length !== 0) return { kind: 'bad' };
-      return parsePkcs8(pbeDecrypt(alg, pass, ct));
+      // PKCS8_decrypt re-encodes the key (EVP_PKEY2PKCS8): AWS-LC has no
+      // encoder for RSA-PSS keys, so an encrypted id-RSASSA-PSS key fails.
+      const loaded = parsePkcs8(pbeDecrypt(alg, pass, ct));
+      return loaded.kind === 'rsa' && loaded.key.asymmetricKeyType === 'rsa-pss' ? { kind: 'bad' } : loaded;
     }
     case 'RSA PRIVATE KEY': {
       const rsa = parseRsaPrivateKey(new Cbs(data));
