@@ -5,18 +5,24 @@
  *
  * Why worker threads and not the callback form of `crypto.verify` (the libuv
  * threadpool): measured on the 2-core development machine, 4096 x 512 B JSON
- * bodies, RSA-2048/SHA-256, the same envelope code, results decoded on the
- * main thread as the facade does (three rounds each, interleaved, the machine
- * shared with other work; medians):
- *   - callback form, every item in flight (UV_THREADPOOL_SIZE 4):  54,600/s
- *     (other rounds 17,800 and 22,200 under load)
- *   - worker_threads, one per core, chunks of 256 pipelined:       57,700/s
+ * bodies, RSA-2048/SHA-256, the same envelope code in both, the bodies
+ * decoded on the main thread as the facade does (a same-run prototype, three
+ * rounds each, interleaved; the machine shared with other work, so the
+ * quietest round is the telling one):
+ *   - callback form, every item in flight (UV_THREADPOOL_SIZE 4): 54,600/s
+ *     (17,800 and 22,200 in busier rounds)
+ *   - worker_threads, one per core, chunks of 256 pipelined:      57,700/s
  *     (19,700 and 30,300)
- *   - worker_threads, the whole batch split once across them:      58,700/s
+ *   - worker_threads, the whole batch split once across them:     58,700/s
  * Beyond the small lead, the workers also take the envelope's base64 and
  * parsing off the event loop (the callback form can only move the RSA
  * operation), and they leave the libuv threadpool to fs and dns instead of
- * queueing 4096 jobs in front of them.
+ * queueing 4096 jobs in front of them. Through the facade, in one run of
+ * `npm run bench -- --quick --only cs-many,cs-js,node-cb,node-pool` (load
+ * average 4 on the 2 cores), deserializeMany of 4096 on this fallback did
+ * 56,100/s, node:crypto's callback form 39,400/s, the bench's worker_threads
+ * pool 45,600/s and the native binding 107,700/s; serializeMany 6,790/s
+ * (callback form 6,290/s, pool 5,950/s, native 7,100/s).
  *
  * The pool is started lazily (no thread until the first batch), sized by
  * `setThreads` (default: `CELERY_SIGN_THREADS`, else the cores), and its

@@ -56,8 +56,9 @@ function asRefusal(err: unknown): Refusal {
   return new Refusal('ERR_MALFORMED_PAYLOAD', `Unable to process the item: ${err instanceof Error ? err.message : String(err)}`);
 }
 
-/** Scratch room to decode one payload into, grown as needed. */
-let scratch = Buffer.allocUnsafe(64 * 1024);
+/** Scratch room to decode one payload into, grown as needed (and shrunk back after a job). */
+const SCRATCH_KEEP = 64 * 1024;
+let scratch = Buffer.allocUnsafe(SCRATCH_KEEP);
 
 function open(job: OpenJob): void {
   let entry = stores.get(job.storeId);
@@ -124,6 +125,8 @@ function open(job: OpenJob): void {
     meta[m + 1] = strings.push(r.message) - 1;
     at = end;
   }
+  // A large payload's room is not kept for the next job.
+  if (scratch.length > SCRATCH_KEEP) scratch = Buffer.allocUnsafe(SCRATCH_KEEP);
   // An own ArrayBuffer (allocUnsafeSlow), so it can be transferred.
   const reply: FromWorker = { id: job.id, op: 'open', meta, strings, buffer: bodies.buffer as ArrayBuffer, used: w };
   port!.postMessage(reply, [meta.buffer, bodies.buffer as ArrayBuffer]);
