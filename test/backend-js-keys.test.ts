@@ -863,3 +863,30 @@ test('PKCS#8 structure variants: versions, attributes, a v2 public key, the RSA 
   }
   t.regex(outcome(() => jsKey(toPem('PRIVATE KEY', cases['X.500 rsa OID']!))), /^ok 1024$/);
 });
+
+test('public exponents: AWS-LC limits e to 33 bits, odd; keys and certificates alike', (t) => {
+  t.timeout(120_000);
+  if (!opensslAvailable()) {
+    t.pass('no openssl CLI');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'cs-exp-'));
+  try {
+    for (const e of ['3', '65535', '4294967297', '8589934591', '8589934593']) {
+      const kf = join(dir, `${e}.key`);
+      const cf = join(dir, `${e}.crt`);
+      try {
+        execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024', '-pkeyopt', `rsa_keygen_pubexp:${e}`, '-out', kf], { stdio: 'pipe' });
+        execFileSync('openssl', ['req', '-x509', '-key', kf, '-subj', `/CN=e ${e}`, '-days', '30', '-out', cf], { stdio: 'pipe' });
+      } catch {
+        t.log(`openssl cannot make e=${e}`);
+        continue;
+      }
+      sameKey(t, readFileSync(kf), null, `key e=${e}`);
+      sameCert(t, readFileSync(cf), `cert e=${e}`);
+    }
+    t.regex(outcome(() => jsKey(readFileSync(join(dir, '8589934593.key')))), /could not parse/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
