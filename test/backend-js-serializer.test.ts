@@ -156,7 +156,8 @@ function tryIt<T>(f: () => T): { ok: true; value: T } | { ok: false; message: st
     return { ok: true, value: f() };
   } catch (err) {
     // napi's own status, when it is InvalidArg (a refusal's GenericFailure is not part of the interface).
-    const code = (err as { code?: string }).code === 'InvalidArg' ? 'InvalidArg|' : '';
+    const status = (err as { code?: string }).code;
+    const code = status !== undefined && status !== 'GenericFailure' && !status.startsWith('ERR_') ? `${status}|` : '';
     return { ok: false, message: `${code}${(err as Error).message}` };
   }
 }
@@ -515,6 +516,28 @@ test('openPacked: lengths past the data and a missing store are refused as nativ
   });
   t.deepEqual(outcomes[1], outcomes[0]);
   t.true(outcomes[0]!.every((o) => !o.ok && o.message.startsWith('InvalidArg|')));
+});
+
+test('arguments of the wrong type are refused as napi refuses them', (t) => {
+  const outcomes = [N, J].map((side) => {
+    const v = verifier(side, { digest: 'sha256', max: -1 });
+    const s = sealWith(side, 'rsa2048', 'sha256', 'celery-5.5');
+    const any = (x: unknown) => x as never;
+    return [
+      tryIt(() => v.open(any('x'))),
+      tryIt(() => v.open(any(null))),
+      tryIt(() => v.openAsync(any(5))),
+      tryIt(() => v.openPacked(any('x'), new Uint32Array(0), [])),
+      tryIt(() => v.openPacked(Buffer.alloc(0), any([1]), [])),
+      tryIt(() => v.openPacked(Buffer.alloc(0), new Uint32Array(0), any('x'))),
+      tryIt(() => s.seal(any(1), 'b', Buffer.alloc(1))),
+      tryIt(() => s.seal('a', 'b', any('x'))),
+      tryIt(() => s.sealMany('a', 'b', any(['x']))),
+      tryIt(() => s.sealMany('a', 'b', any('x'))),
+      tryIt(() => new side.b.NativeSerializer(any({}), null, null, 'sha256', 'celery-5.5', -1)),
+    ].map((o) => (o.ok ? 'ok' : o.message));
+  });
+  t.deepEqual(outcomes[1], outcomes[0]);
 });
 
 test('the constructor refuses what the native one refuses, with the same messages', (t) => {

@@ -43,6 +43,32 @@ import { JsCertStore } from './store.js';
 /** Numbers an item in `OpenedBatch.meta`. */
 const STRIDE = 9;
 
+// Arguments of the wrong type are refused as napi refuses them (its status as `code`).
+
+function napiError(code: string, message: string): never {
+  const err = new Error(message) as Error & { code: string };
+  err.code = code;
+  throw err;
+}
+
+function bytesArg(v: unknown): Uint8Array {
+  return v instanceof Uint8Array ? v : invalidArg('Get TypedArray info failed');
+}
+
+function lengthsArg(v: unknown): Uint32Array {
+  return v instanceof Uint32Array ? v : invalidArg('Get TypedArray info failed');
+}
+
+function arrayArg<T>(v: unknown): T[] {
+  return Array.isArray(v) ? (v as T[]) : napiError('ArrayExpected', 'Failed to get Array length');
+}
+
+function stringArg(v: unknown): string {
+  if (typeof v === 'string') return v;
+  const type = v === null ? 'Null' : v === undefined ? 'Undefined' : (typeof v)[0]!.toUpperCase() + (typeof v).slice(1);
+  return napiError('StringExpected', `Failed to convert JavaScript value \`${type} ${String(v)} \` into rust type \`String\``);
+}
+
 function statusOf(code: CoreErrorCode): number {
   return CORE_ERROR_CODES.indexOf(code) + 1;
 }
@@ -102,9 +128,9 @@ export class JsSerializer {
   ) {
     const format = wireFormatFromName(wireFormat);
     if (format === undefined) invalidArg("wireFormat must be 'celery-5.5' or 'celery-5.4'");
-    if (key != null && !(key instanceof JsPrivateKey)) invalidArg('key must be a NativePrivateKey');
-    if (cert != null && !(cert instanceof JsCertificate)) invalidArg('cert must be a NativeCertificate');
-    if (store != null && !(store instanceof JsCertStore)) invalidArg('store must be a NativeCertStore');
+    if (key != null && !(key instanceof JsPrivateKey)) invalidArg('Failed to recover `NativePrivateKey` type from napi value');
+    if (cert != null && !(cert instanceof JsCertificate)) invalidArg('Failed to recover `NativeCertificate` type from napi value');
+    if (store != null && !(store instanceof JsCertStore)) invalidArg('Failed to recover `NativeCertStore` type from napi value');
     this.#signing = key != null && cert != null ? { key, signerId: cert.id } : null;
     this.#store = store ?? null;
     this.#digest = digestFromName(digestName);
@@ -122,14 +148,16 @@ export class JsSerializer {
 
   /** Signs and packs one body on the calling thread. */
   seal(contentType: string, contentEncoding: string, body: Uint8Array): string {
+    const [ct, enc, b] = [stringArg(contentType), stringArg(contentEncoding), bytesArg(body)];
     const s = this.#needSigning();
-    return seal(s.key, s.signerId, this.#digest, this.#format, contentType, contentEncoding, body);
+    return seal(s.key, s.signerId, this.#digest, this.#format, ct, enc, b);
   }
 
   /** Signs and packs one body on a worker thread. */
   sealAsync(contentType: string, contentEncoding: string, body: Uint8Array): Promise<string> {
+    const [ct, enc, b] = [stringArg(contentType), stringArg(contentEncoding), bytesArg(body)];
     const s = this.#needSigning();
-    return this.#sealOn(s, contentType, contentEncoding, [body], true).then((batch) => {
+    return this.#sealOn(s, ct, enc, [b], true).then((batch) => {
       if (batch.errors.length > 0) throw refusal(CORE_ERROR_CODES[batch.errors[1]! - 1]!, batch.messages[batch.errors[2]!]!);
       return batch.payloads[0]!;
     });
@@ -137,8 +165,10 @@ export class JsSerializer {
 
   /** Signs and packs a batch of bodies over the worker threads; `errors` has `[index, status, messageIdx]` triples. */
   sealMany(contentType: string, contentEncoding: string, bodies: Uint8Array[]): Promise<SealedBatch> {
+    const [ct, enc] = [stringArg(contentType), stringArg(contentEncoding)];
+    const list = arrayArg<unknown>(bodies).map(bytesArg);
     const s = this.#needSigning();
-    return this.#sealOn(s, contentType, contentEncoding, bodies);
+    return this.#sealOn(s, ct, enc, list);
   }
 
   async #sealOn(s: Signing, contentType: string, contentEncoding: string, bodies: readonly Uint8Array[], isUrgent = false): Promise<SealedBatch> {
@@ -194,8 +224,9 @@ export class JsSerializer {
 
   /** Verifies one payload on the calling thread. */
   open(payload: Uint8Array): Opened {
+    const bytes = bytesArg(payload);
     const store = this.#needStore();
-    const u = openOne(store, this.#digest, payload, this.#maxPayload, Date.now());
+    const u = openOne(store, this.#digest, bytes, this.#maxPayload, Date.now());
     if (u instanceof Refusal) return throwRefusal(u);
     const body = u.raw.subarray(u.bodyStart, u.bodyEnd);
     return {
@@ -211,6 +242,7 @@ export class JsSerializer {
    * the event loop go to the pool together, as one batch.
    */
   openAsync(payload: Uint8Array): Promise<Opened> {
+    bytesArg(payload);
     const store = this.#needStore();
     const view = viewOf(store);
     return new Promise<Opened>((resolve, reject) => {
@@ -273,11 +305,14 @@ export class JsSerializer {
    * the workers in contiguous parts, one per thread.
    */
   openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: string[]): Promise<OpenedBatch> {
+    if (!(data instanceof Uint8Array)) invalidArg('Failed to create reference from Buffer');
+    lengthsArg(lengths);
+    const types = arrayArg<unknown>(jsonTypes).map(stringArg);
     let total = 0;
     for (let i = 0; i < lengths.length; i++) total += lengths[i]!;
     if (total > data.length) invalidArg('lengths add up to more than the data');
     const store = this.#needStore();
-    return this.#openBatch(viewOf(store), data, lengths, [...jsonTypes]);
+    return this.#openBatch(viewOf(store), data, lengths, types);
   }
 
   async #openBatch(view: StoreView, data: Uint8Array, lengths: Uint32Array, jsonTypes: string[], isUrgent = false): Promise<OpenedBatch> {
