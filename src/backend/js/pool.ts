@@ -252,7 +252,14 @@ class Slot {
   }
 
   post(task: Task): void {
-    const w = this.ensure();
+    let w: Worker;
+    try {
+      w = this.ensure();
+    } catch (err) {
+      // No thread to be had (resource limits): this job fails, the next ones try again.
+      task.settle({ op: 'failed', message: `no worker thread could be started (${(err as Error).message})` });
+      return;
+    }
     const { msg, transfer } = task.make(this);
     this.pending.set(msg.id, { settle: task.settle });
     if (this.pending.size === 1) w.ref();
@@ -297,7 +304,13 @@ function pump(): void {
     threadCount();
     // Single calls: their own thread once it is up (started at the first
     // one), until then any pool thread that is up and has room.
-    if (urgent.length > 0) single.ensure();
+    if (urgent.length > 0) {
+      try {
+        single.ensure();
+      } catch {
+        // Then on the pool's threads (post reports it if none starts either).
+      }
+    }
     while (urgent.length > 0) {
       const slot = single.ready && single.pending.size < MAX_OUT ? single : (roomiest(true) ?? (single.pending.size < MAX_OUT ? single : null));
       if (slot === null) break;
