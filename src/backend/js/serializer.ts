@@ -244,6 +244,9 @@ export class JsSerializer {
   openAsync(payload: Uint8Array): Promise<Opened> {
     bytesArg(payload);
     const store = this.#needStore();
+    // Refused before it is copied.
+    const tooLarge = checkSize(payload.length, this.#maxPayload);
+    if (tooLarge !== null) return Promise.reject(refusal(tooLarge.code, tooLarge.message));
     const view = viewOf(store);
     return new Promise<Opened>((resolve, reject) => {
       // Copied now, as the native side does: the caller may reuse its buffer.
