@@ -46,8 +46,8 @@ function packageAsBuilt(t: { teardown(fn: () => void): void }): string {
 const PROGRAM = `
 const c = require('celery-sign');
 const { readFileSync } = require('node:fs');
-const key = new c.PrivateKey(readFileSync(process.argv[1]));
-const cert = new c.Certificate(readFileSync(process.argv[2]));
+const key = new c.PrivateKey(readFileSync(process.argv[2]));
+const cert = new c.Certificate(readFileSync(process.argv[3]));
 const s = new c.SecureSerializer({ key, cert, store: new c.CertStore([cert]) });
 console.log(JSON.stringify({ backend: c.backend, value: s.deserialize(s.serialize({ a: [1, 'two'] })) }));
 `;
