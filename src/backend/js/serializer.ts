@@ -338,8 +338,9 @@ export class JsSerializer {
       at += len;
       offsets[i + 1] = at;
     }
-    // A verification costs about 0.02 ms (RSA-2048): parts of 8 to 64.
-    const parts = partsFor(eligible.length, 8, 64);
+    // A verification costs about 0.02 ms (RSA-2048): parts of 8 to 256 items (to 64 for
+    // single calls, which may spill over onto the pool threads).
+    const parts = partsFor(eligible.length, 8, isUrgent ? 64 : 256);
     const per = Math.ceil(eligible.length / parts);
     const jobs: Promise<OpenReply | JobFailure>[] = [];
     const members: number[][] = [];
