@@ -131,6 +131,17 @@ function decodeLoose(src: Uint8Array, start: number, end: number, out: Uint8Arra
   return decodeStrict(kept, 0, k, out, at);
 }
 
+/** Room for the usual signer id (the core decodes ids of up to 1364 characters on its stack too). */
+const idScratch = Buffer.allocUnsafeSlow(1024);
+
+/** The strict decode of `raw[0..end]` into a scratch buffer (valid until the next call), or null. */
+function decodeSignerId(raw: Uint8Array, end: number): Buffer | null {
+  const cap = decodeCapacity(end);
+  if (cap > idScratch.length) return decodeToBuffer(raw, 0, end);
+  const n = decodeStrict(raw, 0, end, idScratch, 0);
+  return n < 0 ? null : idScratch.subarray(0, n);
+}
+
 /** `B64.decode_to_vec`: a fresh buffer, or null when the text is refused. */
 function decodeToBuffer(src: Uint8Array, start: number, end: number): Buffer | null {
   const out = Buffer.allocUnsafe(decodeCapacity(end - start));
@@ -140,6 +151,12 @@ function decodeToBuffer(src: Uint8Array, start: number, end: number): Buffer | n
 
 // ---------------------------------------------------------------------------------------------
 // Sealing
+
+/** Whether `b[start..end]` is UTF-8: ASCII (the usual content type) checked here, the rest by `isUtf8`. */
+function textAt(b: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (b[i]! >= 0x80) return isUtf8(b.subarray(start, end));
+  return true;
+}
 
 /** Position of the first `\x00\x01` in `hay[from..]`, or -1. */
 function findSep(hay: Buffer, from = 0): number {
@@ -309,8 +326,9 @@ export function openUnverified<C extends EnvelopeSigner>(
   const first = findSep(raw);
   if (first < 0) return malformed(TOO_FEW);
 
-  // 5.5: the first field is base64 of the signer id.
-  const id55 = decodeToBuffer(raw, 0, first);
+  // 5.5: the first field is base64 of the signer id (decoded into a scratch
+  // buffer: only looked up, or shown in the refusal right away).
+  const id55 = decodeSignerId(raw, first);
   const v55 = id55 === null ? undefined : store.lookup(id55);
 
   let signer: C;
@@ -352,7 +370,7 @@ export function openUnverified<C extends EnvelopeSigner>(
   if (format === 'celery-5.4' && findSep(raw, bodyStart) >= 0) {
     return malformed('the payload has too many fields for the celery-5.4 wire format');
   }
-  if (!isUtf8(raw.subarray(restStart, s1)) || !isUtf8(raw.subarray(s1 + 2, s2))) {
+  if (!textAt(raw, restStart, s1) || !textAt(raw, s1 + 2, s2)) {
     return malformed('the content type or encoding is not UTF-8');
   }
 
@@ -414,12 +432,31 @@ export function throwRefusal(r: Refusal): never {
  */
 export class Snapshot<C extends EnvelopeSigner> implements EnvelopeStore<C> {
   readonly #byId = new Map<string, C>();
+  /** The last id found, as bytes, and its certificate: a batch mostly has one signer. */
+  #lastId: Buffer | null = null;
+  #last: C | undefined;
   constructor(certs: Iterable<C>) {
     for (const c of certs) if (!this.#byId.has(c.id)) this.#byId.set(c.id, c);
   }
   lookup(id: Uint8Array): C | undefined {
+    const last = this.#lastId;
+    if (last !== null && last.length === id.length) {
+      let same = true;
+      for (let i = 0; i < id.length; i++) {
+        if (last[i] !== id[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.#last;
+    }
     if (this.#byId.size === 0 || !isUtf8(id)) return undefined;
-    return this.#byId.get(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('utf8'));
+    const found = this.#byId.get(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('utf8'));
+    if (found !== undefined) {
+      this.#lastId = Buffer.from(id);
+      this.#last = found;
+    }
+    return found;
   }
 }
 
