@@ -17,12 +17,14 @@
  * Beyond the small lead, the workers also take the envelope's base64 and
  * parsing off the event loop (the callback form can only move the RSA
  * operation), and they leave the libuv threadpool to fs and dns instead of
- * queueing 4096 jobs in front of them. Through the facade, in one run of
- * `npm run bench -- --quick --only cs-many,cs-js,node-cb,node-pool` (load
- * average 4 on the 2 cores), deserializeMany of 4096 on this fallback did
- * 56,100/s, node:crypto's callback form 39,400/s, the bench's worker_threads
- * pool 45,600/s and the native binding 107,700/s; serializeMany 6,790/s
- * (callback form 6,290/s, pool 5,950/s, native 7,100/s).
+ * queueing 4096 jobs in front of them. Through the facade, `npm run bench --
+ * --quick --only cs-many,cs-js,node-cb,node-pool`, 17 runs on the shared
+ * machine: deserializeMany of 4096 on this fallback 25,300-60,400/s (median
+ * 51,300), node:crypto's callback form 32,000-64,400/s (52,900), the bench's
+ * pool 26,500-54,900/s (48,500), native 105,200-175,600/s (140,100); the
+ * fallback vs the best of the two node:crypto peers of the same run
+ * 0.72x-1.23x, median 0.88x. serializeMany 3,460-7,310/s (6,940), callback
+ * form 7,010, pool 7,040, native 7,660 (medians).
  *
  * The pool is started lazily (no thread until the first batch), sized by
  * `setThreads` (default: `CELERY_SIGN_THREADS`, else the cores), and its
@@ -176,19 +178,29 @@ function spawn(workerData: WorkerInit): Worker {
 
 /** What a worker is started with. */
 export interface WorkerInit {
-  /** The thread's nice value (Linux), so that the event loop's thread preempts it. */
+  /** The thread's nice value (Linux; 0 leaves it as it is). */
   nice: number;
 }
 
 /**
- * The batch threads' nice value: `CELERY_SIGN_NICE` (0 to 19), else 5, as
- * the core's pool threads (crates/core/src/batch.rs): with as many threads as
- * cores, the thread that runs the event loop then preempts them as soon as it
- * has work.
+ * The batch threads' nice value: `CELERY_SIGN_NICE` (0 to 19), else 0. The
+ * core runs its pool threads at 5 so that the event loop's thread preempts
+ * them (a lower p99 event-loop delay); measured here, the same helps the
+ * fallback's event loop a little (p99 3.2-3.6 ms instead of 4.6-5.5 ms,
+ * batches of 4096 back to back) but costs it throughput wherever other
+ * processes want the CPU, since its peers (the libuv threadpool, a user's own
+ * worker_threads) run at 0: in the same-run quick bench on the shared 2-core
+ * machine, deserializeMany of 4096 vs the best pure-Node peer, median of the
+ * runs, 0.85x at nice 5 (10 runs) and 0.95x at nice 0 (7 runs). The fallback
+ * is the slow path: throughput first. (CPU time an item, the same 4096 x
+ * 512 B: this fallback 36-40 us, node:crypto's callback form 42 us, the
+ * bench's worker_threads pool 34-40 us, native 11.7 us: the gap that remains
+ * is the CPU share of 2 + 1 threads against the callback form's 4 + 1 when
+ * other processes want the cores.)
  */
 function wantedNice(): number {
   const n = Number.parseInt((process.env.CELERY_SIGN_NICE ?? '').trim(), 10);
-  return Number.isSafeInteger(n) ? Math.min(19, Math.max(0, n)) : 5;
+  return Number.isSafeInteger(n) ? Math.min(19, Math.max(0, n)) : 0;
 }
 
 /** Jobs a worker is given at once: one it works on, one waiting in its port (no idle gap between them). */
@@ -196,7 +208,7 @@ const MAX_OUT = 2;
 
 class Slot {
   worker: Worker | null = null;
-  /** The thread's nice value: batch threads yield to the event loop, the single calls' thread does not. */
+  /** The thread's nice value (see `wantedNice`; the single calls' thread always 0). */
   readonly nice: number;
   readonly pending = new Map<number, Pending>();
   /** Store id -> the version this worker has. */

@@ -25,7 +25,7 @@ const port = parentPort;
 if (port === null) throw new Error('celery-sign: src/backend/js/worker is a worker thread entry');
 
 // Lower this thread's priority (Linux, where nice is per thread; best effort:
-// a failure leaves it as it was), as the core does for its pool threads.
+// a failure leaves it as it was) when asked to (CELERY_SIGN_NICE, see pool.ts).
 {
   const nice = (workerData as WorkerInit | undefined)?.nice ?? 0;
   if (nice > 0 && process.platform === 'linux') {
