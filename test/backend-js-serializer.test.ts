@@ -73,8 +73,11 @@ test('both sides see the same certificates', (t) => {
     t.deepEqual([b.id, b.issuer, b.serial, b.notAfterMs, b.bits], [a.id, a.issuer, a.serial, a.notAfterMs, a.bits], name);
   }
   t.is(J.store.size, N.store.size);
-  t.deepEqual(js.errorCodes(), native.errorCodes());
   t.is(js.pollQueued(false), 0);
+});
+
+test('errorCodes: the list of the built binary (both read the core\'s ErrorCode::ALL; a binary older than the sources differs)', (t) => {
+  t.deepEqual(js.errorCodes(), native.errorCodes());
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -672,7 +675,7 @@ test.serial('a worker that dies mid-batch: its items are refused once each, the 
   for (const r of results) {
     if (r.ok) continue;
     refused++;
-    t.regex(r.error, /^ERR_BAD_SIGNATURE: Bad signature: not verified, the worker thread stopped/);
+    t.regex(r.error, /^ERR_(INTERNAL|BAD_SIGNATURE): internal error in celery-sign's node:crypto fallback: the worker thread stopped .*; the payload was not verified$/);
   }
   t.true(refused > 0, 'the kill came while the batch was out');
   // Replaced: the next batch is whole.
@@ -687,7 +690,7 @@ test.serial('a worker that dies mid-batch: its items are refused once each, the 
   t.is(sealed.payloads.length, 64);
   for (let e = 0; e < sealed.errors.length; e += 3) {
     t.is(sealed.payloads[sealed.errors[e]!], '');
-    t.regex(sealed.messages[sealed.errors[e + 2]!]!, /^Unable to sign data: the worker thread stopped/);
+    t.regex(sealed.messages[sealed.errors[e + 2]!]!, /^internal error in celery-sign's node:crypto fallback: the worker thread stopped .*; the body was not signed$/);
   }
   t.is(new Set(sealed.errors.filter((_, k) => k % 3 === 0)).size, sealed.errors.length / 3);
 });

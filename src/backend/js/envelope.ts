@@ -22,7 +22,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { constants, sign as nodeSign, type KeyObject } from 'node:crypto';
-import type { CoreErrorCode } from '../codes.js';
+import { CORE_ERROR_CODES, type CoreErrorCode } from '../codes.js';
 import type { DigestName } from './digest.js';
 import { displayBytes, fail } from './errors.js';
 
@@ -264,6 +264,19 @@ export class Refusal {
     readonly code: CoreErrorCode,
     readonly message: string,
   ) {}
+}
+
+/**
+ * The core's `ERR_INTERNAL` where its code list has it (not a refusal of the
+ * input: the call could not be completed), else the refusal `fallback`.
+ */
+export function internalCode(fallback: CoreErrorCode): CoreErrorCode {
+  return (CORE_ERROR_CODES as readonly string[]).includes('ERR_INTERNAL') ? ('ERR_INTERNAL' as CoreErrorCode) : fallback;
+}
+
+/** What an item gets that could not be processed at all (a worker that stopped, a bug). */
+export function internalRefusal(what: string, fallback: CoreErrorCode): Refusal {
+  return new Refusal(internalCode(fallback), `internal error in celery-sign's node:crypto fallback: ${what}`);
 }
 
 function malformed(msg: string): Refusal {

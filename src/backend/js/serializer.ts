@@ -19,6 +19,7 @@ import { digestFromName, type DigestName } from './digest.js';
 import {
   DEFAULT_MAX_PAYLOAD,
   checkSize,
+  internalRefusal,
   openOne,
   Refusal,
   seal,
@@ -73,13 +74,17 @@ function statusOf(code: CoreErrorCode): number {
   return CORE_ERROR_CODES.indexOf(code) + 1;
 }
 
-/** What a batch item gets when the worker that had it stopped: refused, never verified. */
+/**
+ * What a batch item gets when the worker that had it stopped: `ERR_INTERNAL`
+ * (the core's code for a call that could not be completed), never verified
+ * nor signed; where the core has no such code, a refusal.
+ */
 function notVerified(f: JobFailure): Refusal {
-  return new Refusal('ERR_BAD_SIGNATURE', `Bad signature: not verified, ${f.message}`);
+  return internalRefusal(`${f.message}; the payload was not verified`, 'ERR_BAD_SIGNATURE');
 }
 
 function notSigned(f: JobFailure): Refusal {
-  return new Refusal('ERR_INVALID_KEY', `Unable to sign data: ${f.message}`);
+  return internalRefusal(`${f.message}; the body was not signed`, 'ERR_INVALID_KEY');
 }
 
 /** A store's current version and certificates, made once per version. */

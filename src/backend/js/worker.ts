@@ -18,7 +18,7 @@ import type { CoreErrorCode } from '../codes.js';
 import { CORE_ERROR_CODES } from '../codes.js';
 import { JsCertificate } from './cert.js';
 import type { DigestName } from './digest.js';
-import { BAD_SIGNATURE, decodeCapacity, openUnverified, Refusal, seal, signPss, Snapshot } from './envelope.js';
+import { BAD_SIGNATURE, decodeCapacity, internalRefusal, openUnverified, Refusal, seal, signPss, Snapshot } from './envelope.js';
 import type { FromWorker, OpenJob, SealJob, ToWorker, WorkerInit } from './pool.js';
 
 const port = parentPort;
@@ -53,7 +53,7 @@ function asRefusal(err: unknown): Refusal {
   if (err instanceof Refusal) return err;
   const m = err instanceof Error ? CODE_PREFIX.exec(err.message) : null;
   if (m !== null && (CORE_ERROR_CODES as readonly string[]).includes(m[1]!)) return new Refusal(m[1] as CoreErrorCode, m[2]!);
-  return new Refusal('ERR_MALFORMED_PAYLOAD', `Unable to process the item: ${err instanceof Error ? err.message : String(err)}`);
+  return internalRefusal(err instanceof Error ? err.message : String(err), 'ERR_MALFORMED_PAYLOAD');
 }
 
 /** Scratch room to decode one payload into, grown as needed (and shrunk back after a job). */
