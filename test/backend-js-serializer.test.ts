@@ -538,6 +538,10 @@ test('arguments of the wrong type are refused as napi refuses them', (t) => {
       tryIt(() => s.sealMany('a', 'b', any(['x']))),
       tryIt(() => s.sealMany('a', 'b', any('x'))),
       tryIt(() => new side.b.NativeSerializer(any({}), null, null, 'sha256', 'celery-5.5', -1)),
+      tryIt(() => new side.b.NativeSerializer(any({}), null, null, 'sha256', 'nope', -1)),
+      tryIt(() => new side.b.NativeSerializer(null, null, null, any(1), 'celery-5.5', -1)),
+      tryIt(() => new side.b.NativeSerializer(null, null, null, 'sha256', any(undefined), -1)),
+      ...[null, true, {}, [], 1.5, 10n, Symbol('x'), () => 1].map((v) => tryIt(() => s.seal(any(v), 'b', Buffer.alloc(1)))),
     ].map((o) => (o.ok ? 'ok' : o.message));
   });
   t.deepEqual(outcomes[1], outcomes[0]);

@@ -64,10 +64,20 @@ function arrayArg<T>(v: unknown): T[] {
   return Array.isArray(v) ? (v as T[]) : napiError('ArrayExpected', 'Failed to get Array length');
 }
 
+/** How napi shows a value in a conversion error. */
+function napiShow(v: unknown): string {
+  if (v === null) return 'Null';
+  if (v === undefined) return 'Undefined';
+  if (typeof v === 'symbol') return 'Symbol';
+  if (typeof v === 'function') return 'function anonymous(..) ';
+  if (typeof v === 'object') return `Object ${Array.isArray(v) ? '[]' : '{}'}`;
+  const type = typeof v;
+  return `${type === 'bigint' ? 'BigInt' : type[0]!.toUpperCase() + type.slice(1)} ${String(v)} `;
+}
+
 function stringArg(v: unknown): string {
   if (typeof v === 'string') return v;
-  const type = v === null ? 'Null' : v === undefined ? 'Undefined' : (typeof v)[0]!.toUpperCase() + (typeof v).slice(1);
-  return napiError('StringExpected', `Failed to convert JavaScript value \`${type} ${String(v)} \` into rust type \`String\``);
+  return napiError('StringExpected', `Failed to convert JavaScript value \`${napiShow(v)}\` into rust type \`String\``);
 }
 
 function statusOf(code: CoreErrorCode): number {
@@ -131,11 +141,13 @@ export class JsSerializer {
     wireFormat: string,
     maxPayload: number,
   ) {
-    const format = wireFormatFromName(wireFormat);
-    if (format === undefined) invalidArg("wireFormat must be 'celery-5.5' or 'celery-5.4'");
+    // The arguments' types first, in order, as napi converts them before the call.
     if (key != null && !(key instanceof JsPrivateKey)) invalidArg('Failed to recover `NativePrivateKey` type from napi value');
     if (cert != null && !(cert instanceof JsCertificate)) invalidArg('Failed to recover `NativeCertificate` type from napi value');
     if (store != null && !(store instanceof JsCertStore)) invalidArg('Failed to recover `NativeCertStore` type from napi value');
+    stringArg(digestName);
+    const format = wireFormatFromName(stringArg(wireFormat));
+    if (format === undefined) invalidArg("wireFormat must be 'celery-5.5' or 'celery-5.4'");
     this.#signing = key != null && cert != null ? { key, signerId: cert.id } : null;
     this.#store = store ?? null;
     this.#digest = digestFromName(digestName);
