@@ -248,7 +248,10 @@ class Slot {
       const why = this.#error?.message ?? `exit code ${code}`;
       this.#error = null;
       const failed: JobFailure = { op: 'failed', message: `the worker thread stopped (${why})` };
-      for (const id of [...this.pending.keys()]) this.#settle(id, failed);
+      const lost = [...this.pending.values()];
+      this.pending.clear();
+      for (const p of lost) p.settle(failed);
+      pump();
     });
     this.worker = w;
     return w;
@@ -258,9 +261,15 @@ class Slot {
     const p = this.pending.get(id);
     if (p === undefined) return; // answered already
     this.pending.delete(id);
-    if (this.pending.size === 0) this.worker?.unref();
+    this.#hold();
     p.settle(reply);
     pump();
+  }
+
+  /** The thread keeps the process alive exactly while it has jobs. */
+  #hold(): void {
+    if (this.pending.size > 0) this.worker?.ref();
+    else this.worker?.unref();
   }
 
   post(task: Task): void {
@@ -274,7 +283,7 @@ class Slot {
     }
     const { msg, transfer } = task.make(this);
     this.pending.set(msg.id, { settle: task.settle });
-    if (this.pending.size === 1) w.ref();
+    this.#hold();
     try {
       w.postMessage(msg, transfer);
     } catch (err) {
