@@ -26,6 +26,11 @@
  * messages in `unacked` atomically, so a crash between the two steps cannot
  * lose a message (kombu pops and records in two round trips).
  *
+ * An entry of `unacked` that is not kombu's `[message, exchange,
+ * routing_key]` is moved to the hash `unacked_quarantine` (option
+ * `unacked_quarantine_key`; `''` drops it), reported as an error, and the
+ * restore sweep goes on with the others.
+ *
  * Results: `celery-task-meta-<id>`, written with `SETEX` (Celery's
  * `result_expires`, one day by default) and `PUBLISH`ed on the channel of the
  * same name; never written over a stored `SUCCESS`.
@@ -234,6 +239,16 @@ end
 return 1
 `);
 
+// KEYS: unacked, unacked_index[, quarantine] ; ARGV: tag, raw entry
+// Takes a malformed entry out of unacked (only if it is still the same text) and keeps it aside.
+const QUARANTINE = new Script(`
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if #KEYS >= 3 then redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) end
+return 1
+`);
+
 // KEYS: result keys ; ARGV: expires (seconds, '0' = none), value1..valueN
 // Celery's _store_result + _set: SET[EX] and PUBLISH, but never over a SUCCESS.
 const STORE_RESULTS = new Script(`
@@ -281,6 +296,12 @@ export interface RedisTransportOptions {
   unacked_mutex_key?: string;
   /** Seconds the restore lock is held at most. Default 300. */
   unacked_mutex_expire?: number;
+  /**
+   * Beyond kombu: the hash a malformed entry of `unacked` is moved to (tag ->
+   * the entry as it was). Default `'unacked_quarantine'`; `''` drops such
+   * entries (what kombu does with an entry it cannot restore).
+   */
+  unacked_quarantine_key?: string;
   /** At most this many messages restored per sweep. Default: all. */
   unacked_restore_limit?: number | null;
   /** Seconds between restore sweeps of a consumer. Default 10. */
@@ -302,6 +323,7 @@ interface Settings {
   unackedIndexKey: string;
   mutexKey: string;
   mutexExpire: number;
+  quarantineKey: string;
   restoreLimit: number | null;
   restoreInterval: number;
   brpopTimeout: number;
@@ -330,6 +352,7 @@ function settingsFrom(o: Record<string, unknown> = {}): Settings {
     unackedIndexKey: typeof o.unacked_index_key === 'string' ? o.unacked_index_key : 'unacked_index',
     mutexKey: typeof o.unacked_mutex_key === 'string' ? o.unacked_mutex_key : 'unacked_mutex',
     mutexExpire: positive(o.unacked_mutex_expire, 'unacked_mutex_expire', 300),
+    quarantineKey: typeof o.unacked_quarantine_key === 'string' ? o.unacked_quarantine_key : 'unacked_quarantine',
     restoreLimit: limit === undefined || limit === null ? null : positive(limit, 'unacked_restore_limit', 0),
     restoreInterval: positive(o.unacked_restore_interval, 'unacked_restore_interval', 10),
     brpopTimeout: Math.max(1, Math.ceil(positive(o.brpop_timeout, 'brpop_timeout', 1))),
@@ -483,6 +506,35 @@ export function parseEnvelope(item: string, queue: string, tag: string | null): 
   };
 }
 
+/** Options of {@link RedisTransport.restoreVisible} and {@link RedisTransport.restoreByTag}. */
+export interface RestoreOptions {
+  /** Hears each malformed `unacked` entry met ({@link UnrestorableEntryError}). */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * An entry of kombu's `unacked` hash that is not `[message, exchange,
+ * routing_key]`: a restore skipped it, took it out of `unacked` and
+ * `unacked_index`, and moved it to `quarantinedIn` (or dropped it: `null`).
+ */
+export class UnrestorableEntryError extends WireError {
+  /** Its field in `unacked` (the delivery tag). */
+  readonly deliveryTag: string;
+  /** The hash (with the key prefix) that now holds the entry as it was, or `null` when it was dropped. */
+  readonly quarantinedIn: string | null;
+
+  constructor(tag: string, size: number, reason: string, quarantinedIn: string | null, cause?: unknown) {
+    super(
+      'ERR_BROKER',
+      `Cannot restore the unacked entry ${JSON.stringify(tag.slice(0, 200))} (${size} bytes, ${reason}): ` +
+        (quarantinedIn === null ? 'dropped' : `moved to the hash ${JSON.stringify(quarantinedIn)}`),
+      cause === undefined ? undefined : { cause },
+    );
+    this.deliveryTag = tag;
+    this.quarantinedIn = quarantinedIn;
+  }
+}
+
 /** kombu's Redis transport: publishing and consuming with kombu's layout. */
 export class RedisTransport implements BrokerTransport {
   readonly name = 'redis';
@@ -613,7 +665,9 @@ export class RedisTransport implements BrokerTransport {
     const blocking = await connect(this.#url, this.#connectTimeout, 'celery-sign-consumer');
     const settings = { ...this.#settings };
     if (options.visibilityTimeout !== undefined) settings.visibilityTimeout = positive(options.visibilityTimeout, 'visibilityTimeout', 3600);
-    const consumer = new RedisConsumer(this, this.#client, blocking, queues, settings, () => this.#consumers.delete(consumer));
+    const consumer = new RedisConsumer(this, this.#client, blocking, queues, settings, options.onError, () =>
+      this.#consumers.delete(consumer),
+    );
     this.#consumers.add(consumer);
     consumer.startRestoring();
     return consumer;
@@ -623,13 +677,31 @@ export class RedisTransport implements BrokerTransport {
    * kombu's `QoS.restore_visible`: under the `unacked_mutex` lock, puts every
    * message delivered more than `visibility_timeout` seconds ago back on its
    * queue (at the consuming end). Returns how many were restored.
+   *
+   * An entry that is not kombu's
+   * `[message, exchange, routing_key]` is moved aside and reported to
+   * `options.onError` (without it: a process warning), and the sweep goes on.
    */
-  async restoreVisible(visibilityTimeout = this.#settings.visibilityTimeout): Promise<number> {
+  async restoreVisible(visibilityTimeout = this.#settings.visibilityTimeout, options: RestoreOptions = {}): Promise<number> {
     this.#check();
+    if (this.#closing) return 0;
+    const p = this.#sweep(visibilityTimeout, options);
+    this.#sweeps.add(p);
+    try {
+      return await p;
+    } finally {
+      this.#sweeps.delete(p);
+    }
+  }
+
+  readonly #sweeps = new Set<Promise<number>>();
+  #closing = false;
+
+  async #sweep(visibilityTimeout: number, options: RestoreOptions): Promise<number> {
     const s = this.#settings;
     const token = randomUUID();
     const mutex = this.key(s.mutexKey);
-    const got = await this.#client.set(mutex, token, 'PX', Math.round(s.mutexExpire * 1000), 'NX');
+    const got = await this.#client.set(mutex, token, 'PX', Math.max(1, Math.round(s.mutexExpire * 1000)), 'NX');
     if (got !== 'OK') return 0; // MutexHeld: someone else is restoring
     try {
       const ceil = Date.now() / 1000 - visibilityTimeout;
@@ -637,7 +709,10 @@ export class RedisTransport implements BrokerTransport {
       if (s.restoreLimit) args.push('LIMIT', 0, s.restoreLimit);
       const tags = (await this.#client.call('ZREVRANGEBYSCORE', ...args)) as string[];
       let n = 0;
-      for (const tag of tags) if (await this.restoreByTag(tag, false)) n++;
+      for (const tag of tags) {
+        if (this.#closing) break;
+        if (await this.restoreByTag(tag, false, options)) n++;
+      }
       return n;
     } finally {
       await RELEASE_LOCK.run(this.#client, [mutex], [token]).catch(() => undefined);
@@ -649,8 +724,10 @@ export class RedisTransport implements BrokerTransport {
    * `redelivered` and pushes it back on its queue: to the consuming end
    * (`RPUSH`, delivered next), or with `leftmost` to the far end (`LPUSH`, as
    * a requeueing reject does). Returns whether a message was restored.
+   * A malformed entry is moved to `unacked_quarantine` (or dropped) and
+   * reported to `options.onError` (without it: a process warning).
    */
-  async restoreByTag(tag: string, leftmost: boolean): Promise<boolean> {
+  async restoreByTag(tag: string, leftmost: boolean, options: RestoreOptions = {}): Promise<boolean> {
     const s = this.#settings;
     const unacked = this.key(s.unackedKey);
     const index = this.key(s.unackedIndexKey);
@@ -661,15 +738,31 @@ export class RedisTransport implements BrokerTransport {
     }
     let entry: unknown;
     let reviver: (v: unknown) => string = (v) => kombuDumps(v);
+    let cause: unknown;
     try {
       entry = kombuLoads(raw);
-    } catch {
-      entry = JSON.parse(raw) as unknown;
-      reviver = (v) => JSON.stringify(v);
+    } catch (err) {
+      cause = err;
+      try {
+        entry = JSON.parse(raw) as unknown;
+        reviver = (v) => JSON.stringify(v);
+      } catch {
+        entry = undefined;
+      }
     }
-    if (!Array.isArray(entry) || !isRecord(entry[0])) {
-      // Not kombu's [message, exchange, routing_key]: kombu would log and drop it.
-      await this.#client.multi().zrem(index, tag).hdel(unacked, tag).exec();
+    const reason =
+      entry === undefined
+        ? 'not JSON'
+        : !Array.isArray(entry)
+          ? 'not a list'
+          : entry.length !== 3
+            ? `a list of ${entry.length}, not 3`
+            : !isRecord(entry[0])
+              ? 'its message is not an object'
+              : null;
+    if (reason !== null) {
+      // kombu would raise out of its sweep (not JSON, not three items) or log and drop it.
+      await this.#setAside(tag, raw, reason, cause, options);
       return false;
     }
     const [payload, exchange, routingKey] = entry as [Record<string, unknown>, unknown, unknown];
@@ -680,11 +773,38 @@ export class RedisTransport implements BrokerTransport {
         payload.properties.delivery_info.redelivered = true;
       }
     }
+    let text: string;
+    try {
+      text = reviver(payload);
+    } catch (err) {
+      await this.#setAside(tag, raw, 'its message cannot be written back', err, options);
+      return false;
+    }
     const queues = await this.#lookup(typeof exchange === 'string' ? exchange : '', typeof routingKey === 'string' ? routingKey : '');
     const pri = messagePriority(payload.properties);
     const dests = queues.map((q) => this.key(this.listFor(q, pri)));
-    const res = await RESTORE.run(this.#client, [unacked, index, ...dests], [tag, reviver(payload), leftmost ? '1' : '0']);
+    const res = await RESTORE.run(this.#client, [unacked, index, ...dests], [tag, text, leftmost ? '1' : '0']);
     return res === 1;
+  }
+
+  /** Moves a malformed `unacked` entry to the quarantine hash (or drops it) and reports it. */
+  async #setAside(tag: string, raw: string, reason: string, cause: unknown, options: RestoreOptions): Promise<void> {
+    const s = this.#settings;
+    const keys = [this.key(s.unackedKey), this.key(s.unackedIndexKey)];
+    const quarantine = s.quarantineKey ? this.key(s.quarantineKey) : null;
+    if (quarantine !== null) keys.push(quarantine);
+    const moved = (await QUARANTINE.run(this.#client, keys, [tag, raw])) === 1;
+    if (!moved) return; // changed or gone meanwhile: the next sweep looks again
+    const err = new UnrestorableEntryError(tag, raw.length, reason, quarantine, cause);
+    if (options.onError) {
+      try {
+        options.onError(err);
+      } catch {
+        // a listener's failure is not the sweep's
+      }
+    } else {
+      process.emitWarning(err.message, 'CelerySignRedisWarning');
+    }
   }
 
   /** kombu's `_lookup` for the direct exchanges Celery uses; the anonymous exchange routes by key. */
@@ -699,10 +819,13 @@ export class RedisTransport implements BrokerTransport {
     return queues.length > 0 ? [...new Set(queues)] : [routingKey || exchange];
   }
 
-  /** Closes every consumer and the connection. */
+  /** Closes every consumer, stops a restore sweep in flight (it releases its lock), closes the connection. */
   async close(): Promise<void> {
     if (this.#closed) return;
     for (const c of [...this.#consumers]) await c.close();
+    // A sweep in flight stops at its next message and releases the restore lock.
+    this.#closing = true;
+    await Promise.allSettled([...this.#sweeps]);
     this.#closed = true;
     await quit(this.#client);
   }
@@ -720,6 +843,7 @@ class RedisConsumer implements BrokerConsumer {
   readonly #blocking: RedisClient;
   readonly #settings: Settings;
   readonly #cycle: string[];
+  readonly #onError: ((err: unknown) => void) | undefined;
   readonly #onClose: () => void;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -732,6 +856,7 @@ class RedisConsumer implements BrokerConsumer {
     blocking: RedisClient,
     queues: readonly string[],
     settings: Settings,
+    onError: ((err: unknown) => void) | undefined,
     onClose: () => void,
   ) {
     this.#transport = transport;
@@ -739,13 +864,30 @@ class RedisConsumer implements BrokerConsumer {
     this.#blocking = blocking;
     this.#settings = settings;
     this.#cycle = [...new Set(queues)];
+    this.#onError = onError;
     this.#onClose = onClose;
+  }
+
+  #report(err: unknown): void {
+    if (!this.#onError) return;
+    try {
+      this.#onError(err);
+    } catch {
+      // a listener's failure is not the consumer's
+    }
+  }
+
+  #restoreOptions(): RestoreOptions {
+    return this.#onError ? { onError: (e: unknown) => this.#report(e) } : {};
   }
 
   /** @internal Restores visible messages now and every `unacked_restore_interval` seconds. */
   startRestoring(): void {
     const sweep = (): void => {
-      this.#transport.restoreVisible(this.#settings.visibilityTimeout).catch(() => undefined);
+      if (this.#closed) return;
+      this.#transport.restoreVisible(this.#settings.visibilityTimeout, this.#restoreOptions()).catch((err: unknown) => {
+        if (!this.#closed) this.#report(err);
+      });
     };
     sweep();
     if (this.#settings.restoreInterval > 0) {
@@ -858,14 +1000,16 @@ class RedisConsumer implements BrokerConsumer {
   /** kombu's `QoS.reject`: requeue to the far end (`LPUSH`), or drop. */
   async reject(deliveries: readonly Delivery[], requeue: boolean): Promise<void> {
     if (!requeue) return this.ack(deliveries);
-    for (const d of deliveries) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, true);
+    const o = this.#restoreOptions();
+    for (const d of deliveries) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, true, o);
   }
 
   /** kombu's `QoS.restore_unacked` for these messages. */
   async recover(deliveries: readonly Delivery[]): Promise<void> {
     // kombu's restore_unacked at shutdown: back to the consuming end, delivered next.
     // In reverse, so that the first received is again the first delivered.
-    for (const d of [...deliveries].reverse()) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, false);
+    const o = this.#restoreOptions();
+    for (const d of [...deliveries].reverse()) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, false, o);
   }
 
   /** Stops the restore sweeps, lets a BRPOP in flight finish, closes the blocking connection. */

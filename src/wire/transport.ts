@@ -66,6 +66,13 @@ export interface ConsumeOptions {
    * there the worker's own `receive(max)` bounds what it holds.
    */
   prefetch?: number;
+  /**
+   * Hears what goes wrong in the consumer's background work, where no caller
+   * can catch it: a failed restore sweep, a malformed entry of Redis's
+   * `unacked` hash (skipped and set aside). The worker turns these into
+   * `'error'` events.
+   */
+  onError?: (err: unknown) => void;
 }
 
 /** One consumer of some queues. Not safe for two concurrent `receive` calls. */

@@ -350,6 +350,7 @@ export class Worker extends EventEmitter {
       this.#prefetchSent = this.#prefetch;
       this.#consumer = await this.#transport.consume(this.#queues, {
         prefetch: this.#prefetch,
+        onError: (err) => this.#error(err),
         ...(this.#options.visibilityTimeout !== undefined ? { visibilityTimeout: this.#options.visibilityTimeout } : {}),
       });
     } catch (err) {

@@ -7,12 +7,12 @@
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
-import { json, type BrokerConsumer } from 'celery-sign';
+import { createWorker, json, type BrokerConsumer } from 'celery-sign';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
-import type { RedisTransport } from '../../lib/wire/redis.js';
+import { redisEnvelope, type RedisTransport } from '../../lib/wire/redis.js';
 import { openTransport } from '../../lib/wire/transport.js';
 import { makePki, runOracle, serializer, type Pki } from './helpers/celery.js';
-import { startRedis, type RedisServer } from './helpers/redis-server.js';
+import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
 
 const SEP = '\x06\x16';
 let redis: RedisServer;
@@ -279,5 +279,138 @@ test.serial("global_keyprefix: every key prefixed as kombu prefixes it, both way
     await c.close();
   } finally {
     await tr.close();
+  }
+});
+
+/** Puts malformed entries into kombu's `unacked` hash, each indexed at `score` (newest first in a sweep). */
+async function plantBadEntries(prefix: string, score: number): Promise<Map<string, string>> {
+  const bad = new Map<string, string>([
+    [`${prefix}-not-json`, 'this is not json {'],
+    [`${prefix}-object`, '{"not": "a list"}'],
+    [`${prefix}-short`, '[{"body": "x", "properties": {}}]'],
+    [`${prefix}-payload`, '[1, "", "q"]'],
+    [`${prefix}-deep`, '['.repeat(200000) + ']'.repeat(200000)],
+  ]);
+  for (const [tag, raw] of bad) {
+    await r.hset('unacked', tag, raw);
+    await r.zadd('unacked_index', score, tag);
+  }
+  return bad;
+}
+
+test.serial('restore sweep: each malformed unacked entry is reported and quarantined, every other one restored', async (t) => {
+  const tr = await open({ unacked_restore_interval: 0 });
+  try {
+    const ids = await publish(tr, 'bad7', [0, 0, 6]);
+    const c = await tr.consume(['bad7']);
+    const held = await receiveAll(c, 3);
+    t.is(held.length, 3);
+    // Newer than the held ones: a sweep (newest first) meets them first.
+    const bad = await plantBadEntries('bad7', Date.now() / 1000);
+    const errors: unknown[] = [];
+    const n = await tr.restoreVisible(0, { onError: (e) => errors.push(e) });
+    t.is(n, 3);
+    t.is(errors.length, bad.size);
+    for (const e of errors as { code: string; deliveryTag: string; message: string }[]) {
+      t.is(e.code, 'ERR_BROKER');
+      t.true(bad.has(e.deliveryTag));
+      t.true(e.message.includes(e.deliveryTag));
+    }
+    t.deepEqual((errors as { deliveryTag: string }[]).map((e) => e.deliveryTag).sort(), [...bad.keys()].sort());
+    t.is(await r.hlen('unacked'), 0);
+    t.is(await r.zcard('unacked_index'), 0);
+    // Kept aside as they were, for whoever investigates.
+    t.deepEqual(await r.hgetall('unacked_quarantine'), Object.fromEntries(bad));
+    const again = await receiveAll(c, 3);
+    t.deepEqual(again.map((d) => d.headers.id).sort(), [...ids].sort());
+    t.true(again.every((d) => d.redelivered));
+    await c.ack(again);
+    t.is(await tr.restoreVisible(0, { onError: (e) => errors.push(e) }), 0);
+    t.is(errors.length, bad.size); // reported once
+    await c.close();
+  } finally {
+    await r.del('unacked_quarantine');
+    await tr.close();
+  }
+});
+
+test.serial("restore sweep of a worker: malformed entries become 'error' events, the dead worker's tasks run", async (t) => {
+  t.timeout(30000);
+  const tr = await open();
+  const errors: unknown[] = [];
+  const ran: number[] = [];
+  let worker: ReturnType<typeof createWorker> | undefined;
+  try {
+    await publish(tr, 'bad7w', [0, 0]);
+    // A worker died holding both: they sit in unacked, delivered 60 s ago.
+    const dead = await tr.consume(['bad7w']);
+    const held = await receiveAll(dead, 2);
+    t.is(held.length, 2);
+    await dead.close();
+    for (const d of held) await r.zadd('unacked_index', Date.now() / 1000 - 60, d.deliveryTag);
+    const bad = await plantBadEntries('bad7w', Date.now() / 1000 - 30);
+    worker = createWorker({
+      broker: redis.url(),
+      security: serializer(pki, 'verify'),
+      queues: ['bad7w'],
+      visibilityTimeout: 10,
+      tasks: { 'wire.add': ([x]) => void ran.push(Number(x)) },
+    });
+    worker.on('error', (e) => errors.push(e));
+    await worker.start();
+    const deadline = Date.now() + 10000;
+    while ((ran.length < 2 || errors.length < bad.size) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    t.is(ran.length, 2);
+    t.deepEqual((errors as { deliveryTag: string }[]).map((e) => e.deliveryTag).sort(), [...bad.keys()].sort());
+    t.is(await r.hlen('unacked_quarantine'), bad.size);
+  } finally {
+    await worker?.stop({ timeout: 5000 });
+    await r.del('unacked_quarantine');
+    await tr.close();
+  }
+});
+
+/** Records `n` opaque messages for `queue` in unacked, delivered at `score` (a dead worker's). */
+async function plantEntries(queue: string, n: number, score: number): Promise<void> {
+  const pipe = r.pipeline();
+  for (let i = 0; i < n; i++) {
+    const tag = `${queue}-${i}`;
+    const env = redisEnvelope(
+      {
+        body: `b${i}`,
+        contentType: 'application/data',
+        contentEncoding: 'utf-8',
+        headers: { id: tag },
+        properties: { correlation_id: tag, reply_to: '', delivery_mode: 2, priority: 0 },
+        exchange: '',
+        routingKey: queue,
+        queue,
+      },
+      tag,
+    );
+    pipe.hset('unacked', tag, `[${env}, "", ${JSON.stringify(queue)}]`);
+    pipe.zadd('unacked_index', score, tag);
+  }
+  await pipe.exec();
+}
+
+test.serial('a transport closed during a restore sweep stops it and releases the restore lock', async (t) => {
+  const N = 3000;
+  await plantEntries('closeq', N, Date.now() / 1000 - 100);
+  const tr = await open({ unacked_restore_interval: 0 });
+  const sweep = tr.restoreVisible(0);
+  t.is(await eventually(() => r.exists('unacked_mutex'), 1), 1);
+  await tr.close();
+  const n = await sweep;
+  t.is(await r.exists('unacked_mutex'), 0, 'released, not left to expire');
+  t.true(n < N, `stopped early (${n} of ${N})`);
+  const tr2 = await open({ unacked_restore_interval: 0 });
+  try {
+    t.is(n + (await tr2.restoreVisible(0)), N);
+    t.is(await r.llen('closeq'), N);
+    t.is(await r.hlen('unacked'), 0);
+  } finally {
+    await r.del('closeq');
+    await tr2.close();
   }
 });
