@@ -80,12 +80,14 @@ for t in "${targets[@]}"; do
   corpus="$(find "$work/$t" -type f | wc -l)"
   if [ "$status" -eq 0 ]; then
     passed=$((passed + 1))
-    summary+=("$(printf '%-12s ok      %10s executions in %s s, corpus %s new' "$t" "${execs:-?}" "$SECONDS_EACH" "$corpus")")
+    summary+=("$(printf '%-12s ok      %10s executions in %s s, grown corpus %s files' "$t" "${execs:-?}" "$SECONDS_EACH" "$corpus")")
   else
     failed=$((failed + 1))
     summary+=("$(printf '%-12s FAILED  %10s executions (exit %s)' "$t" "${execs:-?}" "$status")")
-    log "$t FAILED (exit $status); the end of its log ($run_log):"
-    grep -v -E '^#[0-9]+' "$run_log" | tail -n 60 >&2 || true
+    log "$t FAILED (exit $status); from its log ($run_log):"
+    grep -A 3 -E "panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)" "$run_log" | head -n 40 >&2 || true
+    grep -E "^SUMMARY: " "$run_log" >&2 || true
+    grep -v -E '^#[0-9]+' "$run_log" | tail -n 12 >&2 || true
     for unit in $(sed -n "s/.*Test unit written to \(.*\)$/\1/p" "$run_log"); do
       log "reproducer: $unit ($(wc -c <"$unit") bytes)"
       log "replay: (cd crates/core && cargo +nightly fuzz run --target-dir fuzz/target $t $unit)"
