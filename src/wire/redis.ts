@@ -21,15 +21,26 @@
  *   `routing_key\x06\x16pattern\x06\x16queue` (kombu 5.7 also
  *   `_kombu.binding_permanent.<exchange>`).
  *
- * One deliberate difference: after the first message of a wait (`BRPOP`),
- * the rest of a batch is taken with a Lua script that pops and records the
- * messages in `unacked` atomically, so a crash between the two steps cannot
- * lose a message (kombu pops and records in two round trips).
+ * One deliberate difference: a message leaves its list only inside a Lua
+ * script that pops it and records it in `unacked`/`unacked_index` in the same
+ * atomic step, so at no moment is a message in neither its queue nor the
+ * unacked hash, whenever the consumer dies. kombu pops with `BRPOP` and
+ * records in a second round trip: a worker killed between the two loses the
+ * message. To wait on empty lists without popping, a consumer holds one
+ * connection per list (priority steps x queues) blocked in
+ * `BLMOVE list list RIGHT RIGHT` (Redis >= 6.2), which moves the last item
+ * onto itself: the list is unchanged, nothing is taken, and the script runs
+ * when one returns. A server without `BLMOVE` (Redis < 6.2, or the command
+ * renamed or not permitted) is detected at the first wait: the consumer then
+ * polls with the script every 100 ms (a process warning says so once).
  *
- * An entry of `unacked` that is not kombu's `[message, exchange,
- * routing_key]` is moved to the hash `unacked_quarantine` (option
- * `unacked_quarantine_key`; `''` drops it), reported as an error, and the
- * restore sweep goes on with the others.
+ * The restore sweep (`restore_visible`) holds `unacked_mutex` with a short
+ * lease (5 s, or `unacked_mutex_expire` when smaller) that it renews while it
+ * works, up to `unacked_mutex_expire` in all: a worker killed in a sweep
+ * blocks the others' sweeps for seconds, not for the whole expiry. An entry
+ * of `unacked` that is not kombu's `[message, exchange, routing_key]` is moved
+ * to the hash `unacked_quarantine` (option `unacked_quarantine_key`; `''`
+ * drops it), reported as an error, and the sweep goes on with the others.
  *
  * Results: `celery-task-meta-<id>`, written with `SETEX` (Celery's
  * `result_expires`, one day by default) and `PUBLISH`ed on the channel of the
@@ -281,6 +292,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `);
 
+// KEYS: mutex ; ARGV: token, milliseconds
+const RENEW_LOCK = new Script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`);
+
+/** Longest time the restore lock outlives a sweep that died (ms); renewed every third of it. */
+const LOCK_LEASE_MS = 5000;
+/** How often a consumer polls on a server without `BLMOVE` (ms). */
+const POLL_MS = 100;
+
 /** kombu's Redis transport options (`broker_transport_options`), the ones this transport reads. */
 export interface RedisTransportOptions {
   /** Seconds before an unacknowledged message is restored. Default 3600 (kombu's). */
@@ -294,7 +316,10 @@ export interface RedisTransportOptions {
   unacked_key?: string;
   unacked_index_key?: string;
   unacked_mutex_key?: string;
-  /** Seconds the restore lock is held at most. Default 300. */
+  /**
+   * Seconds the restore lock is held at most. Default 300. The lock itself
+   * lives 5 s (or this, when shorter) and is renewed while the sweep runs.
+   */
   unacked_mutex_expire?: number;
   /**
    * Beyond kombu: the hash a malformed entry of `unacked` is moved to (tag ->
@@ -306,7 +331,7 @@ export interface RedisTransportOptions {
   unacked_restore_limit?: number | null;
   /** Seconds between restore sweeps of a consumer. Default 10. */
   unacked_restore_interval?: number;
-  /** Seconds a BRPOP waits. Default 1 (kombu's `brpop_timeout`). */
+  /** Seconds a blocking wait lasts before it is renewed. Default 1 (kombu's `brpop_timeout`). */
   brpop_timeout?: number;
   /** kombu's `fanout_prefix`: `true` (default) prefixes fanout topics with `/{db}.`, a string replaces it, `false` drops it. */
   fanout_prefix?: boolean | string;
@@ -657,15 +682,30 @@ export class RedisTransport implements BrokerTransport {
     for (const [err] of res ?? []) if (err) throw err;
   }
 
-  /** Starts consuming `queues` with a dedicated blocking connection. */
+  /**
+   * Starts consuming `queues`, with one blocking connection per list it waits
+   * on (priority steps x queues); `options.onError` hears what goes wrong in
+   * the background (restore sweeps, malformed `unacked` entries).
+   */
   async consume(queues: readonly string[], options: ConsumeOptions = {}): Promise<BrokerConsumer> {
     this.#check();
     if (queues.length === 0) throw new ImproperlyConfigured('consume needs at least one queue');
     await this.declareQueues(queues);
-    const blocking = await connect(this.#url, this.#connectTimeout, 'celery-sign-consumer');
     const settings = { ...this.#settings };
     if (options.visibilityTimeout !== undefined) settings.visibilityTimeout = positive(options.visibilityTimeout, 'visibilityTimeout', 3600);
-    const consumer = new RedisConsumer(this, this.#client, blocking, queues, settings, options.onError, () =>
+    const lists = new Set<string>();
+    for (const pri of settings.steps) for (const q of queues) lists.add(this.key(this.listFor(q, pri)));
+    const opened = await Promise.allSettled(
+      [...lists].map(async (list) => [list, await connect(this.#url, this.#connectTimeout, 'celery-sign-consumer')] as const),
+    );
+    const waiters = new Map<string, RedisClient>();
+    for (const o of opened) if (o.status === 'fulfilled') waiters.set(o.value[0], o.value[1]);
+    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) {
+      for (const c of waiters.values()) c.disconnect();
+      throw failed.reason;
+    }
+    const consumer = new RedisConsumer(this, this.#client, waiters, queues, settings, options.onError, () =>
       this.#consumers.delete(consumer),
     );
     this.#consumers.add(consumer);
@@ -673,12 +713,32 @@ export class RedisTransport implements BrokerTransport {
     return consumer;
   }
 
+  #polling = false;
+
+  /** @internal Whether consumers poll: the server has no usable `BLMOVE`. */
+  get polling(): boolean {
+    return this.#polling;
+  }
+
+  /** @internal A consumer met a server without `BLMOVE`: say so once. */
+  noBlmove(err: unknown): void {
+    if (this.#polling) return;
+    this.#polling = true;
+    process.emitWarning(
+      `celery-sign: the Redis server refuses BLMOVE (${errorText(err).slice(0, 120)}): it is older than 6.2, or the command is ` +
+        `renamed or not permitted. Consumers poll every ${POLL_MS} ms instead of blocking; no message is at risk, but waits cost more.`,
+      'CelerySignRedisWarning',
+    );
+  }
+
   /**
    * kombu's `QoS.restore_visible`: under the `unacked_mutex` lock, puts every
    * message delivered more than `visibility_timeout` seconds ago back on its
    * queue (at the consuming end). Returns how many were restored.
    *
-   * An entry that is not kombu's
+   * The lock lives {@link LOCK_LEASE_MS} (or `unacked_mutex_expire`, when
+   * shorter) and is renewed while the sweep runs, for `unacked_mutex_expire`
+   * at most (then it lapses, as kombu's does). An entry that is not kombu's
    * `[message, exchange, routing_key]` is moved aside and reported to
    * `options.onError` (without it: a process warning), and the sweep goes on.
    */
@@ -701,8 +761,25 @@ export class RedisTransport implements BrokerTransport {
     const s = this.#settings;
     const token = randomUUID();
     const mutex = this.key(s.mutexKey);
-    const got = await this.#client.set(mutex, token, 'PX', Math.max(1, Math.round(s.mutexExpire * 1000)), 'NX');
+    const most = Math.max(1, Math.round(s.mutexExpire * 1000));
+    const lease = Math.min(most, LOCK_LEASE_MS);
+    const got = await this.#client.set(mutex, token, 'PX', lease, 'NX');
     if (got !== 'OK') return 0; // MutexHeld: someone else is restoring
+    // Renewed while the sweep runs, for unacked_mutex_expire in all; then (or once
+    // lost) it lapses as kombu's does. Losing it is harmless: each restore is atomic.
+    const since = Date.now();
+    const renew = setInterval(() => {
+      const left = most - (Date.now() - since);
+      const stop = (): void => clearInterval(renew);
+      if (left <= 0) return stop();
+      RENEW_LOCK.run(this.#client, [mutex], [token, Math.min(lease, left)]).then(
+        (r) => {
+          if (r !== 1) stop();
+        },
+        () => undefined,
+      );
+    }, Math.max(10, Math.floor(lease / 3)));
+    renew.unref();
     try {
       const ceil = Date.now() / 1000 - visibilityTimeout;
       const args: (string | number)[] = [this.key(s.unackedIndexKey), ceil, 0];
@@ -715,6 +792,7 @@ export class RedisTransport implements BrokerTransport {
       }
       return n;
     } finally {
+      clearInterval(renew);
       await RELEASE_LOCK.run(this.#client, [mutex], [token]).catch(() => undefined);
     }
   }
@@ -832,15 +910,21 @@ export class RedisTransport implements BrokerTransport {
 }
 
 /**
- * A consumer of some queues on the Redis transport: waits with `BRPOP` over
- * the priority lists of its queues in kombu's order (each priority step, then
- * each queue, the queues rotated round-robin after each delivery), then takes
- * the rest of a batch atomically with a Lua script.
+ * A consumer of some queues on the Redis transport. Every message it takes
+ * leaves its list inside the `POP_BATCH` script, which records it in
+ * `unacked` in the same atomic step, in kombu's order (each priority step,
+ * then each queue, the queues rotated round-robin after each delivery). When
+ * the lists are empty it waits without taking anything: one connection per
+ * list blocked in `BLMOVE list list RIGHT RIGHT` (the list is unchanged),
+ * then runs the script again; on a server without `BLMOVE` it polls.
  */
 class RedisConsumer implements BrokerConsumer {
   readonly #transport: RedisTransport;
   readonly #client: RedisClient;
-  readonly #blocking: RedisClient;
+  /** One blocking connection per list (prefixed key), each blocked in at most one BLMOVE. */
+  readonly #waiters: Map<string, RedisClient>;
+  /** The lists whose BLMOVE is in flight. */
+  readonly #armed = new Set<string>();
   readonly #settings: Settings;
   readonly #cycle: string[];
   readonly #onError: ((err: unknown) => void) | undefined;
@@ -848,12 +932,16 @@ class RedisConsumer implements BrokerConsumer {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #receiving: Promise<unknown> | undefined;
+  /** Set when a list may have something (a BLMOVE returned) since the last pop. */
+  #woken = false;
+  #wake: (() => void) | undefined;
+  #waitError: unknown;
 
   /** @internal */
   constructor(
     transport: RedisTransport,
     client: RedisClient,
-    blocking: RedisClient,
+    waiters: Map<string, RedisClient>,
     queues: readonly string[],
     settings: Settings,
     onError: ((err: unknown) => void) | undefined,
@@ -861,11 +949,16 @@ class RedisConsumer implements BrokerConsumer {
   ) {
     this.#transport = transport;
     this.#client = client;
-    this.#blocking = blocking;
+    this.#waiters = waiters;
     this.#settings = settings;
     this.#cycle = [...new Set(queues)];
     this.#onError = onError;
     this.#onClose = onClose;
+  }
+
+  /** How this consumer waits on empty lists: `'blmove'`, or `'poll'` on a server without it. */
+  get waitMode(): 'blmove' | 'poll' {
+    return this.#transport.polling ? 'poll' : 'blmove';
   }
 
   #report(err: unknown): void {
@@ -877,15 +970,12 @@ class RedisConsumer implements BrokerConsumer {
     }
   }
 
-  #restoreOptions(): RestoreOptions {
-    return this.#onError ? { onError: (e: unknown) => this.#report(e) } : {};
-  }
-
   /** @internal Restores visible messages now and every `unacked_restore_interval` seconds. */
   startRestoring(): void {
     const sweep = (): void => {
       if (this.#closed) return;
-      this.#transport.restoreVisible(this.#settings.visibilityTimeout, this.#restoreOptions()).catch((err: unknown) => {
+      const options = this.#onError ? { onError: (e: unknown) => this.#report(e) } : {};
+      this.#transport.restoreVisible(this.#settings.visibilityTimeout, options).catch((err: unknown) => {
         if (!this.#closed) this.#report(err);
       });
     };
@@ -938,42 +1028,92 @@ class RedisConsumer implements BrokerConsumer {
     return out;
   }
 
-  /** Records one BRPOP'ed message as unacknowledged (kombu's `QoS.append`). */
-  async #record(item: string, queue: string): Promise<Delivery> {
-    const d = parseEnvelope(item, queue, null);
-    const tag = d.deliveryTag;
-    if (!tag) return d;
-    const s = this.#settings;
-    const entry = `[${item}, ${kombuDumps(d.exchange)}, ${kombuDumps(d.routingKey)}]`;
-    const res = await this.#client
-      .multi()
-      .zadd(this.#transport.key(s.unackedIndexKey), Date.now() / 1000, tag)
-      .hset(this.#transport.key(s.unackedKey), tag, entry)
-      .exec();
-    for (const [err] of res ?? []) if (err) throw err;
-    return d;
+  #signal(): void {
+    this.#woken = true;
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
   }
 
-  /** Batch pop first; when nothing is there, BRPOP for up to `timeoutMs` (whole seconds, at least 1). */
+  /**
+   * Blocks the list's connection in `BLMOVE list list RIGHT RIGHT`: it returns
+   * (the list unchanged) once the list has an item, or after `brpop_timeout`.
+   */
+  #arm(list: string): void {
+    const conn = this.#waiters.get(list);
+    if (!conn || this.#armed.has(list) || this.#closed || this.#transport.polling) return;
+    this.#armed.add(list);
+    conn.blmove(list, list, 'RIGHT', 'RIGHT', this.#settings.brpopTimeout).then(
+      (item) => {
+        this.#armed.delete(list);
+        if (item !== null) this.#signal();
+        else if (this.#wake) this.#arm(list); // timed out while someone waits: wait again
+      },
+      (err: unknown) => {
+        this.#armed.delete(list);
+        if (this.#closed) return;
+        if (this.#transport.polling) {
+          this.#signal(); // cut when the consumers turned to polling
+          return;
+        }
+        if (/unknown command|NOPERM/i.test(errorText(err))) {
+          this.#transport.noBlmove(err);
+          for (const c of this.#waiters.values()) c.disconnect();
+        } else {
+          this.#waitError ??= err;
+        }
+        this.#signal();
+      },
+    );
+  }
+
+  /** Waits up to `ms` for a list to have something (or for close). */
+  async #wait(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      if (!this.#transport.polling) for (const list of this.#waiters.keys()) this.#arm(list);
+      if (this.#woken || this.#closed) {
+        this.#wake = undefined;
+        resolve();
+        return;
+      }
+      timer = setTimeout(() => {
+        if (this.#wake === resolve) this.#wake = undefined;
+        resolve();
+      }, this.#transport.polling ? Math.min(ms, POLL_MS) : ms);
+    });
+    clearTimeout(timer);
+  }
+
+  /**
+   * Takes up to `max` messages at once, atomically recorded in `unacked`;
+   * when there are none, waits up to `timeoutMs` for some (without taking
+   * anything while it waits) and takes them then.
+   */
   async receive(max: number, timeoutMs: number): Promise<Delivery[]> {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The consumer is closed');
     if (this.#receiving) throw new Error('receive() is already in progress');
     const run = async (): Promise<Delivery[]> => {
       const n = Math.max(1, Math.floor(max));
-      const keys = this.#keys();
-      let batch = await this.#popBatch(n, keys);
-      if (batch.length === 0) {
-        const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
-        const r = await this.#blocking.brpop(...keys, seconds);
-        if (!r) return [];
-        const [key, item] = r;
-        const first = await this.#record(item, this.#queueOf(key));
-        batch = [first];
-        if (n > 1 && !this.#closed) batch.push(...(await this.#popBatch(n - 1, this.#keys())));
+      const deadline = Date.now() + Math.max(0, timeoutMs);
+      for (;;) {
+        this.#woken = false;
+        const batch = await this.#popBatch(n, this.#keys());
+        if (batch.length > 0) {
+          this.#rotate(batch[batch.length - 1]!.queue);
+          return batch;
+        }
+        const err = this.#waitError;
+        if (err !== undefined) {
+          this.#waitError = undefined;
+          throw new WireError('ERR_BROKER', `Waiting on the Redis lists failed: ${errorText(err)}`, { cause: err });
+        }
+        const left = deadline - Date.now();
+        if (left <= 0 || this.#closed) return [];
+        await this.#wait(left);
+        if (this.#closed) return [];
       }
-      const last = batch[batch.length - 1];
-      if (last) this.#rotate(last.queue);
-      return batch;
     };
     const p = run();
     this.#receiving = p;
@@ -997,6 +1137,10 @@ class RedisConsumer implements BrokerConsumer {
     for (const [err] of res ?? []) if (err) throw err;
   }
 
+  #restoreOptions(): RestoreOptions {
+    return this.#onError ? { onError: (e: unknown) => this.#report(e) } : {};
+  }
+
   /** kombu's `QoS.reject`: requeue to the far end (`LPUSH`), or drop. */
   async reject(deliveries: readonly Delivery[], requeue: boolean): Promise<void> {
     if (!requeue) return this.ack(deliveries);
@@ -1012,15 +1156,18 @@ class RedisConsumer implements BrokerConsumer {
     for (const d of [...deliveries].reverse()) if (d.deliveryTag) await this.#transport.restoreByTag(d.deliveryTag, false, o);
   }
 
-  /** Stops the restore sweeps, lets a BRPOP in flight finish, closes the blocking connection. */
+  /**
+   * Stops the restore sweeps, lets a pop in flight finish (what it took is in
+   * `unacked`, for the caller to recover), and closes the waiting
+   * connections (a BLMOVE in flight takes nothing: cutting it is harmless).
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
-    // Let a BRPOP in flight finish (at most brpop_timeout): a popped message is then
-    // recorded in unacked, and the caller recovers what it did not start.
+    this.#signal();
     await this.#receiving?.catch(() => undefined);
-    await quit(this.#blocking);
+    for (const c of this.#waiters.values()) c.disconnect();
     this.#onClose();
   }
 }

@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
-import { createClient, json, TaskFailedError, type CeleryClient, type OutgoingMessage } from 'celery-sign';
+import { createClient, createWorker, json, TaskFailedError, type CeleryClient, type OutgoingMessage } from 'celery-sign';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
 import { redisEnvelope } from '../../lib/wire/redis.js';
 import { makePki, serializer, startCeleryWorker, type CeleryWorker, type Pki } from './helpers/celery.js';
@@ -151,4 +151,43 @@ test.serial('10,000 tasks: none lost, none run twice', async (t) => {
   t.is(await eventually(() => r.hlen('unacked'), 0), 0);
   const rate = (N / ((t2 - t0) / 1000)).toFixed(0);
   t.log(`Node producer -> Python worker (prefork -c 2): sent ${N} in ${((t1 - t0) / 1000).toFixed(2)} s, all results in ${((t2 - t0) / 1000).toFixed(2)} s: ${rate} tasks/s end to end`);
+});
+
+test.serial('a Python and a Node worker share one queue (BRPOP and BLMOVE waits on the same lists): each task runs once', async (t) => {
+  t.timeout(120000);
+  const byNode = new Set<string>();
+  const node = createWorker({
+    broker: redis.url(),
+    backend: redis.url(),
+    security: serializer(pki, 'verify'),
+    queues: [QUEUE],
+    concurrency: 2,
+    tasks: {
+      'wire.count': async ([i], _kwargs, ctx) => {
+        await r.hincrby('wire:runs', ctx.id, 1);
+        byNode.add(ctx.id);
+        return i;
+      },
+    },
+  });
+  await node.start();
+  try {
+    // Small groups with pauses: both workers are mostly waiting on the empty list when a task comes.
+    const sent = [];
+    for (let k = 0; k < 60; k++) {
+      for (let j = 0; j < 1 + (k % 4); j++) sent.push(await client.sendTask('wire.count', [k], {}, { queue: QUEUE }));
+      await new Promise((res) => setTimeout(res, 20 + (k % 5) * 10));
+    }
+    await Promise.all(sent.map((s) => s.get({ timeout: 60000 })));
+    const runs = await r.hgetall('wire:runs');
+    const counts = sent.map((s) => Number(runs[s.id] ?? 0));
+    const nodeRan = sent.filter((s) => byNode.has(s.id)).length;
+    t.log(`${sent.length} tasks: ${nodeRan} run by the Node worker, ${sent.length - nodeRan} by the Python worker`);
+    t.is(counts.filter((c) => c === 0).length, 0, 'lost');
+    t.is(counts.filter((c) => c > 1).length, 0, 'run twice');
+    t.true(nodeRan > 0 && nodeRan < sent.length, 'both workers took tasks');
+    t.is(await r.llen(QUEUE), 0);
+  } finally {
+    await node.stop({ timeout: 5000 });
+  }
 });

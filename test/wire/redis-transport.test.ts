@@ -211,15 +211,22 @@ test.serial('this transport restores what kombu holds (a Python worker died)', a
   }
 });
 
-test.serial('BRPOP waits for the first message; the batch is popped and recorded atomically', async (t) => {
+test.serial('a wait takes nothing (BLMOVE of a list onto itself); the batch is popped and recorded atomically', async (t) => {
   const tr = await open();
   try {
     const c = await tr.consume(['wait']);
     const waiting = c.receive(50, 3000);
     await new Promise((res) => setTimeout(res, 200));
+    // One blocked connection per priority list of the queue, each in BLMOVE.
+    const blocked = ((await r.call('CLIENT', 'LIST')) as string)
+      .split('\n')
+      .filter((l) => /name=celery-sign-consumer/.test(l) && /flags=\S*b/.test(l));
+    t.is(blocked.length, 4);
+    t.true(blocked.every((l) => /cmd=blmove/.test(l)));
     await publish(tr, 'wait', [0]);
     const first = await waiting;
     t.is(first.length, 1);
+    t.is(await r.hlen('unacked'), 1);
     await publish(tr, 'wait', Array.from({ length: 30 }, () => 0));
     const batch = await c.receive(50, 1000);
     t.is(batch.length, 30);

@@ -22,6 +22,8 @@ export interface RedisServer {
 export interface RedisServerOptions {
   /** Persist with an append-only file (fsync on every write), to survive restarts. Default false. */
   appendonly?: boolean;
+  /** More `redis-server` arguments, e.g. `['--rename-command', 'BLMOVE', '']` to stand for a Redis < 6.2. */
+  extraArgs?: string[];
 }
 
 export const REDIS_SERVER = process.env.CELERY_SIGN_REDIS_SERVER ?? 'redis-server';
@@ -65,6 +67,7 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     ...(options.appendonly
       ? ['--appendonly', 'yes', '--appendfsync', 'always']
       : ['--appendonly', 'no']),
+    ...(options.extraArgs ?? []),
   ];
   let child: ChildProcess | undefined;
   let log = '';
