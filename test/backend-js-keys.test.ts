@@ -17,6 +17,7 @@ import { digestFromName } from '../src/backend/js/digest.js';
 import { displayBytes } from '../src/backend/js/errors.js';
 import { JsPrivateKey } from '../src/backend/js/key.js';
 import { JsCertStore } from '../src/backend/js/store.js';
+import { MAX_SERIAL_BYTES } from '../src/backend/limits.js';
 import * as fx from './helpers/fixtures.js';
 
 const N = nativeBinding;
@@ -776,12 +777,13 @@ test('legacy Proc-Type encryption, hand-made: every label, DEK-Info spellings, I
       }
     }
     // Legacy encryption over an already PBES2-encrypted PKCS#8: AWS-LC asks for the
-    // password twice, and the native binding's one-shot callback (openssl crate,
-    // FnOnce) then panics across FFI and aborts the process. Not compared: the
-    // fallback decrypts both layers with the one password, as AWS-LC would.
+    // password twice; both backends decrypt both layers with the one password (the
+    // native key reader's callback can be called again: see
+    // test/key-double-encryption.test.ts, which runs it in a child process).
     const both = toPem('ENCRYPTED PRIVATE KEY', encrypt(name, enc8, encPass, iv), `Proc-Type: 4,ENCRYPTED\nDEK-Info: ${name},${hex}\n\n`);
     t.regex(outcome(() => jsKey(both, encPass)), /^ok 1024$/);
     t.regex(outcome(() => jsKey(both, Buffer.from('wrong'))), /could not decrypt/);
+    for (const pw of [encPass, Buffer.from('wrong'), null]) sameKey(t, both, pw, `doubly encrypted ${name} ${pw === null ? 'none' : pw.toString()}`);
     n++;
   }
   // The right key loads through the hand-made path too.
@@ -889,4 +891,59 @@ test('public exponents: AWS-LC limits e to 33 bits, odd; keys and certificates a
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** A certificate DER with its serial INTEGER's contents replaced (the signature no longer matches; nothing here checks it). */
+function withSerial(der: Buffer, serial: Uint8Array): Buffer {
+  const [tbs, alg, sig] = elements(contents(der));
+  const fields = elements(contents(tbs!));
+  const at = fields[0]![0] === 0xa0 ? 1 : 0;
+  fields[at] = tlv(0x02, serial);
+  return tlv(0x30, Buffer.concat([tlv(0x30, Buffer.concat(fields)), alg!, sig!]));
+}
+
+/** Python's `int.from_bytes(b, 'big', signed=True)`, in decimal. */
+function pythonInt(bytes: Uint8Array): string {
+  let v = BigInt('0x' + Buffer.from(bytes).toString('hex'));
+  if (bytes[0]! & 0x80) v -= 1n << BigInt(bytes.length * 8);
+  return v.toString();
+}
+
+test('certificate serials: the same decimal up to MAX_SERIAL_BYTES, the same quick refusal beyond it', (t) => {
+  t.is(MAX_SERIAL_BYTES, 4096);
+  const { der } = derOfPem(fx.pemOf(fx.cert('rsa2048')));
+  const random = rng(8);
+  const serials: Uint8Array[] = [];
+  for (const n of [1, 2, 19, 20, 21, 64, 127, 128, 129, 1000, 1786, 1787, 4095, 4096]) {
+    const b = Buffer.alloc(n, 0).map(() => Math.floor(random() * 256));
+    b[0] = b[0]! & 0x7f || 1;
+    serials.push(b);
+    const neg = Buffer.from(b);
+    neg[0] = neg[0]! | 0x80;
+    serials.push(neg);
+  }
+  serials.push(Buffer.alloc(4096, 0x7f), Buffer.from([0x00]), Buffer.from([0xff]), Buffer.from([0x80, 0, 0]));
+  for (const serial of serials) {
+    const pem = toPem('CERTIFICATE', withSerial(der, serial));
+    const label = `${serial.length} bytes, ${serial[0]! & 0x80 ? 'negative' : 'positive'}`;
+    const native = new N.NativeCertificate(pem);
+    t.is(native.serial, pythonInt(serial), label);
+    t.is(native.id.endsWith(` ${native.serial}`), true);
+    sameCert(t, pem, label);
+  }
+  for (const n of [4097, 8192, 65536, 1 << 20]) {
+    const pem = toPem('CERTIFICATE', withSerial(der, Buffer.alloc(n, 0x7f)));
+    const t0 = performance.now();
+    const got = outcome(() => nativeCert(pem));
+    const ms = performance.now() - t0;
+    t.is(got, `error ERR_INVALID_CERTIFICATE: Invalid certificate: the serial number is ${n} bytes long, over the limit of 4096`);
+    // The conversion once took 36 s for 64 KiB, on the event loop.
+    t.true(ms < 200, `${n} bytes: ${ms.toFixed(1)} ms`);
+    sameCert(t, pem, `${n} bytes`);
+  }
+  // The longest accepted serial converts in well under a frame.
+  const pem = toPem('CERTIFICATE', withSerial(der, Buffer.alloc(4096, 0xff).fill(0x7f, 0, 1)));
+  const t0 = performance.now();
+  for (let i = 0; i < 10; i++) nativeCert(pem);
+  t.log(`a ${MAX_SERIAL_BYTES}-byte serial: ${((performance.now() - t0) / 10).toFixed(2)} ms a certificate (native)`);
 });

@@ -62,7 +62,13 @@ impl Certificate {
         }
         let issuer = name::issuer_string(parts.issuer)
             .ok_or_else(|| invalid("the issuer name is not valid DER text (unsorted RDN, invalid string, or a value that is not a string)"))?;
-        let serial = x509::integer_to_decimal(parts.serial);
+        let serial = x509::integer_to_decimal(parts.serial).ok_or_else(|| {
+            invalid(&format!(
+                "the serial number is {} bytes long, over the limit of {}",
+                parts.serial.len(),
+                x509::MAX_SERIAL_BYTES
+            ))
+        })?;
         let bits = pubkey.bits();
         let id = format!("{issuer} {serial}");
         // RSA-PSS keys (id-RSASSA-PSS) may restrict their parameters: AWS-LC

@@ -124,8 +124,22 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// A DER INTEGER's contents in decimal, sign included (as Python's `int`).
-pub fn integer_to_decimal(bytes: &[u8]) -> String {
+/// The longest serial number read, in bytes of its INTEGER contents. RFC
+/// 5280 allows 20; Python `cryptography` loads any length, but Celery's
+/// `get_id()` formats the serial with `str()`, which Python (3.11+, and the
+/// 3.8-3.10 security releases) refuses beyond 4,300 decimal digits
+/// (`sys.get_int_max_str_digits()`): about 1,786 bytes, so no certificate
+/// Celery can use is refused here. 4,096 bytes (9,865 digits) leaves room
+/// for a raised Python limit, and converts in well under a millisecond.
+/// Carried to TypeScript by `src/backend/limits.ts`.
+pub const MAX_SERIAL_BYTES: usize = 4096;
+
+/// A DER INTEGER's contents in decimal, sign included (as Python's `int`),
+/// or `None` beyond [`MAX_SERIAL_BYTES`].
+pub fn integer_to_decimal(bytes: &[u8]) -> Option<String> {
+    if bytes.len() > MAX_SERIAL_BYTES {
+        return None;
+    }
     let negative = bytes.first().is_some_and(|&b| b & 0x80 != 0);
     // Magnitude: the value itself, or its two's complement negation.
     let mut mag: Vec<u8> = bytes.to_vec();
@@ -141,48 +155,154 @@ pub fn integer_to_decimal(bytes: &[u8]) -> String {
             }
         }
     }
-    // Repeated division by 10 of a big-endian base-256 number.
-    let mut digits = Vec::new();
-    while mag.iter().any(|&b| b != 0) {
-        let mut rem = 0u32;
-        for b in mag.iter_mut() {
-            let cur = (rem << 8) | u32::from(*b);
-            *b = (cur / 10) as u8;
-            rem = cur % 10;
+    // Big-endian base-2^32 limbs, divided by 10^9 until nothing is left: nine
+    // digits a pass (the work is quadratic in the length, which the bound keeps small).
+    let pad = (4 - mag.len() % 4) % 4;
+    let mut limbs: Vec<u32> = std::iter::repeat_n(0u8, pad)
+        .chain(mag.iter().copied())
+        .collect::<Vec<u8>>()
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    const BASE: u64 = 1_000_000_000;
+    let mut start = limbs.iter().position(|&l| l != 0).unwrap_or(limbs.len());
+    let mut groups: Vec<u32> = Vec::new();
+    while start < limbs.len() {
+        let mut rem = 0u64;
+        for l in limbs[start..].iter_mut() {
+            let cur = (rem << 32) | u64::from(*l);
+            *l = (cur / BASE) as u32;
+            rem = cur % BASE;
         }
-        digits.push(b'0' + rem as u8);
+        groups.push(rem as u32);
+        while start < limbs.len() && limbs[start] == 0 {
+            start += 1;
+        }
     }
-    if digits.is_empty() {
-        digits.push(b'0');
-    }
+    let mut out = String::with_capacity(groups.len() * 9 + 1);
     if negative {
-        digits.push(b'-');
+        out.push('-');
     }
-    digits.reverse();
-    String::from_utf8(digits).unwrap_or_default()
+    match groups.split_last() {
+        None => out.push('0'),
+        Some((first, rest)) => {
+            out.push_str(&first.to_string());
+            for g in rest.iter().rev() {
+                out.push_str(&format!("{g:09}"));
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
+    fn dec(bytes: &[u8]) -> String {
+        integer_to_decimal(bytes).unwrap()
+    }
+
+    /// The old conversion (one digit a pass), as the reference.
+    fn slow(bytes: &[u8]) -> String {
+        let negative = bytes.first().is_some_and(|&b| b & 0x80 != 0);
+        let mut mag: Vec<u8> = bytes.to_vec();
+        if negative {
+            for b in mag.iter_mut() {
+                *b = !*b;
+            }
+            for b in mag.iter_mut().rev() {
+                let (v, carry) = b.overflowing_add(1);
+                *b = v;
+                if !carry {
+                    break;
+                }
+            }
+        }
+        let mut digits = Vec::new();
+        while mag.iter().any(|&b| b != 0) {
+            let mut rem = 0u32;
+            for b in mag.iter_mut() {
+                let cur = (rem << 8) | u32::from(*b);
+                *b = (cur / 10) as u8;
+                rem = cur % 10;
+            }
+            digits.push(b'0' + rem as u8);
+        }
+        if digits.is_empty() {
+            digits.push(b'0');
+        }
+        if negative {
+            digits.push(b'-');
+        }
+        digits.reverse();
+        String::from_utf8(digits).unwrap()
+    }
+
+    #[test]
+    fn decimal_matches_the_one_digit_conversion() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in (1..=70).chain([127, 128, 129, 500, 1000]) {
+            for _ in 0..4 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 24) as u8
+                    })
+                    .collect();
+                assert_eq!(dec(&bytes), slow(&bytes), "{bytes:02x?}");
+            }
+            let zeros = vec![0u8; len];
+            assert_eq!(dec(&zeros), "0");
+            let ones = vec![0xffu8; len];
+            assert_eq!(dec(&ones), "-1");
+            let mut min = vec![0u8; len];
+            min[0] = 0x80;
+            assert_eq!(dec(&min), slow(&min));
+        }
+    }
+
+    #[test]
+    fn serials_beyond_the_bound_are_refused_at_once() {
+        let at = vec![0x7fu8; MAX_SERIAL_BYTES];
+        let t = std::time::Instant::now();
+        let digits = integer_to_decimal(&at).unwrap();
+        // 2^32767 has 9,864 digits: the bound covers Python's default limit of 4,300.
+        assert_eq!(digits.len(), 9864);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            integer_to_decimal(&vec![0x7fu8; MAX_SERIAL_BYTES + 1]),
+            None
+        );
+        let t = std::time::Instant::now();
+        assert_eq!(integer_to_decimal(&vec![0x7fu8; 65536]), None);
+        assert!(t.elapsed() < std::time::Duration::from_millis(50));
+    }
+
     #[test]
     fn integers_in_decimal() {
-        assert_eq!(integer_to_decimal(&[0x00]), "0");
-        assert_eq!(integer_to_decimal(&[0x01]), "1");
-        assert_eq!(integer_to_decimal(&[0x00, 0xff]), "255");
-        assert_eq!(integer_to_decimal(&[0xfb]), "-5");
-        assert_eq!(integer_to_decimal(&[0xff, 0x00]), "-256");
-        assert_eq!(integer_to_decimal(&[0x80]), "-128");
+        assert_eq!(dec(&[0x00]), "0");
+        assert_eq!(dec(&[0x01]), "1");
+        assert_eq!(dec(&[0x00, 0xff]), "255");
+        assert_eq!(dec(&[0xfb]), "-5");
+        assert_eq!(dec(&[0xff, 0x00]), "-256");
+        assert_eq!(dec(&[0x80]), "-128");
         assert_eq!(
-            integer_to_decimal(&[0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            dec(&[0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
             "18446744073709551615"
         );
         let twenty = [0xffu8; 20];
         let mut positive = vec![0u8];
         positive.extend_from_slice(&twenty);
         assert_eq!(
-            integer_to_decimal(&positive),
+            dec(&positive),
             "1461501637330902918203684832716283019655932542975"
         );
     }

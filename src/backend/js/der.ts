@@ -8,6 +8,8 @@
  * @internal
  * @module
  */
+import { MAX_SERIAL_BYTES } from '../limits.js';
+import { fail } from './errors.js';
 
 /** A DER element: tag byte, contents and the whole encoding (offsets into `buf`). */
 export interface Tlv {
@@ -294,8 +296,19 @@ function daysFromCivil(y0: number, m: number, d: number): number {
   return era * 146_097 + doe - 719_468;
 }
 
-/** A DER INTEGER's contents in decimal, sign included (as Python's `int`). */
+/**
+ * A DER INTEGER's contents in decimal, sign included (as Python's `int`): the
+ * core's `x509::integer_to_decimal`. Beyond {@link MAX_SERIAL_BYTES} (the
+ * core's bound, generated into ../limits.ts) it throws the refusal the core's
+ * `Certificate::from_der` makes of such a serial.
+ */
 export function integerToDecimal(bytes: Uint8Array): string {
+  if (bytes.length > MAX_SERIAL_BYTES) {
+    fail(
+      'ERR_INVALID_CERTIFICATE',
+      `Invalid certificate: the serial number is ${bytes.length} bytes long, over the limit of ${MAX_SERIAL_BYTES}`,
+    );
+  }
   if (bytes.length === 0) return '0';
   let v = BigInt('0x' + Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex'));
   if (bytes[0]! & 0x80) v -= 1n << BigInt(bytes.length * 8);
