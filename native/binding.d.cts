@@ -112,8 +112,15 @@ export interface SealedBatch {
   messages: Array<string>
 }
 
-/** Sets the size of the native thread pool; only before the first batch runs. */
+/**
+ * Sets the size of the native thread pool; only before the first batch
+ * runs (returns whether it took effect). `n` must be an integer from 1 to
+ * `MAX_THREADS` (1024): anything else is refused, never wrapped or clamped.
+ */
 export declare function setThreads(n: number): boolean
 
-/** The number of native threads batches run on. */
+/**
+ * The number of native threads batches run on (starting them: an
+ * `ERR_INTERNAL` error when the system refuses them).
+ */
 export declare function threadCount(): number

@@ -4,7 +4,10 @@
  * {@link SecurityError}s.
  */
 import { backend, binding } from './backend/index.js';
+import { MAX_THREADS } from './backend/limits.js';
 import { ERROR_CODES, ImproperlyConfigured, SecurityError, type SecurityErrorCode } from './errors.js';
+
+export { MAX_THREADS };
 
 export const native = binding;
 export { backend };
@@ -27,19 +30,30 @@ function isSecurityCode(code: string): code is SecurityErrorCode {
   return (ERROR_CODES as readonly string[]).includes(code) && code !== 'ERR_IMPROPERLY_CONFIGURED';
 }
 
-/** Turns an error thrown by the binding into the library's own error types. */
+/**
+ * Turns an error thrown by the binding into the library's own error types:
+ * - a message starting with a known code (`ERR_...: `) is a {@link SecurityError}
+ *   with that code (`ERR_IMPROPERLY_CONFIGURED`: an {@link ImproperlyConfigured});
+ * - napi's `InvalidArg` (a bad setting: digest name, wire format, thread
+ *   count) is an {@link ImproperlyConfigured};
+ * - anything else (no code: napi's own failures, a panic napi caught before
+ *   the core could label it, a value that is not an Error) was not a decision
+ *   about the input: a {@link SecurityError} with `ERR_INTERNAL`, the original
+ *   as its `cause`. Never passed on untyped.
+ */
 export function translate(err: unknown): Error {
-  if (err instanceof Error) {
-    const m = CODE_PREFIX.exec(err.message);
-    if (m && isSecurityCode(m[1]!)) {
-      return new SecurityError(m[1], err.message.slice(m[0].length));
-    }
-    if ((err as { code?: unknown }).code === 'InvalidArg') {
-      return new ImproperlyConfigured(err.message);
-    }
-    return err;
+  if (err instanceof SecurityError || err instanceof ImproperlyConfigured) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const m = CODE_PREFIX.exec(message);
+  if (m) {
+    const rest = message.slice(m[0].length);
+    if (m[1] === 'ERR_IMPROPERLY_CONFIGURED') return new ImproperlyConfigured(rest, { cause: err });
+    if (isSecurityCode(m[1]!)) return new SecurityError(m[1], rest);
   }
-  return new Error(String(err));
+  if (err instanceof Error && (err as { code?: unknown }).code === 'InvalidArg') {
+    return new ImproperlyConfigured(message);
+  }
+  return new SecurityError('ERR_INTERNAL', `internal error in celery-sign: ${message}`, { cause: err });
 }
 
 /** Runs a native call, translating what it throws. */
@@ -122,13 +136,25 @@ export function expectResult(): void {
   setImmediate(tick);
 }
 
-/** Sets the number of native threads (before the first batch). */
+/**
+ * Sets the number of threads batches run on, before the first batch (returns
+ * whether it took effect). `n` must be an integer from 1 to
+ * `MAX_THREADS` (1024, libuv's bound for `UV_THREADPOOL_SIZE`): a
+ * RangeError otherwise. Without it, `CELERY_SIGN_THREADS` decides (digits
+ * only; above the bound it counts as the bound; anything else is ignored),
+ * else the number of cores.
+ */
 export function setThreads(n: number): boolean {
-  if (!Number.isInteger(n) || n < 1) throw new RangeError('threads must be a positive integer');
-  return binding.setThreads(n);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+    throw new RangeError(`threads must be an integer from 1 to ${MAX_THREADS}, not ${String(n)}`);
+  }
+  return call(() => binding.setThreads(n));
 }
 
-/** The number of native threads batches run on. */
+/**
+ * The number of threads batches run on; starts them. When the system refuses
+ * them (a pids or memory limit), a {@link SecurityError} with `ERR_INTERNAL`.
+ */
 export function threadCount(): number {
-  return binding.threadCount();
+  return call(() => binding.threadCount());
 }

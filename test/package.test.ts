@@ -137,6 +137,7 @@ test('errors carry their name and a stable code', (t) => {
     'ERR_DUPLICATE_CERTIFICATE',
     'ERR_HEADER_MISMATCH',
     'ERR_IMPROPERLY_CONFIGURED',
+    'ERR_INTERNAL',
     'ERR_INVALID_CERTIFICATE',
     'ERR_INVALID_KEY',
     'ERR_MALFORMED_PAYLOAD',

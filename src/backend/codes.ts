@@ -15,6 +15,7 @@ export const CORE_ERROR_CODES = [
   'ERR_PAYLOAD_TOO_LARGE',
   'ERR_CONTENT_DISALLOWED',
   'ERR_DECODE',
+  'ERR_INTERNAL',
 ] as const;
 
 export type CoreErrorCode = (typeof CORE_ERROR_CODES)[number];

@@ -41,7 +41,7 @@ fn main() {
     let bodies = Packed::from_items(&bodies);
     println!(
         "threads: {}, RSA-{bits}, body {} bytes",
-        batch::threads(),
+        batch::threads().unwrap(),
         body.len() + 8
     );
 
@@ -57,7 +57,8 @@ fn main() {
             "application/json",
             "utf-8",
             bodies.items(),
-        );
+        )
+        .unwrap();
         signed += out.len();
         if payloads.is_empty() {
             payloads = out.into_iter().map(|r| r.unwrap()).collect();
@@ -77,7 +78,8 @@ fn main() {
             Digest::Sha256,
             packed.items(),
             envelope::DEFAULT_MAX_PAYLOAD,
-        );
+        )
+        .unwrap();
         assert!(out.results.iter().all(|r| r.is_ok()));
         verified += out.results.len();
     }

@@ -5,42 +5,85 @@
 use crate::cert::Certificate;
 use crate::digest::Digest;
 use crate::envelope::{self, Opened, Unverified, WireFormat};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{forget_panic, Error, ErrorCode, Result};
 use crate::key::PrivateKey;
 use crate::mb::{self, MbKey, LANES};
 use crate::rsa;
 use crate::store::CertStore;
 use rayon::prelude::*;
-use std::sync::OnceLock;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-static REQUESTED_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Held while the pool is being built (one builder at a time; a failed
+/// build leaves `POOL` empty, and the next call tries again).
+static BUILDING: Mutex<()> = Mutex::new(());
+static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Threads the pool will use: `set_threads`, else `CELERY_SIGN_THREADS`, else the cores.
+/// The most threads the pool may have, from `set_threads` or
+/// `CELERY_SIGN_THREADS`. The bound is libuv's for `UV_THREADPOOL_SIZE`
+/// (1024), the figure a Node user already knows for a thread-count setting:
+/// far above any useful size (the work is CPU-bound, so more threads than
+/// cores only add switching; the default is the cores), low enough that a
+/// typo such as 1000000 cannot ask the system for a million stacks. Carried to
+/// TypeScript by `src/backend/limits.ts` (generated, see
+/// [`crate::typescript_limits_module`]).
+pub const MAX_THREADS: usize = 1024;
+
+/// `CELERY_SIGN_THREADS` as the pool reads it: after trimming white space, a
+/// decimal integer from 1 up; above [`MAX_THREADS`] it is taken as
+/// [`MAX_THREADS`] (libuv clamps `UV_THREADPOOL_SIZE` the same way). Anything
+/// else (empty, 0, a sign, not all digits) is ignored: `None`, and the pool
+/// has one thread per core.
+pub fn threads_from_env(value: &str) -> Option<usize> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = v.trim_start_matches('0');
+    if digits.is_empty() {
+        return None;
+    }
+    // More digits than usize holds is over the bound anyway.
+    Some(
+        digits
+            .parse::<usize>()
+            .map_or(MAX_THREADS, |n| n.min(MAX_THREADS)),
+    )
+}
+
+/// Threads the pool will use: `set_threads`, else `CELERY_SIGN_THREADS`, else
+/// the cores (at most [`MAX_THREADS`]).
 fn wanted_threads() -> usize {
-    let requested = REQUESTED_THREADS.load(std::sync::atomic::Ordering::Relaxed);
+    let requested = REQUESTED_THREADS.load(Ordering::Relaxed);
     if requested > 0 {
         return requested;
     }
     std::env::var("CELERY_SIGN_THREADS")
         .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
+        .and_then(|v| threads_from_env(&v))
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
+                .min(MAX_THREADS)
         })
 }
 
-/// Sets the pool size. Only effective before the first batch runs; returns
-/// whether it took effect.
-pub fn set_threads(n: usize) -> bool {
-    if POOL.get().is_some() || n == 0 {
-        return false;
+/// Sets the pool size. Only effective before the pool is built; returns
+/// whether it took effect. `n` must be from 1 to [`MAX_THREADS`]: anything
+/// else is refused with `None` (the binding turns that into an error, the
+/// facade into a RangeError).
+pub fn set_threads(n: usize) -> Option<bool> {
+    if !(1..=MAX_THREADS).contains(&n) {
+        return None;
     }
-    REQUESTED_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
-    true
+    if POOL.get().is_some() {
+        return Some(false);
+    }
+    REQUESTED_THREADS.store(n, Ordering::Relaxed);
+    Some(true)
 }
 
 /// The pool threads' nice value: `CELERY_SIGN_NICE` (0 to 19), else 5.
@@ -72,20 +115,40 @@ fn yield_to_the_event_loop() {
     let _ = nice;
 }
 
-pub fn pool() -> &'static rayon::ThreadPool {
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(wanted_threads())
-            .thread_name(|i| format!("celery-sign-{i}"))
-            .start_handler(|_| yield_to_the_event_loop())
-            .build()
-            .expect("building the celery-sign thread pool")
-    })
+/// The batch thread pool, built on first use. When the system refuses its
+/// threads (a container's pids limit, no memory for their stacks), this is
+/// an `ERR_INTERNAL` error of the call that wanted it, never an abort, and a
+/// later call tries again.
+pub fn pool() -> Result<&'static rayon::ThreadPool> {
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let n = wanted_threads();
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("celery-sign-{i}"))
+        .start_handler(|_| yield_to_the_event_loop())
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorCode::Internal,
+                format!(
+                    "could not start the {n} threads of the native pool ({e}): the \
+                     system refused them (a pids or memory limit?); lower \
+                     setThreads() / CELERY_SIGN_THREADS, or raise the limit"
+                ),
+            )
+        })?;
+    Ok(POOL.get_or_init(|| built))
 }
 
-/// The number of threads in the pool.
-pub fn threads() -> usize {
-    pool().current_num_threads()
+/// The number of threads in the pool (building it).
+pub fn threads() -> Result<usize> {
+    Ok(pool()?.current_num_threads())
 }
 
 /// Items laid end to end: `data[offsets[i]..offsets[i + 1]]` is item `i`.
@@ -150,13 +213,16 @@ pub struct OpenedBatch {
     pub results: Vec<Result<Opened>>,
 }
 
-/// Decodes and verifies every payload on the pool.
+/// Decodes and verifies every payload on the pool. Fails as a whole only
+/// when the pool cannot be built; an item whose processing panics (a bug)
+/// gets `ERR_INTERNAL` in its own slot, its neighbours their own results.
 pub fn open_many(
     store: &CertStore,
     digest: Digest,
     payloads: Items<'_>,
     max_payload: usize,
-) -> OpenedBatch {
+) -> Result<OpenedBatch> {
+    let pool = pool()?;
     let n = payloads.len();
     // One buffer for every decoded payload; oversize items get no room.
     let mut bases = Vec::with_capacity(n + 1);
@@ -178,53 +244,85 @@ pub fn open_many(
         rest = tail;
     }
     let now = crate::cert::now_unix_ms();
-    let chunk = chunk_len(n, threads());
-    let results: Vec<Result<Opened>> = pool().install(|| {
+    let chunk = chunk_len(n, pool.current_num_threads());
+    let open = |items: &mut [(usize, &mut [u8])]| {
+        open_chunk(store, digest, payloads, max_payload, now, &bases, items)
+    };
+    let results: Vec<Result<Opened>> = pool.install(|| {
         slots
             .into_par_iter()
             .enumerate()
             .chunks(chunk)
             .flat_map_iter(|mut items| {
-                let pending: Vec<Result<Unverified>> = items
-                    .iter_mut()
-                    .map(|(i, slot)| {
-                        envelope::open_unverified(store, payloads.item(*i), max_payload, slot, now)
-                    })
-                    .collect();
-                let checks: Vec<Check<'_>> = pending
-                    .iter()
-                    .zip(&items)
-                    .filter_map(|(p, (_, slot))| {
-                        let p = p.as_ref().ok()?;
-                        Some(Check {
-                            cert: &p.opened.signer,
-                            data: &slot[p.opened.body.clone()],
-                            signature: &p.signature,
-                        })
-                    })
-                    .collect();
-                let mut verdicts = verify_all(digest, &checks).into_iter();
-                pending
-                    .into_iter()
-                    .zip(&items)
-                    .map(|(p, (i, slot))| {
-                        let opened = p?.opened;
-                        if verdicts.next() != Some(true) {
-                            return Err(Error::new(ErrorCode::BadSignature, "Bad signature"));
-                        }
-                        let mut o = envelope::finish(slot, opened);
-                        let base = bases[*i];
-                        o.content_type = o.content_type.start + base..o.content_type.end + base;
-                        o.content_encoding =
-                            o.content_encoding.start + base..o.content_encoding.end + base;
-                        o.body = o.body.start + base..o.body.end + base;
-                        Ok(o)
-                    })
-                    .collect::<Vec<_>>()
+                match catch_unwind(AssertUnwindSafe(|| open(&mut items))) {
+                    Ok(results) => results,
+                    Err(payload) => {
+                        forget_panic(payload);
+                        // Again one by one: only the item that panics gets
+                        // ERR_INTERNAL. Its slot may hold half-decoded bytes;
+                        // nothing reads them.
+                        items
+                            .chunks_mut(1)
+                            .flat_map(|one| {
+                                catch_unwind(AssertUnwindSafe(|| open(one)))
+                                    .unwrap_or_else(|p| vec![Err(Error::from_panic(p))])
+                            })
+                            .collect()
+                    }
+                }
             })
             .collect()
     });
-    OpenedBatch { buffer, results }
+    Ok(OpenedBatch { buffer, results })
+}
+
+/// Opens the items of one task: decodes them, checks their signatures
+/// together (the SIMD lanes), finishes the valid ones. Result ranges are
+/// made absolute (`bases`).
+fn open_chunk(
+    store: &CertStore,
+    digest: Digest,
+    payloads: Items<'_>,
+    max_payload: usize,
+    now: i64,
+    bases: &[usize],
+    items: &mut [(usize, &mut [u8])],
+) -> Vec<Result<Opened>> {
+    let pending: Vec<Result<Unverified>> = items
+        .iter_mut()
+        .map(|(i, slot)| {
+            envelope::open_unverified(store, payloads.item(*i), max_payload, slot, now)
+        })
+        .collect();
+    let checks: Vec<Check<'_>> = pending
+        .iter()
+        .zip(items.iter())
+        .filter_map(|(p, (_, slot))| {
+            let p = p.as_ref().ok()?;
+            Some(Check {
+                cert: &p.opened.signer,
+                data: &slot[p.opened.body.clone()],
+                signature: &p.signature,
+            })
+        })
+        .collect();
+    let mut verdicts = verify_all(digest, &checks).into_iter();
+    pending
+        .into_iter()
+        .zip(items.iter())
+        .map(|(p, (i, slot))| {
+            let opened = p?.opened;
+            if verdicts.next() != Some(true) {
+                return Err(Error::new(ErrorCode::BadSignature, "Bad signature"));
+            }
+            let mut o = envelope::finish(slot, opened);
+            let base = bases[*i];
+            o.content_type = o.content_type.start + base..o.content_type.end + base;
+            o.content_encoding = o.content_encoding.start + base..o.content_encoding.end + base;
+            o.body = o.body.start + base..o.body.end + base;
+            Ok(o)
+        })
+        .collect()
 }
 
 /// Items per task on the pool: a multiple of the SIMD lanes, small enough that
@@ -284,7 +382,9 @@ fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
     ok
 }
 
-/// Signs and packs every body on the pool.
+/// Signs and packs every body on the pool. Fails as a whole only when the
+/// pool cannot be built; a body whose signing panics (a bug) gets
+/// `ERR_INTERNAL` in its own slot.
 #[allow(clippy::too_many_arguments)]
 pub fn seal_many(
     key: &PrivateKey,
@@ -294,21 +394,57 @@ pub fn seal_many(
     content_type: &str,
     content_encoding: &str,
     bodies: Items<'_>,
-) -> Vec<Result<String>> {
-    pool().install(|| {
+) -> Result<Vec<Result<String>>> {
+    Ok(pool()?.install(|| {
         (0..bodies.len())
             .into_par_iter()
             .map(|i| {
-                envelope::seal(
-                    key,
-                    signer_id,
-                    digest,
-                    format,
-                    content_type,
-                    content_encoding,
-                    bodies.item(i),
-                )
+                crate::error::catch(|| {
+                    envelope::seal(
+                        key,
+                        signer_id,
+                        digest,
+                        format,
+                        content_type,
+                        content_encoding,
+                        bodies.item(i),
+                    )
+                })
             })
             .collect()
-    })
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        assert_eq!(set_threads(0), None);
+        assert_eq!(set_threads(MAX_THREADS + 1), None);
+        assert_eq!(set_threads(1_000_000), None);
+        assert_eq!(set_threads(usize::MAX), None);
+        for (env, want) in [
+            ("4", Some(4)),
+            (" 16\n", Some(16)),
+            ("0004", Some(4)),
+            ("1024", Some(1024)),
+            ("1025", Some(MAX_THREADS)),
+            ("1000000", Some(MAX_THREADS)),
+            ("99999999999999999999999999", Some(MAX_THREADS)),
+            ("0", None),
+            ("000", None),
+            ("", None),
+            ("-4", None),
+            ("+4", None),
+            ("4abc", None),
+            ("4.5", None),
+            ("1e6", None),
+            ("four", None),
+        ] {
+            assert_eq!(threads_from_env(env), want, "{env:?}");
+        }
+    }
 }

@@ -1,54 +1,65 @@
 //! One error type with stable codes. The codes are the contract with the
 //! TypeScript facade (`SecurityError.code`); messages never carry key material.
 
+use std::any::Any;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 
-/// Stable error codes, shared with the JavaScript `SecurityError.code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    InvalidKey,
-    InvalidCertificate,
-    UnsupportedKeyType,
-    CertificateExpired,
-    DuplicateCertificate,
-    UnknownCertificate,
-    BadSignature,
-    MalformedPayload,
-    PayloadTooLarge,
-    ContentDisallowed,
-    Decode,
+/// Declares [`ErrorCode`], its list [`ErrorCode::ALL`] and its names from one
+/// table, so that the three cannot drift apart: a variant has its name and
+/// its place in the list by construction, and its index is its discriminant.
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// Stable error codes, shared with the JavaScript `SecurityError.code`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// All codes, in a fixed order (the index is used on the batch
+            /// wire). A new code goes at the end, so that the status numbers
+            /// already out keep their meaning.
+            pub const ALL: [ErrorCode; [$(ErrorCode::$variant),*].len()] =
+                [$(ErrorCode::$variant),*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( ErrorCode::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidKey => "ERR_INVALID_KEY",
+    InvalidCertificate => "ERR_INVALID_CERTIFICATE",
+    UnsupportedKeyType => "ERR_UNSUPPORTED_KEY_TYPE",
+    CertificateExpired => "ERR_CERTIFICATE_EXPIRED",
+    DuplicateCertificate => "ERR_DUPLICATE_CERTIFICATE",
+    UnknownCertificate => "ERR_UNKNOWN_CERTIFICATE",
+    BadSignature => "ERR_BAD_SIGNATURE",
+    MalformedPayload => "ERR_MALFORMED_PAYLOAD",
+    PayloadTooLarge => "ERR_PAYLOAD_TOO_LARGE",
+    ContentDisallowed => "ERR_CONTENT_DISALLOWED",
+    Decode => "ERR_DECODE",
+    /// Not a refusal of the input: the call could not be completed (a panic
+    /// in native code, caught before it reached JavaScript, or the system
+    /// refusing the threads of the pool).
+    Internal => "ERR_INTERNAL",
 }
 
 impl ErrorCode {
-    /// All codes, in a fixed order (the index is used on the batch wire).
-    pub const ALL: [ErrorCode; 11] = [
-        ErrorCode::InvalidKey,
-        ErrorCode::InvalidCertificate,
-        ErrorCode::UnsupportedKeyType,
-        ErrorCode::CertificateExpired,
-        ErrorCode::DuplicateCertificate,
-        ErrorCode::UnknownCertificate,
-        ErrorCode::BadSignature,
-        ErrorCode::MalformedPayload,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::ContentDisallowed,
-        ErrorCode::Decode,
-    ];
+    /// The position of this code in [`ErrorCode::ALL`]: its discriminant,
+    /// since both follow the one table above.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidKey => "ERR_INVALID_KEY",
-            ErrorCode::InvalidCertificate => "ERR_INVALID_CERTIFICATE",
-            ErrorCode::UnsupportedKeyType => "ERR_UNSUPPORTED_KEY_TYPE",
-            ErrorCode::CertificateExpired => "ERR_CERTIFICATE_EXPIRED",
-            ErrorCode::DuplicateCertificate => "ERR_DUPLICATE_CERTIFICATE",
-            ErrorCode::UnknownCertificate => "ERR_UNKNOWN_CERTIFICATE",
-            ErrorCode::BadSignature => "ERR_BAD_SIGNATURE",
-            ErrorCode::MalformedPayload => "ERR_MALFORMED_PAYLOAD",
-            ErrorCode::PayloadTooLarge => "ERR_PAYLOAD_TOO_LARGE",
-            ErrorCode::ContentDisallowed => "ERR_CONTENT_DISALLOWED",
-            ErrorCode::Decode => "ERR_DECODE",
-        }
+    /// The batch status number of this code: 1 + its index (0 is success).
+    pub const fn status(self) -> u32 {
+        self.index() as u32 + 1
     }
 }
 
@@ -66,6 +77,37 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+impl Error {
+    /// A panic caught before it reached the caller, as an `ERR_INTERNAL`
+    /// error: its message (cut and escaped as untrusted text) says where.
+    pub fn from_panic(payload: Box<dyn Any + Send>) -> Error {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        forget_panic(payload);
+        Error::new(
+            ErrorCode::Internal,
+            format!(
+                "internal error in celery-sign's native code (a bug, please report it): {}",
+                display_bytes(what.as_bytes())
+            ),
+        )
+    }
+}
+
+/// Drops a caught panic's payload without running its `Drop`, which could
+/// panic again (where no one would catch it).
+pub fn forget_panic(payload: Box<dyn Any + Send>) {
+    std::mem::forget(payload);
+}
+
+/// Runs `f`, turning a panic into an `ERR_INTERNAL` error.
+pub fn catch<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Error::from_panic(p)))
 }
 
 impl fmt::Display for Error {
@@ -116,20 +158,50 @@ pub fn typescript_codes_module() -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
     #[test]
-    fn typescript_codes_are_generated() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/backend/codes.ts");
-        let want = typescript_codes_module();
-        if std::env::var_os("CELERY_SIGN_BLESS").is_some() {
-            std::fs::write(path, &want).unwrap();
+    fn index_is_the_position_in_all() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+            assert_eq!(code.status() as usize, i + 1);
         }
-        let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert_eq!(
-            have, want,
-            "src/backend/codes.ts is out of step with ErrorCode::ALL; rerun with CELERY_SIGN_BLESS=1"
-        );
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "codes are distinct");
+    }
+
+    /// src/backend/codes.ts and src/backend/limits.ts, the core's contract
+    /// with TypeScript, are what the enum and the constants render.
+    #[test]
+    fn typescript_codes_are_generated() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/backend/");
+        for (file, want) in [
+            ("codes.ts", typescript_codes_module()),
+            ("limits.ts", crate::typescript_limits_module()),
+        ] {
+            let path = format!("{root}{file}");
+            if std::env::var_os("CELERY_SIGN_BLESS").is_some() {
+                std::fs::write(&path, &want).unwrap();
+            }
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            assert_eq!(
+                have, want,
+                "src/backend/{file} is out of step with the core; rerun with CELERY_SIGN_BLESS=1"
+            );
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let err = catch::<()>(|| panic!("boom at {}", 7)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(err.message.ends_with("boom at 7"), "{}", err.message);
+        let err = catch::<()>(|| std::panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert_eq!(catch(|| Ok(5)), Ok(5));
     }
 }

@@ -4,6 +4,11 @@
 //! Celery's ids, RSA-PSS as Python `cryptography` does it, both wire formats
 //! of the auth envelope, and a batch pipeline on a thread pool.
 #![deny(clippy::all)]
+// Nothing here may panic on any input: errors are values. Tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 // Unsafe code is refused everywhere but in `mb` (SIMD intrinsics, see there).
 #![deny(unsafe_code)]
 
@@ -26,3 +31,24 @@ pub use envelope::{open, pack, seal, Opened, WireFormat, DEFAULT_MAX_PAYLOAD, SE
 pub use error::{Error, ErrorCode, Result};
 pub use key::PrivateKey;
 pub use store::CertStore;
+pub use x509::MAX_SERIAL_BYTES;
+
+/// The TypeScript module that carries the core's bounds to the facade and to
+/// the `node:crypto` fallback (`src/backend/limits.ts`), rendered from the
+/// constants here (checked, and regenerated, with `src/backend/codes.ts` by
+/// `error::tests::typescript_codes_are_generated`).
+pub fn typescript_limits_module() -> String {
+    format!(
+        "// Generated from crates/core/src (batch::MAX_THREADS, x509::MAX_SERIAL_BYTES) by\n\
+         // the test `typescript_codes_are_generated`; do not edit. Regenerate with\n\
+         // `CELERY_SIGN_BLESS=1 cargo test -p celery-sign-core typescript_codes`.\n\n\
+         /**\n * The most threads a batch pool may have (`setThreads`, `CELERY_SIGN_THREADS`):\n\
+         \x20* libuv's bound for `UV_THREADPOOL_SIZE`. A larger `setThreads` is a RangeError; a\n\
+         \x20* larger `CELERY_SIGN_THREADS` is taken as this.\n */\n\
+         export const MAX_THREADS = {};\n\n\
+         /** The longest certificate serial number read, in bytes (RFC 5280 allows 20). */\n\
+         export const MAX_SERIAL_BYTES = {};\n",
+        batch::MAX_THREADS,
+        x509::MAX_SERIAL_BYTES
+    )
+}

@@ -450,7 +450,7 @@ fn batch_keeps_every_result_in_place() {
         }
     }
     let packed = Packed::from_items(&items);
-    let out = batch::open_many(&store, Digest::Sha256, packed.items(), 4096);
+    let out = batch::open_many(&store, Digest::Sha256, packed.items(), 4096).unwrap();
     assert_eq!(out.results.len(), expect.len());
     for (r, e) in out.results.iter().zip(&expect) {
         match (r, e) {
@@ -473,7 +473,8 @@ fn seal_many_matches_single_seals() {
         "application/json",
         "utf-8",
         Packed::from_items(&bodies).items(),
-    );
+    )
+    .unwrap();
     for (i, p) in sealed.into_iter().enumerate() {
         let p = p.unwrap();
         let (buf, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
@@ -618,7 +619,8 @@ fn batch_agrees_with_one_by_one_verification() {
                     digest,
                     packed.items(),
                     envelope::DEFAULT_MAX_PAYLOAD,
-                );
+                )
+                .unwrap();
                 assert_eq!(out.results.len(), slice.len());
                 let mut accepted = 0;
                 for (item, got) in slice.iter().zip(&out.results) {
@@ -647,7 +649,7 @@ fn batch_agrees_with_one_by_one_verification() {
 #[test]
 fn pool_threads_yield_to_the_event_loop() {
     // Every thread has started (and run its start handler) once this returns.
-    batch::pool().broadcast(|_| ());
+    batch::pool().unwrap().broadcast(|_| ());
     let mut seen = 0;
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let dir = task.unwrap().path();
@@ -663,5 +665,5 @@ fn pool_threads_yield_to_the_event_loop() {
         assert_eq!(nice, want, "{}", comm.trim());
         seen += 1;
     }
-    assert_eq!(seen, batch::threads());
+    assert_eq!(seen, batch::threads().unwrap());
 }

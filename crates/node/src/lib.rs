@@ -6,7 +6,16 @@
 //! verification, goes through `queue` (a dedicated native thread polled by the
 //! event loop), because a libuv pool round trip costs three times the
 //! verification on a small machine.
+//!
+//! No panic crosses into JavaScript (napi would abort the process): every
+//! export has `catch_unwind`, and the work inside runs under [`guard`], which
+//! turns a panic into an `ERR_INTERNAL` error; the same holds for the compute
+//! and resolve steps of every `Task` and for every job of the queue.
 #![deny(clippy::all)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use celery_sign_core::batch::{self, Packed};
 use celery_sign_core::{
@@ -29,45 +38,72 @@ use rayon::prelude::*;
 
 type CoreResult<T> = std::result::Result<T, CoreError>;
 
-fn to_js(err: CoreError) -> napi::Error {
+/// A core error as the binding throws it: the message starts with its code.
+pub(crate) fn to_js(err: CoreError) -> napi::Error {
     napi::Error::new(Status::GenericFailure, err.to_string())
 }
 
-fn digest(name: &str) -> Result<Digest> {
-    Digest::from_name(name).map_err(|e| napi::Error::new(Status::InvalidArg, e.message))
+/// Runs `f`; a panic becomes an `ERR_INTERNAL` error instead of unwinding
+/// into napi (which aborts the process).
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(to_js(CoreError::from_panic(p))))
 }
 
-/// The index of a code in `ErrorCode::ALL`, plus one (0 means success).
+/// A digest name; an unknown one is a configuration mistake (a bad
+/// argument: `ImproperlyConfigured` in the facade), never a key refusal.
+fn digest(name: &str) -> Result<Digest> {
+    Digest::from_name(name).map_err(|e| napi::Error::new(Status::InvalidArg, e.to_string()))
+}
+
+/// The batch status of a code: 1 + its index in `errorCodes()` (0 is success).
 fn status_of(code: ErrorCode) -> f64 {
-    (ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0) + 1) as f64
+    f64::from(code.status())
 }
 
 /// The stable error codes, in the order the batch status numbers use (1-based).
-#[napi]
+#[napi(catch_unwind)]
 pub fn error_codes() -> Vec<&'static str> {
     ErrorCode::ALL.iter().map(|c| c.as_str()).collect()
 }
 
-/// Sets the size of the native thread pool; only before the first batch runs.
-#[napi]
-pub fn set_threads(n: u32) -> bool {
-    batch::set_threads(n as usize)
+/// Sets the size of the native thread pool; only before the first batch
+/// runs (returns whether it took effect). `n` must be an integer from 1 to
+/// `MAX_THREADS` (1024): anything else is refused, never wrapped or clamped.
+#[napi(catch_unwind)]
+pub fn set_threads(n: f64) -> Result<bool> {
+    guard(|| {
+        let max = batch::MAX_THREADS;
+        let refuse = || {
+            napi::Error::new(
+                Status::InvalidArg,
+                format!("threads must be an integer from 1 to {max}, not {n}"),
+            )
+        };
+        if n.fract() != 0.0 || !(1.0..=max as f64).contains(&n) {
+            return Err(refuse());
+        }
+        batch::set_threads(n as usize).ok_or_else(refuse)
+    })
 }
 
-/// The number of native threads batches run on.
-#[napi]
-pub fn thread_count() -> u32 {
-    batch::threads() as u32
+/// The number of native threads batches run on (starting them: an
+/// `ERR_INTERNAL` error when the system refuses them).
+#[napi(catch_unwind)]
+pub fn thread_count() -> Result<u32> {
+    guard(|| Ok(batch::threads().map_err(to_js)? as u32))
 }
 
 /// Settles the queued calls whose results are in (see `queue`); with `keep`
 /// the caller promises to poll again soon. Returns twice the number of calls
 /// still out, plus 1 when the machine looked busy (the CPU, yielded while
 /// nothing was in, went to another process for long): no time to poll.
-#[napi]
+#[napi(catch_unwind)]
 pub fn poll_queued(env: Env, keep: bool) -> Result<u32> {
-    let (left, busy) = queue::poll(&env, keep)?;
-    Ok(left.saturating_mul(2) | u32::from(busy))
+    guard(|| {
+        let (left, busy) = queue::poll(&env, keep)?;
+        Ok(left.saturating_mul(2) | u32::from(busy))
+    })
 }
 
 #[napi]
@@ -77,27 +113,31 @@ pub struct NativePrivateKey {
 
 #[napi]
 impl NativePrivateKey {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(pem: &[u8], password: Option<&[u8]>) -> Result<Self> {
-        let inner = PrivateKey::from_pem(pem, password).map_err(to_js)?;
-        Ok(NativePrivateKey {
-            inner: Arc::new(inner),
+        guard(|| {
+            let inner = PrivateKey::from_pem(pem, password).map_err(to_js)?;
+            Ok(NativePrivateKey {
+                inner: Arc::new(inner),
+            })
         })
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn bits(&self) -> u32 {
         self.inner.bits()
     }
 
     /// RSA-PSS, MGF1(digest), maximum salt length.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn sign(&self, data: &[u8], digest_name: String) -> Result<Buffer> {
-        let sig = self
-            .inner
-            .sign(data, digest(&digest_name)?)
-            .map_err(to_js)?;
-        Ok(sig.into())
+        guard(|| {
+            let sig = self
+                .inner
+                .sign(data, digest(&digest_name)?)
+                .map_err(to_js)?;
+            Ok(sig.into())
+        })
     }
 }
 
@@ -108,52 +148,56 @@ pub struct NativeCertificate {
 
 #[napi]
 impl NativeCertificate {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(pem: &[u8]) -> Result<Self> {
-        let inner = Certificate::from_pem(pem).map_err(to_js)?;
-        Ok(NativeCertificate {
-            inner: Arc::new(inner),
+        guard(|| {
+            let inner = Certificate::from_pem(pem).map_err(to_js)?;
+            Ok(NativeCertificate {
+                inner: Arc::new(inner),
+            })
         })
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> String {
         self.inner.id().to_owned()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn issuer(&self) -> String {
         self.inner.issuer().to_owned()
     }
 
     /// The serial number in decimal.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn serial(&self) -> String {
         self.inner.serial().to_owned()
     }
 
     /// notAfter in milliseconds since the epoch.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn not_after_ms(&self) -> f64 {
         self.inner.not_after() as f64 * 1000.0
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn bits(&self) -> u32 {
         self.inner.bits()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn has_expired(&self, now_ms: f64) -> bool {
         self.inner.has_expired_at(now_ms as i64)
     }
 
     /// Celery's `Certificate.verify`: expired certificates refuse, any salt length.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn verify(&self, data: &[u8], signature: &[u8], digest_name: String) -> Result<()> {
-        self.inner
-            .verify(data, signature, digest(&digest_name)?)
-            .map_err(to_js)
+        guard(|| {
+            self.inner
+                .verify(data, signature, digest(&digest_name)?)
+                .map_err(to_js)
+        })
     }
 }
 
@@ -173,22 +217,24 @@ impl NativeCertStore {
 
 #[napi]
 impl NativeCertStore {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new() -> Self {
         NativeCertStore {
             inner: Arc::new(Mutex::new(Arc::new(CertStore::new()))),
         }
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn add(&self, cert: &NativeCertificate) -> Result<()> {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::make_mut(&mut guard)
-            .add(Arc::clone(&cert.inner))
-            .map_err(to_js)
+        guard(|| {
+            let mut store = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::make_mut(&mut store)
+                .add(Arc::clone(&cert.inner))
+                .map_err(to_js)
+        })
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn size(&self) -> u32 {
         self.snapshot().len() as u32
     }
@@ -316,7 +362,7 @@ pub struct NativeSerializer {
 
 #[napi]
 impl NativeSerializer {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(
         key: Option<&NativePrivateKey>,
         cert: Option<&NativeCertificate>,
@@ -325,109 +371,104 @@ impl NativeSerializer {
         wire_format: String,
         max_payload: f64,
     ) -> Result<Self> {
-        let format = WireFormat::from_name(&wire_format).ok_or_else(|| {
-            napi::Error::new(
-                Status::InvalidArg,
-                "wireFormat must be 'celery-5.5' or 'celery-5.4'",
-            )
-        })?;
-        let signing = match (key, cert) {
-            (Some(k), Some(c)) => Some(Arc::new(Signing {
-                key: Arc::clone(&k.inner),
-                signer_id: c.inner.id().to_owned(),
-            })),
-            _ => None,
-        };
-        Ok(NativeSerializer {
-            shared: Shared {
-                signing,
-                store: store.map(|s| Arc::clone(&s.inner)),
-                digest: digest(&digest_name)?,
-                format,
-                max_payload: if max_payload.is_finite() && max_payload >= 0.0 {
-                    max_payload as usize
-                } else {
-                    envelope::DEFAULT_MAX_PAYLOAD
+        guard(|| {
+            let format = WireFormat::from_name(&wire_format).ok_or_else(|| {
+                napi::Error::new(
+                    Status::InvalidArg,
+                    "wireFormat must be 'celery-5.5' or 'celery-5.4'",
+                )
+            })?;
+            let signing = match (key, cert) {
+                (Some(k), Some(c)) => Some(Arc::new(Signing {
+                    key: Arc::clone(&k.inner),
+                    signer_id: c.inner.id().to_owned(),
+                })),
+                _ => None,
+            };
+            Ok(NativeSerializer {
+                shared: Shared {
+                    signing,
+                    store: store.map(|s| Arc::clone(&s.inner)),
+                    digest: digest(&digest_name)?,
+                    format,
+                    max_payload: if max_payload.is_finite() && max_payload >= 0.0 {
+                        max_payload as usize
+                    } else {
+                        envelope::DEFAULT_MAX_PAYLOAD
+                    },
                 },
-            },
+            })
         })
     }
 
     /// Signs and packs one body on the calling thread.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn seal(
         &self,
         content_type: String,
         content_encoding: String,
         body: &[u8],
     ) -> Result<String> {
-        let signing = self.shared.signing()?;
-        self.shared
-            .seal(&signing, &content_type, &content_encoding, body)
+        guard(|| {
+            let signing = self.shared.signing()?;
+            self.shared
+                .seal(&signing, &content_type, &content_encoding, body)
+        })
     }
 
     /// Signs and packs one body on a libuv worker thread.
-    #[napi(ts_return_type = "Promise<string>")]
+    #[napi(ts_return_type = "Promise<string>", catch_unwind)]
     pub fn seal_async(
         &self,
         content_type: String,
         content_encoding: String,
         body: &[u8],
     ) -> Result<AsyncTask<SealTask>> {
-        Ok(AsyncTask::new(SealTask {
-            signing: self.shared.signing()?,
-            shared: self.shared.clone(),
-            content_type,
-            content_encoding,
-            body: body.to_vec(),
-        }))
+        guard(|| {
+            Ok(AsyncTask::new(SealTask {
+                signing: self.shared.signing()?,
+                shared: self.shared.clone(),
+                content_type,
+                content_encoding,
+                body: body.to_vec(),
+            }))
+        })
     }
 
     /// Signs and packs a batch of bodies in one native call over the thread pool.
-    #[napi(ts_return_type = "Promise<SealedBatch>")]
+    #[napi(ts_return_type = "Promise<SealedBatch>", catch_unwind)]
     pub fn seal_many(
         &self,
         content_type: String,
         content_encoding: String,
         bodies: Vec<&[u8]>,
     ) -> Result<AsyncTask<SealManyTask>> {
-        Ok(AsyncTask::new(SealManyTask {
-            signing: self.shared.signing()?,
-            shared: self.shared.clone(),
-            content_type,
-            content_encoding,
-            bodies: Packed::from_items(bodies),
-        }))
+        guard(|| {
+            Ok(AsyncTask::new(SealManyTask {
+                signing: self.shared.signing()?,
+                shared: self.shared.clone(),
+                content_type,
+                content_encoding,
+                bodies: Packed::from_items(bodies),
+            }))
+        })
     }
 
     /// Verifies one payload on the calling thread.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn open(&self, payload: &[u8]) -> Result<Opened> {
-        let store = self.shared.store()?;
-        self.shared.open(&store, payload)
+        guard(|| {
+            let store = self.shared.store()?;
+            self.shared.open(&store, payload)
+        })
     }
 
     /// Verifies one payload on a native thread: this JavaScript thread's own
     /// (see `queue`), or the batch pool when several calls are out together.
     /// Results come quickest while the caller polls (`pollQueued`).
-    #[napi(ts_return_type = "Promise<Opened>")]
+    #[napi(ts_return_type = "Promise<Opened>", catch_unwind)]
     pub fn open_async<'env>(&self, env: &'env Env, payload: &[u8]) -> Result<Unknown<'env>> {
-        let store = self.shared.store()?;
-        let shared = self.shared.clone();
-        let payload = payload.to_vec();
-        let promise = queue::submit(
-            env,
-            Box::new(move || {
-                let r = shared.open(&store, &payload);
-                Box::new(move |env| {
-                    let o = r?;
-                    // SAFETY: env is the live environment of the JavaScript thread.
-                    unsafe { ToNapiValue::to_napi_value(env, o) }
-                })
-            }),
-        )?;
-        // SAFETY: a promise just made on this environment.
-        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+        guard(|| self.open_async_unguarded(env, payload))
     }
 
     /// Verifies a batch in one native call over the thread pool. The payloads
@@ -435,9 +476,20 @@ impl NativeSerializer {
     /// the buffer is read in place by the native threads, never copied.
     /// Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
     /// are pre-scanned on the native threads as well (see `OpenedBatch`).
-    #[napi(ts_return_type = "Promise<OpenedBatch>")]
+    #[napi(ts_return_type = "Promise<OpenedBatch>", catch_unwind)]
     pub fn open_packed(
         &self,
+        data: Buffer,
+        lengths: &[u32],
+        json_types: Vec<String>,
+    ) -> Result<AsyncTask<OpenManyTask>> {
+        guard(|| Self::open_packed_task(&self.shared, data, lengths, json_types))
+    }
+}
+
+impl NativeSerializer {
+    fn open_packed_task(
+        shared: &Shared,
         data: Buffer,
         lengths: &[u32],
         json_types: Vec<String>,
@@ -456,12 +508,34 @@ impl NativeSerializer {
             ));
         }
         Ok(AsyncTask::new(OpenManyTask {
-            store: self.shared.store()?,
-            shared: self.shared.clone(),
+            store: shared.store()?,
+            shared: shared.clone(),
             data,
             offsets,
             json_types,
         }))
+    }
+}
+
+impl NativeSerializer {
+    fn open_async_unguarded<'env>(&self, env: &'env Env, payload: &[u8]) -> Result<Unknown<'env>> {
+        let store = self.shared.store()?;
+        let shared = self.shared.clone();
+        let payload = payload.to_vec();
+        // The queue runs the job and its settling under `catch_unwind` (see `queue`).
+        let promise = queue::submit(
+            env,
+            Box::new(move || {
+                let r = shared.open(&store, &payload);
+                Box::new(move |env| {
+                    let o = r?;
+                    // SAFETY: env is the live environment of the JavaScript thread.
+                    unsafe { ToNapiValue::to_napi_value(env, o) }
+                })
+            }),
+        )?;
+        // SAFETY: a promise just made on this environment.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
     }
 }
 
@@ -478,12 +552,14 @@ impl Task for SealTask {
     type JsValue = String;
 
     fn compute(&mut self) -> Result<String> {
-        self.shared.seal(
-            &self.signing,
-            &self.content_type,
-            &self.content_encoding,
-            &self.body,
-        )
+        guard(|| {
+            self.shared.seal(
+                &self.signing,
+                &self.content_type,
+                &self.content_encoding,
+                &self.body,
+            )
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
@@ -504,6 +580,16 @@ impl Task for SealManyTask {
     type JsValue = SealedBatch;
 
     fn compute(&mut self) -> Result<SealedBatch> {
+        guard(|| self.run())
+    }
+
+    fn resolve(&mut self, _env: Env, output: SealedBatch) -> Result<SealedBatch> {
+        Ok(output)
+    }
+}
+
+impl SealManyTask {
+    fn run(&mut self) -> Result<SealedBatch> {
         let results = batch::seal_many(
             &self.signing.key,
             &self.signing.signer_id,
@@ -512,7 +598,8 @@ impl Task for SealManyTask {
             &self.content_type,
             &self.content_encoding,
             self.bodies.items(),
-        );
+        )
+        .map_err(to_js)?;
         let mut out = SealedBatch {
             payloads: Vec::with_capacity(results.len()),
             errors: Vec::new(),
@@ -524,17 +611,13 @@ impl Task for SealManyTask {
                 Err(e) => {
                     out.payloads.push(String::new());
                     out.errors.push(i as u32);
-                    out.errors.push(status_of(e.code) as u32);
+                    out.errors.push(e.code.status());
                     out.errors.push(out.messages.len() as u32);
                     out.messages.push(e.message);
                 }
             }
         }
         Ok(out)
-    }
-
-    fn resolve(&mut self, _env: Env, output: SealedBatch) -> Result<SealedBatch> {
-        Ok(output)
     }
 }
 
@@ -586,7 +669,7 @@ fn scan_bodies(
     buffer: &mut [u8],
     results: &mut [CoreResult<envelope::Opened>],
     json_types: &[String],
-) -> Vec<Option<jsonscan::Scanned>> {
+) -> Result<Vec<Option<jsonscan::Scanned>>> {
     let wanted: Vec<bool> = results
         .iter()
         .map(|r| match r {
@@ -614,7 +697,7 @@ fn scan_bodies(
             _ => slots.push(None),
         }
     }
-    let scanned: Vec<Option<jsonscan::Scanned>> = batch::pool().install(|| {
+    let scanned: Vec<Option<jsonscan::Scanned>> = batch::pool().map_err(to_js)?.install(|| {
         slots
             .into_par_iter()
             .map(|slot| slot.map(jsonscan::scan))
@@ -625,7 +708,7 @@ fn scan_bodies(
             o.body = o.body.start..o.body.start + s.len;
         }
     }
-    scanned
+    Ok(scanned)
 }
 
 impl Task for OpenManyTask {
@@ -633,6 +716,23 @@ impl Task for OpenManyTask {
     type JsValue = OpenedBatch;
 
     fn compute(&mut self) -> Result<OpenManyOutput> {
+        guard(|| self.run())
+    }
+
+    fn resolve(&mut self, _env: Env, output: OpenManyOutput) -> Result<OpenedBatch> {
+        guard(|| {
+            Ok(OpenedBatch {
+                buffer: output.buffer.into(),
+                meta: output.meta.into(),
+                strings: output.strings,
+                literals: output.literals.into_iter().map(Literal).collect(),
+            })
+        })
+    }
+}
+
+impl OpenManyTask {
+    fn run(&mut self) -> Result<OpenManyOutput> {
         let items = batch::Items::new(&self.data, &self.offsets)
             .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
         let mut opened = batch::open_many(
@@ -640,11 +740,12 @@ impl Task for OpenManyTask {
             self.shared.digest,
             items,
             self.shared.max_payload,
-        );
+        )
+        .map_err(to_js)?;
         let scanned = if self.json_types.is_empty() {
             Vec::new()
         } else {
-            scan_bodies(&mut opened.buffer, &mut opened.results, &self.json_types)
+            scan_bodies(&mut opened.buffer, &mut opened.results, &self.json_types)?
         };
         let mut meta = Vec::with_capacity(opened.results.len() * META_STRIDE);
         let mut strings = Interner::default();
@@ -734,13 +835,80 @@ impl Task for OpenManyTask {
             literals,
         })
     }
+}
 
-    fn resolve(&mut self, _env: Env, output: OpenManyOutput) -> Result<OpenedBatch> {
-        Ok(OpenedBatch {
-            buffer: output.buffer.into(),
-            meta: output.meta.into(),
-            strings: output.strings,
-            literals: output.literals.into_iter().map(Literal).collect(),
+/// Exports that exist only in a build with the `panic-probe` feature (never
+/// in a release: `npm run build:native` does not enable it), for
+/// test/panic.test.ts: each panics where a bug would, to show that the panic
+/// arrives as an `ERR_INTERNAL` error and nothing else happens.
+#[cfg(feature = "panic-probe")]
+#[allow(clippy::panic)]
+#[cfg_attr(test, allow(dead_code))]
+mod probe {
+    use super::*;
+
+    /// Panics in a synchronous export.
+    #[napi(catch_unwind)]
+    pub fn panic_probe_sync() -> Result<()> {
+        guard(|| panic!("probe: a panic in a synchronous call"))
+    }
+
+    /// Panics before the guard, in napi's own frame (the attribute's catch).
+    #[napi(catch_unwind)]
+    pub fn panic_probe_unguarded() {
+        panic!("probe: a panic outside the guard")
+    }
+
+    pub struct PanicTask;
+
+    impl Task for PanicTask {
+        type Output = ();
+        type JsValue = ();
+
+        fn compute(&mut self) -> Result<()> {
+            guard(|| panic!("probe: a panic in a task's compute"))
+        }
+
+        fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A task whose compute (on a libuv thread) panics.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn panic_probe_task() -> AsyncTask<PanicTask> {
+        AsyncTask::new(PanicTask)
+    }
+
+    /// Queues a job on the `deserializeAsync` queue that panics on the native
+    /// thread (`where = "work"`), while its promise is settled (`"settle"`),
+    /// or not at all (anything else: resolves to `where`).
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn panic_probe_queued<'env>(env: &'env Env, at: String) -> Result<Unknown<'env>> {
+        guard(|| {
+            let promise = queue::submit(
+                env,
+                Box::new(move || {
+                    if at == "work" {
+                        panic!("probe: a panic in a queued job");
+                    }
+                    Box::new(move |env| {
+                        if at == "settle" {
+                            panic!("probe: a panic settling a queued job");
+                        }
+                        // SAFETY: env is the live environment of the JavaScript thread.
+                        unsafe { ToNapiValue::to_napi_value(env, at) }
+                    })
+                }),
+            )?;
+            // SAFETY: a promise just made on this environment.
+            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
         })
+    }
+
+    /// Makes every external string creation fail (or succeed again).
+    #[napi(catch_unwind)]
+    pub fn probe_fail_external_strings(fail: bool) {
+        literal::FAIL_EXTERNAL.store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 }

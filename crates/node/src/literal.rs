@@ -65,50 +65,94 @@ unsafe extern "C" fn free_literal(env: sys::napi_env, _data: *mut c_void, hint: 
     }
 }
 
+/// Test builds only (feature `panic-probe`): makes every external string
+/// creation fail, so that the copying fallback is taken.
+#[cfg(feature = "panic-probe")]
+pub static FAIL_EXTERNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes an external string over `bytes`; gives the bytes back when Node
+/// refuses (then the finalizer will not run).
+///
+/// # Safety
+/// `env` is the live environment of the calling JavaScript thread.
+unsafe fn external(
+    env: sys::napi_env,
+    create: CreateExternalLatin1,
+    bytes: Vec<u8>,
+) -> std::result::Result<sys::napi_value, Vec<u8>> {
+    let mut out = ptr::null_mut();
+    let len = bytes.len() as isize;
+    let owned = Box::into_raw(Box::new(Owned {
+        bytes,
+        counted: false,
+    }));
+    // SAFETY: owned is live until its finalizer runs.
+    let data = unsafe { (*owned).bytes.as_ptr() };
+    let mut copied = false;
+    #[cfg(feature = "panic-probe")]
+    let refused = FAIL_EXTERNAL.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "panic-probe"))]
+    let refused = false;
+    // SAFETY: the bytes stay put until the finalizer frees them (at once,
+    // before this returns, when V8 copies them).
+    let status = if refused {
+        sys::Status::napi_generic_failure
+    } else {
+        unsafe {
+            create(
+                env,
+                data.cast(),
+                len,
+                Some(free_literal),
+                owned.cast(),
+                &mut out,
+                &mut copied,
+            )
+        }
+    };
+    if status != sys::Status::napi_ok {
+        // SAFETY: not taken: the finalizer will not run, the box is ours again.
+        let owned = unsafe { Box::from_raw(owned) };
+        return Err(owned.bytes);
+    }
+    if !copied {
+        // V8 does not weigh an external string's bytes when it decides to
+        // collect: without this, they would pile up between collections.
+        // Undone by the finalizer.
+        // SAFETY: owned is live (the string is); JavaScript thread.
+        unsafe { (*owned).counted = true };
+        let mut total = 0;
+        // SAFETY: JavaScript thread.
+        unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut total) };
+    }
+    Ok(out)
+}
+
 impl ToNapiValue for Literal {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let bytes = match create_external_latin1() {
+            Some(create) if !val.0.is_empty() => {
+                // SAFETY: env is live (this function's contract).
+                match unsafe { external(env, create, val.0) } {
+                    Ok(v) => return Ok(v),
+                    // Refused (out of memory, or a string too long): copy
+                    // instead, once. Never this function again, which would
+                    // fail the same way until the stack overflows.
+                    Err(bytes) => bytes,
+                }
+            }
+            _ => val.0,
+        };
         let mut out = ptr::null_mut();
-        let len = val.0.len() as isize;
-        if let (Some(create), false) = (create_external_latin1(), val.0.is_empty()) {
-            let owned = Box::into_raw(Box::new(Owned {
-                bytes: val.0,
-                counted: false,
-            }));
-            // SAFETY: owned is live until its finalizer runs.
-            let data = unsafe { (*owned).bytes.as_ptr() };
-            let mut copied = false;
-            // SAFETY: the bytes stay put until the finalizer frees them (at
-            // once, before this returns, when V8 copies them).
-            let status = unsafe {
-                create(
-                    env,
-                    data.cast(),
-                    len,
-                    Some(free_literal),
-                    owned.cast(),
-                    &mut out,
-                    &mut copied,
-                )
-            };
-            if status != sys::Status::napi_ok {
-                // Not taken: the finalizer will not run.
-                let owned = unsafe { Box::from_raw(owned) };
-                return Self::to_napi_value(env, Literal(owned.bytes));
-            }
-            if !copied {
-                // V8 does not weigh an external string's bytes when it decides
-                // to collect: without this, they would pile up between
-                // collections. Undone by the finalizer.
-                // SAFETY: owned is live (the string is); JavaScript thread.
-                unsafe { (*owned).counted = true };
-                let mut total = 0;
-                unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut total) };
-            }
-            return Ok(out);
-        }
         // SAFETY: plain copy into the JavaScript heap.
-        let status =
-            unsafe { sys::napi_create_string_latin1(env, val.0.as_ptr().cast(), len, &mut out) };
+        let status = unsafe {
+            sys::napi_create_string_latin1(
+                env,
+                bytes.as_ptr().cast(),
+                bytes.len() as isize,
+                &mut out,
+            )
+        };
         if status != sys::Status::napi_ok {
             return Err(Error::new(
                 Status::from(status),

@@ -9,13 +9,20 @@
 //! virtual machine a wake-up of a sleeping thread costs tens of microseconds,
 //! more than an RSA-2048 verification. The work itself never runs on the
 //! JavaScript thread.
+//!
+//! Panic-proof: a job that panics, on the native thread or while its promise
+//! is settled, rejects its own promise with `ERR_INTERNAL`; the thread and
+//! every other job carry on (a panic that escaped a job anyway restarts the
+//! thread's loop).
 
-use celery_sign_core::batch;
+use celery_sign_core::error::forget_panic;
+use celery_sign_core::{batch, Error as CoreError, ErrorCode};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use rayon::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -95,6 +102,35 @@ fn check(status: sys::napi_status, what: &str) -> Result<()> {
     }
 }
 
+/// Runs one job; a panic becomes a settling that rejects with `ERR_INTERNAL`.
+fn run(work: Work) -> Settle {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(settle) => settle,
+        Err(payload) => {
+            let err = CoreError::from_panic(payload);
+            Box::new(move |_env| Err(crate::to_js(err)))
+        }
+    }
+}
+
+/// Settles one job's promise value; a panic becomes an `ERR_INTERNAL` error.
+fn settled(settle: Settle, env: sys::napi_env) -> Result<sys::napi_value> {
+    catch_unwind(AssertUnwindSafe(move || settle(env)))
+        .unwrap_or_else(|p| Err(crate::to_js(CoreError::from_panic(p))))
+}
+
+/// The native thread: [`worker_loop`], started again should a panic ever
+/// escape it (the jobs each run under `catch_unwind`, so none is expected).
+fn worker_main(shared: Arc<Shared>) {
+    loop {
+        let for_loop = Arc::clone(&shared);
+        match catch_unwind(AssertUnwindSafe(move || worker_loop(for_loop))) {
+            Ok(()) => return,
+            Err(payload) => forget_panic(payload),
+        }
+    }
+}
+
 fn worker_loop(shared: Arc<Shared>) {
     let mut quiet_until = Instant::now();
     let mut backoff = BACKOFF_MIN;
@@ -105,12 +141,20 @@ fn worker_loop(shared: Arc<Shared>) {
             q.drain(..).collect()
         };
         if !jobs.is_empty() {
-            let settled: Vec<(Deferred, Settle)> = if jobs.len() == 1 {
-                jobs.into_iter().map(|(d, work)| (d, work())).collect()
+            // Calls made together run together, over the batch pool; one
+            // call, or no pool (the system refused its threads), runs here.
+            let pool = if jobs.len() > 1 {
+                batch::pool().ok()
             } else {
-                // Calls made together run together, over the batch pool.
-                batch::pool()
-                    .install(|| jobs.into_par_iter().map(|(d, work)| (d, work())).collect())
+                None
+            };
+            let settled: Vec<(Deferred, Settle)> = match pool {
+                Some(pool) => pool.install(|| {
+                    jobs.into_par_iter()
+                        .map(|(d, work)| (d, run(work)))
+                        .collect()
+                }),
+                None => jobs.into_iter().map(|(d, work)| (d, run(work))).collect(),
             };
             shared
                 .done
@@ -182,7 +226,7 @@ fn drain(env: sys::napi_env, d: &Dispatcher) -> usize {
         // SAFETY: env is the live environment of this JavaScript thread, and
         // each deferred is settled exactly once.
         unsafe {
-            match settle(env) {
+            match settled(settle, env) {
                 Ok(v) => sys::napi_resolve_deferred(env, deferred.0, v),
                 Err(e) => match ToNapiValue::to_napi_value(env, e) {
                     Ok(err) => sys::napi_reject_deferred(env, deferred.0, err),
@@ -285,8 +329,13 @@ impl Dispatcher {
         let for_worker = Arc::clone(&shared);
         let worker = thread::Builder::new()
             .name("celery-sign-async".into())
-            .spawn(move || worker_loop(for_worker))
-            .map_err(|e| Error::new(Status::GenericFailure, format!("spawning a thread: {e}")))?;
+            .spawn(move || worker_main(for_worker))
+            .map_err(|e| {
+                crate::to_js(CoreError::new(
+                    ErrorCode::Internal,
+                    format!("could not start the native thread of deserializeAsync ({e})"),
+                ))
+            })?;
         // SAFETY: JavaScript thread; runs once when the environment ends.
         unsafe { sys::napi_add_env_cleanup_hook(env, Some(cleanup), ptr::null_mut()) };
         Ok(Rc::new(Dispatcher {
@@ -341,7 +390,10 @@ pub fn submit(env: &Env, work: Work) -> Result<sys::napi_value> {
 /// many promises are still out, and whether the machine looked busy (a
 /// yield of the CPU, made while nothing was in yet, took long).
 pub fn poll(env: &Env, keep: bool) -> Result<(u32, bool)> {
-    let d = dispatcher(env)?;
+    // No dispatcher (none made yet, or its thread could not start): nothing is out.
+    let Some(d) = DISPATCHER.with(|d| d.borrow().clone()) else {
+        return Ok((0, false));
+    };
     // Before draining: a result pushed after the drain then sees the flag down.
     d.shared.polling.store(keep, Ordering::SeqCst);
     let before = d.inflight.get();
