@@ -11,8 +11,10 @@
  * that exits.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nativeBinding from '../native/binding.cjs';
@@ -723,4 +725,83 @@ test('the process exits when nothing is out (the pool does not keep it alive), a
   });
   t.is(out.trim(), 'js 1,2,3');
   t.true(Date.now() - started < 20_000);
+});
+
+test('id-RSASSA-PSS keys with parameters: seal, sealAsync and sealMany refuse the digests the native side refuses, and what they sign opens alike', async (t) => {
+  t.timeout(300_000);
+  let openssl = true;
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'pipe' });
+  } catch {
+    openssl = false;
+  }
+  if (!openssl) {
+    t.pass('no openssl CLI');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'cs-pss-ser-'));
+  try {
+    // [name, genpkey options, req options for the self-signature the key allows]
+    const kinds: [string, string[], string[]][] = [
+      ['unrestricted', [], []],
+      [
+        'sha256/mgf1-sha1/salt 20',
+        ['-pkeyopt', 'rsa_pss_keygen_md:sha256', '-pkeyopt', 'rsa_pss_keygen_mgf1_md:sha1', '-pkeyopt', 'rsa_pss_keygen_saltlen:20'],
+        ['-sha256', '-sigopt', 'rsa_mgf1_md:sha1', '-sigopt', 'rsa_pss_saltlen:20'],
+      ],
+      [
+        'sha512/salt 64',
+        ['-pkeyopt', 'rsa_pss_keygen_md:sha512', '-pkeyopt', 'rsa_pss_keygen_mgf1_md:sha512', '-pkeyopt', 'rsa_pss_keygen_saltlen:64'],
+        ['-sha512', '-sigopt', 'rsa_pss_saltlen:64'],
+      ],
+    ];
+    let made = 0;
+    for (const [i, [name, opts, reqOpts]] of kinds.entries()) {
+      const kf = join(dir, `${i}.key`);
+      const cf = join(dir, `${i}.crt`);
+      try {
+        execFileSync('openssl', ['genpkey', '-algorithm', 'RSA-PSS', '-pkeyopt', 'rsa_keygen_bits:2048', ...opts, '-out', kf], { stdio: 'pipe' });
+        execFileSync('openssl', ['req', '-x509', '-key', kf, '-subj', `/CN=pss ${name.replace(/\//g, ' ')}`, '-days', '30', '-out', cf, '-sigopt', 'rsa_padding_mode:pss', ...reqOpts], {
+          stdio: 'pipe',
+        });
+      } catch {
+        t.log(`openssl cannot make ${name}`);
+        continue;
+      }
+      made++;
+      const kp = readFileSync(kf);
+      const cp = readFileSync(cf);
+      const sides = [native, js].map((b) => {
+        const key = new b.NativePrivateKey(kp);
+        const cert = new b.NativeCertificate(cp);
+        const store = new b.NativeCertStore();
+        store.add(cert);
+        return { b, key, cert, store };
+      });
+      for (const digest of DIGESTS) {
+        for (const format of FORMATS) {
+          const [ns, jsS] = sides.map((s) => new s.b.NativeSerializer(s.key, s.cert, s.store, digest, format, -1));
+          const bodies = [u('{"a": 1}'), Buffer.concat([u('x'), SEP]), u('[2]')];
+          const what = `${name} ${digest} ${format}`;
+          const a = tryIt(() => ns!.seal('application/json', 'utf-8', bodies[0]!));
+          const b = tryIt(() => jsS!.seal('application/json', 'utf-8', bodies[0]!));
+          t.is(b.ok, a.ok, `${what} seal`);
+          if (!a.ok && !b.ok) t.is(b.message, a.message, `${what} seal`);
+          const [am, bm] = await Promise.all([ns!.sealMany('application/json', 'utf-8', bodies), jsS!.sealMany('application/json', 'utf-8', bodies)]);
+          t.deepEqual([bm.errors, bm.messages], [am.errors, am.messages], `${what} sealMany`);
+          const settle = (s: NativeSerializer) => s.sealAsync('application/json', 'utf-8', bodies[2]!).then(() => 'ok', (e: Error) => e.message);
+          t.is(await settle(jsS!), await settle(ns!), `${what} sealAsync`);
+          for (let k = 0; k < bodies.length; k++) {
+            if (bm.payloads[k] === '') continue;
+            const p = Buffer.from(bm.payloads[k]!, 'latin1');
+            t.deepEqual(openOne(jsS!, p), openOne(ns!, p), `${what} open ${k}`);
+            t.like(openOne(ns!, p), { ok: true }, `${what} open ${k} natively`);
+          }
+        }
+      }
+    }
+    t.is(made, kinds.length);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -72,6 +72,8 @@ export interface SealJob {
   key?: KeyObject;
   signerId: string;
   digest: string;
+  /** Whether the key may sign with this digest (`JsPrivateKey.canSign`, checked on the main thread). */
+  canSign: boolean;
   format: WireFormat;
   contentType: string;
   contentEncoding: string;
@@ -457,6 +459,7 @@ export interface SealParams {
   key: KeyObject;
   signerId: string;
   digest: string;
+  canSign: boolean;
   format: WireFormat;
   contentType: string;
   contentEncoding: string;
@@ -475,6 +478,7 @@ export function sealOnWorker(params: SealParams, data: ArrayBuffer, lengths: Uin
             keyId,
             signerId: params.signerId,
             digest: params.digest,
+            canSign: params.canSign,
             format: params.format,
             contentType: params.contentType,
             contentEncoding: params.contentEncoding,

@@ -200,6 +200,8 @@ export class JsSerializer {
       key: s.key.keyObject,
       signerId: s.signerId,
       digest: this.#digest,
+      // An id-RSASSA-PSS key signs only with its own digests; node's key object does not check all of it.
+      canSign: s.key.canSign(this.#digest),
       format: this.#format,
       contentType,
       contentEncoding,

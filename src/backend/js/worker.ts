@@ -17,6 +17,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { CoreErrorCode } from '../codes.js';
 import { CORE_ERROR_CODES } from '../codes.js';
 import { JsCertificate } from './cert.js';
+import { fail } from './errors.js';
 import type { DigestName } from './digest.js';
 import { BAD_SIGNATURE, decodeCapacity, internalRefusal, openUnverified, Refusal, seal, signPss, Snapshot } from './envelope.js';
 import type { FromWorker, OpenJob, SealJob, ToWorker, WorkerInit } from './pool.js';
@@ -136,7 +137,11 @@ function sealPart(job: SealJob): void {
   if (job.key !== undefined) keys.set(job.keyId, job.key);
   const key = keys.get(job.keyId);
   if (key === undefined) throw new Error(`key ${job.keyId} was never sent to this worker`);
-  const signer = { sign: (data: Uint8Array, digestName: string) => signPss(key, data, digestName) };
+  // What JsPrivateKey.signWith does: the key's restriction (checked on the main thread), then the signature.
+  const signer = {
+    sign: (data: Uint8Array, digestName: string) =>
+      job.canSign ? signPss(key, data, digestName) : fail('ERR_INVALID_KEY', 'Unable to sign data: the key cannot sign with this digest'),
+  };
   const data = Buffer.from(job.data);
   const payloads: string[] = [];
   const errors: number[] = [];
