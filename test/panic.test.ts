@@ -2,7 +2,8 @@
  * No panic crosses into JavaScript: a panic in an export, in a task's
  * compute, in a job of the deserializeAsync queue or while its promise
  * settles becomes an `ERR_INTERNAL` error of that call, and everything else
- * carries on (the queue's other jobs settle, its thread keeps serving).
+ * carries on (the queue's other jobs settle, its thread keeps serving; a
+ * batch item that panics fails alone).
  *
  * The panics come from exports that exist only in a build with the
  * `panic-probe` feature of crates/node (never in a release: `npm run
@@ -178,6 +179,28 @@ out({ literals: batch.literals.map((l) => [l.length, l.slice(0, 3)]), flags: bat
   t.true(got.literals.length >= 1, JSON.stringify(got));
   t.deepEqual(got.literals[0], [100_000, 'yyy']);
   t.truthy(got.flags & 32);
+});
+
+test('a batch item whose pre-scan panics gets ERR_INTERNAL in its own slot; its neighbours their own results', async (t) => {
+  t.timeout(15 * 60_000);
+  const r = await inChild(`
+b.probePanicInScan(true);
+const bodies = ['[1]', '["celery-sign-probe-panic"]', '[3]'];
+const ps = bodies.map((x) => Buffer.from(s.seal('application/json', 'utf-8', Buffer.from(x))));
+const batch = await s.openPacked(Buffer.concat(ps), new Uint32Array(ps.map((p) => p.length)), ['application/json']);
+const codes = b.errorCodes();
+const rows = [];
+for (let i = 0; i < ps.length; i++) {
+  const m = batch.meta.subarray(i * 9, i * 9 + 9);
+  rows.push(m[0] === 0 ? batch.buffer.subarray(m[4], m[5]).toString() : codes[m[0] - 1] + ' ' + batch.strings[m[1]]);
+}
+out(rows);
+`);
+  t.deepEqual({ code: r.code, signal: r.signal }, { code: 0, signal: null }, r.stderr.slice(-2000));
+  const [rows] = r.lines as [string[]];
+  t.is(rows[0], '[1]');
+  t.regex(rows[1]!, /^ERR_INTERNAL internal error in celery-sign's native code \(a bug, please report it\): probe: a panic in the pre-scan of one body$/);
+  t.is(rows[2], '[3]');
 });
 
 test('translate(): every native error gets a type; one without a known code is ERR_INTERNAL, never an untyped Error', (t) => {

@@ -697,18 +697,47 @@ fn scan_bodies(
             _ => slots.push(None),
         }
     }
-    let scanned: Vec<Option<jsonscan::Scanned>> = batch::pool().map_err(to_js)?.install(|| {
-        slots
-            .into_par_iter()
-            .map(|slot| slot.map(jsonscan::scan))
-            .collect()
-    });
-    for (r, s) in results.iter_mut().zip(&scanned) {
-        if let (Ok(o), Some(s)) = (r, s) {
-            o.body = o.body.start..o.body.start + s.len;
+    // A scan that panics (a bug) fails its own item with ERR_INTERNAL, not the batch.
+    let outcomes: Vec<CoreResult<Option<jsonscan::Scanned>>> =
+        batch::pool().map_err(to_js)?.install(|| {
+            slots
+                .into_par_iter()
+                .map(|slot| celery_sign_core::error::catch(|| Ok(slot.map(scan_one))))
+                .collect()
+        });
+    let mut scanned = Vec::with_capacity(outcomes.len());
+    for (r, outcome) in results.iter_mut().zip(outcomes) {
+        match outcome {
+            Ok(s) => {
+                if let (Ok(o), Some(s)) = (&mut *r, &s) {
+                    o.body = o.body.start..o.body.start + s.len;
+                }
+                scanned.push(s);
+            }
+            Err(e) => {
+                *r = Err(e);
+                scanned.push(None);
+            }
         }
     }
     Ok(scanned)
+}
+
+/// The pre-scan of one body (with the `panic-probe` feature, a body holding
+/// the probe's marker panics instead, while the probe asks for it).
+fn scan_one(body: &mut [u8]) -> jsonscan::Scanned {
+    #[cfg(feature = "panic-probe")]
+    if probe::PANIC_SCAN.load(std::sync::atomic::Ordering::Relaxed)
+        && body
+            .windows(probe::MARKER.len())
+            .any(|w| w == probe::MARKER)
+    {
+        #[allow(clippy::panic)]
+        {
+            panic!("probe: a panic in the pre-scan of one body");
+        }
+    }
+    jsonscan::scan(body)
 }
 
 impl Task for OpenManyTask {
@@ -904,6 +933,17 @@ mod probe {
             // SAFETY: a promise just made on this environment.
             Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
         })
+    }
+
+    /// While set, the pre-scan panics on a body that holds [`MARKER`].
+    pub static PANIC_SCAN: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    pub const MARKER: &[u8] = b"celery-sign-probe-panic";
+
+    /// Makes the pre-scan of a batch panic on bodies that hold the marker.
+    #[napi(catch_unwind)]
+    pub fn probe_panic_in_scan(on: bool) {
+        PANIC_SCAN.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes every external string creation fail (or succeed again).
