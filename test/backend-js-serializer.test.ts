@@ -19,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nativeBinding from '../native/binding.cjs';
 import { jsBinding } from '../src/backend/js/index.js';
-import { poolForTests } from '../src/backend/js/pool.js';
+import { poolForTests, threadsFromEnv } from '../src/backend/js/pool.js';
 import type { Binding, NativeCertificate, NativeCertStore, NativePrivateKey, NativeSerializer, OpenedBatch } from '../src/backend/types.js';
 import { restoreText } from '../src/jsonhints.js';
 import * as fx from './helpers/fixtures.js';
@@ -699,6 +699,30 @@ test.serial('a worker that dies mid-batch: its items are refused once each, the 
     t.regex(sealed.messages[sealed.errors[e + 2]!]!, /^internal error in celery-sign's node:crypto fallback: the worker thread stopped .*; the body was not signed$/);
   }
   t.is(new Set(sealed.errors.filter((_, k) => k % 3 === 0)).size, sealed.errors.length / 3);
+});
+
+test('setThreads refuses what the native one refuses, with its messages; CELERY_SIGN_THREADS read as the core reads it', (t) => {
+  for (const v of [0, 1.5, -1, 1025, 2000, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e21, 'x', null]) {
+    const run = (b: Binding) => tryIt(() => b.setThreads(v as never));
+    t.deepEqual(run(js), run(native), String(v));
+  }
+  const cases: [string, number | null][] = [
+    ['3', 3],
+    [' 3\n', 3],
+    ['007', 7],
+    ['1024', 1024],
+    ['1025', 1024],
+    ['99999999999999999999999', 1024],
+    ['0', null],
+    ['000', null],
+    ['', null],
+    ['+3', null],
+    ['-3', null],
+    ['3x', null],
+    ['3 4', null],
+    ['٣', null],
+  ];
+  for (const [v, want] of cases) t.is(threadsFromEnv(v), want, JSON.stringify(v));
 });
 
 test('threadCount: the cores by default, fixed once used', (t) => {

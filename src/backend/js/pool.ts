@@ -44,7 +44,9 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { MAX_THREADS } from '../limits.js';
 import type { WireFormat } from './envelope.js';
+import { invalidArg } from './errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -121,17 +123,49 @@ export interface JobFailure {
 let requested = 0;
 let frozen = false;
 
-function wantedThreads(): number {
-  if (requested > 0) return requested;
-  const env = Number.parseInt((process.env.CELERY_SIGN_THREADS ?? '').trim(), 10);
-  if (Number.isSafeInteger(env) && env > 0) return env;
-  return Math.max(1, availableParallelism());
+/**
+ * `CELERY_SIGN_THREADS` as the core reads it (`batch::threads_from_env`):
+ * after trimming white space, a decimal integer from 1 up, taken as at most
+ * {@link MAX_THREADS}; anything else is ignored (null).
+ */
+export function threadsFromEnv(value: string): number | null {
+  const v = value.trim();
+  if (!/^[0-9]+$/.test(v)) return null;
+  const digits = v.replace(/^0+/, '');
+  if (digits === '') return null;
+  return digits.length > 4 ? MAX_THREADS : Math.min(Number(digits), MAX_THREADS);
 }
 
-/** Sets the pool size; only before the pool is first used (as the core's `set_threads`). */
+/** Threads the pool will use: `setThreads`, else `CELERY_SIGN_THREADS`, else the cores (at most {@link MAX_THREADS}). */
+function wantedThreads(): number {
+  if (requested > 0) return requested;
+  return threadsFromEnv(process.env.CELERY_SIGN_THREADS ?? '') ?? Math.min(MAX_THREADS, Math.max(1, availableParallelism()));
+}
+
+/** A number as Rust's `Display` for f64 shows it (the core's message quotes it so). */
+function rustF64(n: number): string {
+  if (Number.isNaN(n)) return 'NaN';
+  if (!Number.isFinite(n)) return n > 0 ? 'inf' : '-inf';
+  if (Number.isInteger(n) && Math.abs(n) >= 1e21) return BigInt(n).toString();
+  if (n === 0) return Object.is(n, -0) ? '-0' : '0';
+  return String(n);
+}
+
+/**
+ * Sets the pool size; only before the pool is first used (returns whether it
+ * took effect), as the core's `set_threads`: `n` must be an integer from 1
+ * to {@link MAX_THREADS}, anything else is refused (napi's InvalidArg with
+ * the binding's message), never wrapped or clamped.
+ */
 export function setThreads(n: number): boolean {
-  if (frozen || !(n >= 1)) return false;
-  requested = Math.min(Math.floor(n), 0xffff_ffff);
+  if (typeof n !== 'number') {
+    const err = new Error(`Failed to convert napi value ${n === null ? 'Null' : n === undefined ? 'Undefined' : (typeof n)[0]!.toUpperCase() + (typeof n).slice(1)} into rust type \`f64\``) as Error & { code: string };
+    err.code = 'NumberExpected';
+    throw err;
+  }
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) invalidArg(`threads must be an integer from 1 to ${MAX_THREADS}, not ${rustF64(n)}`);
+  if (frozen) return false;
+  requested = n;
   return true;
 }
 
