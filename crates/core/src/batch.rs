@@ -288,6 +288,13 @@ fn open_chunk(
     bases: &[usize],
     items: &mut [(usize, &mut [u8])],
 ) -> Vec<Result<Opened>> {
+    #[cfg(test)]
+    if items
+        .iter()
+        .any(|(i, _)| payloads.item(*i) == tests::PANIC_PAYLOAD)
+    {
+        panic!("test: a panic opening one item");
+    }
     let pending: Vec<Result<Unverified>> = items
         .iter_mut()
         .map(|(i, slot)| {
@@ -400,6 +407,10 @@ pub fn seal_many(
             .into_par_iter()
             .map(|i| {
                 crate::error::catch(|| {
+                    #[cfg(test)]
+                    if bodies.item(i) == tests::PANIC_PAYLOAD {
+                        panic!("test: a panic sealing one item");
+                    }
                     envelope::seal(
                         key,
                         signer_id,
@@ -419,6 +430,51 @@ pub fn seal_many(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A payload whose opening panics (test builds only, see `open_chunk`).
+    pub(super) const PANIC_PAYLOAD: &[u8] = b"celery-sign-test-panic";
+
+    #[test]
+    fn an_item_that_panics_fails_alone() {
+        let store = CertStore::new();
+        let mut items: Vec<&[u8]> = vec![b"garbage"; 40];
+        items[17] = PANIC_PAYLOAD;
+        let packed = Packed::from_items(&items);
+        let out = open_many(&store, Digest::Sha256, packed.items(), 1 << 20).unwrap();
+        for (i, r) in out.results.iter().enumerate() {
+            let code = r.as_ref().unwrap_err().code;
+            if i == 17 {
+                assert_eq!(code, ErrorCode::Internal);
+            } else {
+                assert_eq!(code, ErrorCode::MalformedPayload, "item {i}");
+            }
+        }
+        let msg = &out.results[17].as_ref().unwrap_err().message;
+        assert!(msg.ends_with("test: a panic opening one item"), "{msg}");
+    }
+
+    #[test]
+    fn a_body_whose_sealing_panics_fails_alone() {
+        let rsa = openssl::rsa::Rsa::generate(1024).unwrap();
+        let pem = openssl::pkey::PKey::from_rsa(rsa)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap();
+        let key = PrivateKey::from_pem(&pem, None).unwrap();
+        let bodies: Vec<&[u8]> = vec![b"[1]", PANIC_PAYLOAD, b"[3]"];
+        let out = seal_many(
+            &key,
+            "CN x 1",
+            Digest::Sha256,
+            WireFormat::Celery55,
+            "application/json",
+            "utf-8",
+            Packed::from_items(&bodies).items(),
+        )
+        .unwrap();
+        assert!(out[0].is_ok() && out[2].is_ok());
+        assert_eq!(out[1].as_ref().unwrap_err().code, ErrorCode::Internal);
+    }
 
     #[test]
     fn thread_counts_are_bounded() {
