@@ -4,6 +4,7 @@
  * {@link SecurityError}s.
  */
 import { backend, binding } from './backend/index.js';
+import { CORE_ERROR_CODES } from './backend/codes.js';
 import { MAX_THREADS } from './backend/limits.js';
 import { ERROR_CODES, ImproperlyConfigured, SecurityError, type SecurityErrorCode } from './errors.js';
 
@@ -23,8 +24,24 @@ export type {
 
 const CODE_PREFIX = /^(ERR_[A-Z_]+): /;
 
-/** Native batch status numbers: 1 + the index in the core's code list. */
-export const STATUS_CODES: readonly SecurityErrorCode[] = binding.errorCodes() as SecurityErrorCode[];
+/**
+ * Native batch status numbers: 1 + the index in the core's code list
+ * (`CORE_ERROR_CODES`, generated from the Rust enum). The binding reports its
+ * own list; a binary built from other sources than this TypeScript (a stale
+ * build) would give statuses another meaning, so it is refused here.
+ */
+export const STATUS_CODES: readonly SecurityErrorCode[] = checkedCodes(binding.errorCodes());
+
+/** @internal (exported for its test) */
+export function checkedCodes(reported: readonly string[]): readonly SecurityErrorCode[] {
+  if (reported.length !== CORE_ERROR_CODES.length || reported.some((c, i) => c !== CORE_ERROR_CODES[i])) {
+    throw new Error(
+      `celery-sign: the ${backend} backend's error codes (${reported.join(', ')}) are not this package's ` +
+        `(${CORE_ERROR_CODES.join(', ')}): the binary is out of step with the JavaScript; rebuild or reinstall`,
+    );
+  }
+  return CORE_ERROR_CODES;
+}
 
 function isSecurityCode(code: string): code is SecurityErrorCode {
   return (ERROR_CODES as readonly string[]).includes(code) && code !== 'ERR_IMPROPERLY_CONFIGURED';

@@ -106,3 +106,14 @@ test('the binding itself throws a bad digest as a bad argument (InvalidArg), nev
     }
   }
 });
+
+test('a binary whose code list is not this package’s is refused, not mapped by position', async (t) => {
+  const { checkedCodes, STATUS_CODES } = await import('../src/native.js');
+  t.deepEqual([...STATUS_CODES], [...CORE_ERROR_CODES]);
+  t.deepEqual([...checkedCodes([...CORE_ERROR_CODES])], [...CORE_ERROR_CODES]);
+  // One code fewer (a binary from before ERR_INTERNAL), or two swapped.
+  t.throws(() => checkedCodes(CORE_ERROR_CODES.slice(0, -1)), { message: /out of step/ });
+  const swapped = [...CORE_ERROR_CODES];
+  [swapped[0], swapped[1]] = [swapped[1]!, swapped[0]!];
+  t.throws(() => checkedCodes(swapped), { message: /out of step/ });
+});
