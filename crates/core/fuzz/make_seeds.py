@@ -15,8 +15,9 @@ environments) and `.venv/bin/python test/py/make_fixtures.py test/.fixtures`
   the payload.
 - certificate: DER of the test suite's certificates, a few as PEM text, and
   DER edge cases patched here (the signature is never checked): long and
-  non-minimal serials, a v1 certificate, times at the UTCTime limits, bytes
-  after the end, an indefinite length; and bare issuer Names.
+  non-minimal serials, serials at the core's bound, a v1 certificate, times
+  at the UTCTime limits, bytes after the end, an indefinite length; and bare
+  issuer Names.
 - key: the PEM keys of bench/keys and the test suite, each format and cipher,
   a few made here with the openssl CLI (scrypt, AES-192 legacy); each file is
   a password length byte (0: none, n: n - 1 bytes) and the password, then
@@ -209,6 +210,9 @@ def certificate() -> None:
 
     patched('serial-64-bytes', f1=enc(0x02, b'\x7f' + b'\xa5' * 63))
     patched('serial-300-bytes', f1=enc(0x02, b'\x01' + b'\x00' * 299))
+    # The core's bound (MAX_SERIAL_BYTES, 4096) and one byte over it.
+    patched('serial-4096-bytes', f1=enc(0x02, b'\x5a' * 4096))
+    patched('serial-4097-bytes', f1=enc(0x02, b'\x5a' * 4097))
     patched('serial-non-minimal', f1=enc(0x02, b'\x00\x00\x01'))
     patched('serial-minus-one', f1=enc(0x02, b'\xff'))
     patched('serial-empty', f1=enc(0x02, b''))
