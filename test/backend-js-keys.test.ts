@@ -919,7 +919,7 @@ test('certificate serials: the same decimal up to MAX_SERIAL_BYTES, the same qui
     b[0] = b[0]! & 0x7f || 1;
     serials.push(b);
     const neg = Buffer.from(b);
-    neg[0] = neg[0]! | 0x80;
+    neg[0] = (neg[0]! | 0x80) & 0xfe; // not 0xff: minimal whatever follows
     serials.push(neg);
   }
   serials.push(Buffer.alloc(4096, 0x7f), Buffer.from([0x00]), Buffer.from([0xff]), Buffer.from([0x80, 0, 0]));
@@ -940,6 +940,19 @@ test('certificate serials: the same decimal up to MAX_SERIAL_BYTES, the same qui
     // The conversion once took 36 s for 64 KiB, on the event loop.
     t.true(ms < 200, `${n} bytes: ${ms.toFixed(1)} ms`);
     sameCert(t, pem, `${n} bytes`);
+  }
+  // Not minimally encoded: Python `cryptography` refuses the certificate (checked
+  // with .venv's cryptography 50: `00 7f`, `00 00 01`, `ff 80`, `ff ff` fail to load;
+  // `00 80`, `ff 7f`, `00`, `ff` load).
+  for (const serial of [[0x00, 0x7f], [0x00, 0x00, 0x01], [0xff, 0x80], [0xff, 0xff], [0x00, ...Buffer.alloc(30, 0x11)]]) {
+    const pem = toPem('CERTIFICATE', withSerial(der, Buffer.from(serial)));
+    t.is(outcome(() => nativeCert(pem)), 'error ERR_INVALID_CERTIFICATE: Invalid certificate: could not parse the X.509 certificate', Buffer.from(serial).toString('hex'));
+    sameCert(t, pem, `non-minimal ${Buffer.from(serial).toString('hex')}`);
+  }
+  for (const serial of [[0x00, 0x80], [0xff, 0x7f], [0x00], [0xff]]) {
+    const pem = toPem('CERTIFICATE', withSerial(der, Buffer.from(serial)));
+    t.is(new N.NativeCertificate(pem).serial, pythonInt(Buffer.from(serial)));
+    sameCert(t, pem, `minimal ${Buffer.from(serial).toString('hex')}`);
   }
   // The longest accepted serial converts in well under a frame.
   const pem = toPem('CERTIFICATE', withSerial(der, Buffer.alloc(4096, 0xff).fill(0x7f, 0, 1)));

@@ -44,7 +44,9 @@ pub fn parse(der: &[u8]) -> Option<Parts<'_>> {
         fields = next;
         (field, next) = read_tlv(fields)?;
     }
-    if field.tag != INTEGER || field.body.is_empty() {
+    // The serial as Python `cryptography` reads it: a DER INTEGER, minimally
+    // encoded (`00 7f` or `ff 80` make it refuse the whole certificate).
+    if field.tag != INTEGER || !is_minimal_integer(field.body) {
         return None;
     }
     let serial = field.body;
@@ -72,6 +74,17 @@ pub fn parse(der: &[u8]) -> Option<Parts<'_>> {
         not_after: parse_time(not_after.tag, not_after.body)?,
         spki: spki.raw,
     })
+}
+
+/// A DER INTEGER's contents: not empty, and no leading byte that only
+/// repeats the sign of the next one.
+fn is_minimal_integer(body: &[u8]) -> bool {
+    match body {
+        [] => false,
+        [0x00, next, ..] => next & 0x80 != 0,
+        [0xff, next, ..] => next & 0x80 == 0,
+        _ => true,
+    }
 }
 
 fn digits(s: &[u8]) -> Option<i64> {
@@ -305,6 +318,29 @@ mod tests {
             dec(&positive),
             "1461501637330902918203684832716283019655932542975"
         );
+    }
+
+    #[test]
+    fn serials_are_minimal_integers() {
+        for ok in [
+            &[0x00][..],
+            &[0xff],
+            &[0x00, 0x80],
+            &[0xff, 0x7f],
+            &[0x01, 0x00],
+            &[0x7f],
+        ] {
+            assert!(is_minimal_integer(ok), "{ok:02x?}");
+        }
+        for bad in [
+            &[][..],
+            &[0x00, 0x7f],
+            &[0x00, 0x00, 0x01],
+            &[0xff, 0x80],
+            &[0xff, 0xff],
+        ] {
+            assert!(!is_minimal_integer(bad), "{bad:02x?}");
+        }
     }
 
     #[test]

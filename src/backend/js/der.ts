@@ -210,7 +210,8 @@ export function parseCertificate(der: Uint8Array): Parts | undefined {
     field = readTlv(field.rest);
     if (field === undefined) return undefined;
   }
-  if (field.tag !== INTEGER || field.body.length === 0) return undefined;
+  // The serial as Python `cryptography` reads it: a minimal DER INTEGER.
+  if (field.tag !== INTEGER || !isValidInteger(field.body)) return undefined;
   const serial = field.body;
   const sigAlg = readTlv(field.rest);
   if (sigAlg === undefined) return undefined;
