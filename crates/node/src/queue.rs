@@ -230,7 +230,13 @@ fn drain(env: sys::napi_env, d: &Dispatcher) -> usize {
                 Ok(v) => sys::napi_resolve_deferred(env, deferred.0, v),
                 Err(e) => match ToNapiValue::to_napi_value(env, e) {
                     Ok(err) => sys::napi_reject_deferred(env, deferred.0, err),
-                    Err(_) => sys::Status::napi_generic_failure,
+                    // No error object to be had (out of memory?): still settle,
+                    // with undefined, rather than leave the promise out for ever.
+                    Err(_) => {
+                        let mut undefined = ptr::null_mut();
+                        sys::napi_get_undefined(env, &mut undefined);
+                        sys::napi_reject_deferred(env, deferred.0, undefined)
+                    }
                 },
             }
         };
