@@ -8,8 +8,9 @@
 //! `ERR_UNSUPPORTED_KEY_TYPE`; an accepted certificate's id is issuer + " " +
 //! serial, its issuer is what the name reader makes of the issuer field, its
 //! serial is the serial field in decimal (both fields found and the decimal
-//! computed here independently); the PEM wrapping of some DER reads exactly
-//! as the DER does; `issuer_string` is `name_values` joined by spaces.
+//! computed here independently), which is a minimal DER INTEGER; the PEM
+//! wrapping of some DER reads exactly as the DER does; `issuer_string` is
+//! `name_values` joined by spaces.
 #![no_main]
 
 use base64_simd::STANDARD as B64;
@@ -119,6 +120,14 @@ fn check(result: &Result<Certificate>, der: Option<&[u8]>) {
                 let (issuer, serial) = issuer_and_serial(der).expect("an accepted certificate");
                 assert_eq!(issuer_string(issuer).as_deref(), Some(cert.issuer()));
                 assert_eq!(cert.serial(), decimal(serial));
+                // DER: a minimal INTEGER (Python's parser refuses any other).
+                if let [first, second, ..] = serial {
+                    assert!(
+                        !(*first == 0x00 && second & 0x80 == 0)
+                            && !(*first == 0xff && second & 0x80 != 0),
+                        "a non-minimal serial accepted"
+                    );
+                }
             }
         }
         Err(e) => assert!(
