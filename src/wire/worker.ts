@@ -470,11 +470,22 @@ export class Worker extends EventEmitter {
       this.#release(verify.length);
       return;
     }
+    // ERR_INTERNAL is a fault of celery-sign (a caught panic, a dead fallback
+    // worker), not a verdict on the message: it goes back to the broker, as
+    // when the whole call fails, and is reported.
+    const faulted: Delivery[] = [];
     results.forEach((r, i) => {
       const d = verify[i]!;
       if (r.ok) this.#accept(d, r.value, r.signer);
-      else this.#refuse(d, r.error, 'ack');
+      else if (r.error.code === 'ERR_INTERNAL') {
+        this.#error(r.error);
+        faulted.push(d);
+      } else this.#refuse(d, r.error, 'ack');
     });
+    if (faulted.length > 0) {
+      await this.#consumer!.recover(faulted).catch((e: unknown) => this.#error(e));
+      this.#release(faulted.length);
+    }
     this.#pump();
   }
 

@@ -12,6 +12,7 @@ import {
   createWorker,
   FSCertStore,
   SecureSerializer,
+  SecurityError,
   TaskFailedError,
   type Bytes,
   type CeleryClient,
@@ -84,6 +85,49 @@ test.serial('messages are verified in batches (one native call per batch)', asyn
     t.is(security.batches.reduce((a, b) => a + b, 0), 600);
     t.true(Math.max(...security.batches) >= 64, `batch sizes ${security.batches.join(',')}`);
     t.true(security.batches.length <= 20);
+  } finally {
+    await w.stop();
+  }
+});
+
+/** A verifying serializer whose first batch reports an internal fault for its first item (as a caught panic would). */
+class FaultingSerializer extends SecureSerializer {
+  faults = 0;
+  override async deserializeMany(payloads: readonly Bytes[]): Promise<DeserializeResult[]> {
+    const results = await super.deserializeMany(payloads);
+    if (this.faults === 0 && results.length > 0) {
+      this.faults++;
+      results[0] = { ok: false, error: new SecurityError('ERR_INTERNAL', 'internal error (test)') };
+    }
+    return results;
+  }
+}
+
+test.serial('an item with ERR_INTERNAL is not a refusal: it goes back to the queue and runs once', async (t) => {
+  t.timeout(30000);
+  const runs: number[] = [];
+  const security = new FaultingSerializer({ store: new FSCertStore(pki.storeDir) });
+  const w = createWorker({
+    broker: redis.url(),
+    backend: redis.url(),
+    security,
+    queues: ['fault'],
+    tasks: { 't.record': ([i]) => (runs.push(Number(i)), i) },
+  });
+  const errors: unknown[] = [];
+  const refusals: unknown[] = [];
+  w.on('error', (e) => errors.push(e));
+  w.on('security', (e) => refusals.push(e));
+  const sent = await Promise.all([1, 2, 3].map((i) => client.sendTask('t.record', [i], {}, { queue: 'fault' })));
+  await w.start();
+  try {
+    t.deepEqual(await Promise.all(sent.map((s) => s.get({ timeout: 20000 }))), [1, 2, 3]);
+    t.deepEqual([...runs].sort(), [1, 2, 3]);
+    t.is(security.faults, 1);
+    t.deepEqual(refusals, []);
+    t.is(errors.length, 1);
+    t.is((errors[0] as SecurityError).code, 'ERR_INTERNAL');
+    t.is(await eventually(() => r.hlen('unacked'), 0), 0);
   } finally {
     await w.stop();
   }
