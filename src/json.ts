@@ -43,10 +43,23 @@
  * `time` -> {@link PyTime}; `Decimal` -> {@link PyDecimal}; `UUID` -> {@link PyUUID};
  * `bytes` -> `Buffer`. An unknown marker throws, as kombu's `object_hook` does.
  *
+ * Limits, as Python's `json` has them (and so kombu and Celery):
+ * - integers are exact whatever their size (`[1` and 399 zeros `]` gives a
+ *   bigint, not `Infinity`), up to Python's default limit of 4300 digits
+ *   (`sys.get_int_max_str_digits()`): `loads`
+ *   refuses a longer integer literal and `dumps` a longer bigint with a
+ *   `RangeError`, as Python raises `ValueError` for both. A float literal out
+ *   of double range is `Infinity`, as in Python (`1e400` is `inf`);
+ * - `loads` refuses a text whose arrays and objects nest deeper than 1000
+ *   levels with a `RangeError`, whatever the stack: Python
+ *   3.11's decoder raises `RecursionError` from 997 levels on with its default
+ *   recursion limit of 1000 (fewer inside a worker's call stack), so every
+ *   text Celery decodes is within it.
+ *
  * @module
  */
 
-import { restoreText, restoreValues, takeHints, type ScanHints } from './jsonhints.js';
+import { installHintedLoads, restoreText, restoreValues, type ScanHints } from './jsonhints.js';
 
 // ---------------------------------------------------------------------------
 // Small value classes for Python types JavaScript lacks.
@@ -363,7 +376,7 @@ function encodeValue(v: unknown, key: string, stack: Stack, afterToJSON: boolean
     case 'boolean':
       return v ? 'true' : 'false';
     case 'bigint':
-      return v.toString();
+      return bigintString(v);
     case 'undefined':
       return 'null';
     case 'function':
@@ -439,7 +452,7 @@ function encodeValue(v: unknown, key: string, stack: Stack, afterToJSON: boolean
     if (o instanceof Number) return formatNumber(o.valueOf());
     if (o instanceof String) return quote(o.valueOf());
     if (o instanceof Boolean) return o.valueOf() ? 'true' : 'false';
-    if (o instanceof BigInt) return (o as unknown as { valueOf(): bigint }).valueOf().toString();
+    if (o instanceof BigInt) return bigintString((o as unknown as { valueOf(): bigint }).valueOf());
     if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer || isSharedArrayBuffer(o)) throw notSerializable(o);
   }
 
@@ -476,7 +489,7 @@ function mapKey(k: unknown): string {
     case 'number':
       return formatNumber(k);
     case 'bigint':
-      return k.toString();
+      return bigintString(k);
     case 'boolean':
       return k ? 'true' : 'false';
     default:
@@ -535,6 +548,27 @@ function quote(s: string): string {
 }
 
 // --- numbers ----------------------------------------------------------------
+
+/**
+ * The most digits of an integer Python converts to or from text by default
+ * (`sys.get_int_max_str_digits()`, Python >= 3.11): `json.loads` raises
+ * `ValueError` for a longer integer literal, `json.dumps` for a longer int.
+ */
+const MAX_INT_DIGITS = 4300;
+
+function tooManyDigits(digits: number): RangeError {
+  return new RangeError(
+    `Exceeds the limit (${MAX_INT_DIGITS} digits) for integer string conversion: value has ${digits} digits`,
+  );
+}
+
+/** A bigint in decimal, as Python's `int.__repr__` (refused beyond {@link MAX_INT_DIGITS} digits). */
+function bigintString(v: bigint): string {
+  const t = v.toString();
+  const digits = v < 0n ? t.length - 1 : t.length;
+  if (digits > MAX_INT_DIGITS) throw tooManyDigits(digits);
+  return t;
+}
 
 function integerString(n: number): string {
   return Number.isSafeInteger(n) ? String(n) : BigInt(n).toString();
@@ -843,17 +877,6 @@ function epochMs(f: Omit<DateTimeFields, 'offset'>, offset: number): number {
  * @throws TypeError/RangeError for an unknown marker or a malformed marker value.
  */
 export function loads(text: string | Uint8Array): unknown {
-  if (typeof text === 'string') {
-    const hints = takeHints(text);
-    if (hints !== null) {
-      try {
-        return loadsHinted(text, hints);
-      } catch {
-        // The plain path below, on the text as it came, gives the exact error.
-        if (hints.literals !== null) text = restoreText(text, hints.literals, hints.base);
-      }
-    }
-  }
   const s = typeof text === 'string' ? text : UTF8_FATAL.decode(text);
   const hook = s.includes('__type__') || (s.includes('\\u00') && ESCAPED_TYPE_CHAR.test(s));
   let parsed: unknown;
@@ -865,23 +888,37 @@ export function loads(text: string | Uint8Array): unknown {
     }
     throw err;
   }
-  // JSON.parse rounds an integer beyond 2^53; such a value comes out as a
-  // number that is integral but not safe (a float literal may too: harmless).
-  if (hasUnsafeInteger(parsed) && LONG_DIGITS.test(s)) return new Parser(s, hook).parseDocument();
+  // JSON.parse rounds an integer beyond 2^53, and makes Infinity of one beyond
+  // double range; such a value comes out as a number that is integral but not
+  // safe, or not finite. Either may also be a float literal (1e300, 1e400):
+  // a long digit run tells the integers apart, and the exact parser then
+  // reads floats as JSON.parse does. The look also checks the nesting.
+  if (inspect(parsed, 1) && LONG_DIGITS.test(s)) return new Parser(s, hook).parseDocument();
   return hook ? revive(parsed) : parsed;
 }
 
 /**
  * `loads` with what the native threads found (see src/jsonhints.ts): the same
  * value, without reading the text again for markers and long digit runs, and
- * without `JSON.parse` reading long string values that were lifted out. It
- * throws wherever `loads` would (the caller then reruns the plain path).
+ * without `JSON.parse` reading long string values that were lifted out. Where
+ * it fails, `loads` of the text as it came gives the exact error.
  */
 function loadsHinted(s: string, h: ScanHints): unknown {
+  try {
+    return decodeHinted(s, h);
+  } catch {
+    return loads(h.literals !== null ? restoreText(s, h.literals, h.base) : s);
+  }
+}
+
+function decodeHinted(s: string, h: ScanHints): unknown {
   let parsed: unknown;
   try {
     parsed = JSON.parse(s);
-    if (h.longDigits && hasUnsafeInteger(parsed)) parsed = new Parser(s, false).parseDocument();
+    // A text nests at most half its length deep (lifting shortened only strings).
+    if ((h.longDigits || s.length > 2 * MAX_NESTING) && inspect(parsed, 1) && h.longDigits) {
+      parsed = new Parser(s, false).parseDocument();
+    }
   } catch (err) {
     if (!(err instanceof SyntaxError) || !(s.includes('NaN') || s.includes('Infinity'))) throw err;
     parsed = new Parser(s, false).parseDocument();
@@ -890,16 +927,57 @@ function loadsHinted(s: string, h: ScanHints): unknown {
   return h.hook ? revive(parsed) : parsed;
 }
 
-function hasUnsafeInteger(v: unknown): boolean {
-  if (typeof v === 'number') return Number.isInteger(v) && !Number.isSafeInteger(v);
+installHintedLoads(loadsHinted);
+
+/**
+ * The deepest nesting of arrays and objects {@link loads} accepts. Python's
+ * `json` (3.11, default recursion limit 1000) refuses from 997 levels on, so
+ * Celery decodes nothing deeper. JSON.parse reads any depth without
+ * recursion; the walks after it recurse only within this limit, which is
+ * checked first, so that the answer never depends on the stack.
+ */
+const MAX_NESTING = 1000;
+
+function tooDeep(): RangeError {
+  return new RangeError(`JSON nested deeper than ${MAX_NESTING} levels of arrays and objects`);
+}
+
+function roundedNumber(x: number): boolean {
+  return !Number.isSafeInteger(x) && (Number.isInteger(x) || x === Infinity || x === -Infinity);
+}
+
+/**
+ * Looks at every value JSON.parse built (container `v` at nesting `depth`):
+ * refuses nesting deeper than {@link MAX_NESTING} (the walk goes no deeper
+ * than that), and tells whether a number may be a rounded integer literal
+ * (integral but not safe, or infinite).
+ */
+function inspect(v: unknown, depth: number): boolean {
+  if (typeof v === 'number') return roundedNumber(v);
   if (v === null || typeof v !== 'object') return false;
+  if (depth > MAX_NESTING) throw tooDeep();
+  let rounded = false;
   if (Array.isArray(v)) {
-    for (const item of v) if (hasUnsafeInteger(item)) return true;
-    return false;
+    for (let i = 0; i < v.length; i++) {
+      const item: unknown = v[i];
+      if (typeof item === 'number') {
+        if (roundedNumber(item)) rounded = true;
+      } else if (item !== null && typeof item === 'object' && inspect(item, depth + 1)) {
+        rounded = true;
+      }
+    }
+    return rounded;
   }
   const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (hasUnsafeInteger(o[k])) return true;
-  return false;
+  for (const k of Object.keys(o)) {
+    const item = o[k];
+    if (typeof item === 'number') {
+      if (roundedNumber(item)) rounded = true;
+    } else if (item !== null && typeof item === 'object' && inspect(item, depth + 1)) {
+      rounded = true;
+    }
+  }
+  return rounded;
 }
 
 // A key spelled with escapes ("\u005f_type__") still names a marker in Python.
@@ -1058,6 +1136,7 @@ function pyB64Decode(s: string): Buffer {
  */
 class Parser {
   private i = 0;
+  private depth = 0;
 
   constructor(
     private readonly s: string,
@@ -1127,9 +1206,11 @@ class Parser {
     if (!m) this.fail('Unexpected token');
     const tok = m[0];
     this.i += tok.length;
+    if (m[1] !== undefined || m[2] !== undefined) return Number(tok);
+    const digits = tok.charCodeAt(0) === 45 ? tok.length - 1 : tok.length;
+    if (digits > MAX_INT_DIGITS) throw tooManyDigits(digits);
     const n = Number(tok);
-    if (m[1] === undefined && m[2] === undefined && !Number.isSafeInteger(n)) return BigInt(tok);
-    return n;
+    return Number.isSafeInteger(n) ? n : BigInt(tok);
   }
 
   private string(): string {
@@ -1153,10 +1234,12 @@ class Parser {
 
   private array(): unknown[] {
     this.i++;
+    if (++this.depth > MAX_NESTING) throw tooDeep();
     const out: unknown[] = [];
     this.ws();
     if (this.s.charCodeAt(this.i) === 93) {
       this.i++;
+      this.depth--;
       return out;
     }
     for (;;) {
@@ -1164,7 +1247,10 @@ class Parser {
       out.push(this.value());
       this.ws();
       const c = this.s.charCodeAt(this.i++);
-      if (c === 93) return out;
+      if (c === 93) {
+        this.depth--;
+        return out;
+      }
       if (c !== 44) {
         this.i--;
         this.fail("Expecting ',' delimiter");
@@ -1174,10 +1260,12 @@ class Parser {
 
   private object(): unknown {
     this.i++;
+    if (++this.depth > MAX_NESTING) throw tooDeep();
     const out: Record<string, unknown> = {};
     this.ws();
     if (this.s.charCodeAt(this.i) === 125) {
       this.i++;
+      this.depth--;
       return this.hook ? objectHook(out) : out;
     }
     for (;;) {
@@ -1196,7 +1284,10 @@ class Parser {
       }
       this.ws();
       const c = this.s.charCodeAt(this.i++);
-      if (c === 125) return this.hook ? objectHook(out) : out;
+      if (c === 125) {
+        this.depth--;
+        return this.hook ? objectHook(out) : out;
+      }
       if (c !== 44) {
         this.i--;
         this.fail("Expecting ',' delimiter");

@@ -3,10 +3,12 @@
  * reaches `loads` (see crates/node/src/jsonscan.rs), so that the event loop
  * does not read the text again for it. Internal: not part of the package API.
  *
- * The hints travel to `loads` beside the text rather than through it, because
- * the call goes through the serializer registry (kombu's checks, its error
- * wrapping): {@link primeLoads} leaves them for the next `loads` of exactly
- * that text, which takes them.
+ * The hints go to the decode as an argument, never through module state: a
+ * batch picks its decoders once, when it starts (src/registry.ts `loadsFrom`),
+ * and hands each body's hints to {@link hintedLoads} with that body. The
+ * hinted decode itself lives in src/json.ts beside the parser it uses; that
+ * module installs it here once, when it is loaded (its exports are public,
+ * this one is not).
  *
  * @internal
  * @module
@@ -25,24 +27,23 @@ export interface ScanHints {
   base: number;
 }
 
-let pending: { text: string; hints: ScanHints } | null = null;
+type HintedLoads = (text: string, hints: ScanHints) => unknown;
 
-/** Leaves `hints` for the next `loads` of `text`. */
-export function primeLoads(text: string, hints: ScanHints): void {
-  pending = { text, hints };
+let installed: HintedLoads | null = null;
+
+/** Called once by src/json.ts when it loads. */
+export function installHintedLoads(fn: HintedLoads): void {
+  installed = fn;
 }
 
-/** Drops hints no `loads` took. */
-export function clearHints(): void {
-  pending = null;
-}
-
-/** The hints left for `text`, taken (once). */
-export function takeHints(text: string): ScanHints | null {
-  const p = pending;
-  if (p === null || p.text !== text) return null;
-  pending = null;
-  return p.hints;
+/**
+ * kombu's JSON `loads` of `text` with the hints the native pre-scan gave for
+ * exactly that text: the same value, or the same error, as `loads` of the
+ * text with its lifted literals put back.
+ */
+export function hintedLoads(text: string, hints: ScanHints): unknown {
+  if (installed === null) throw new Error('celery-sign internal error: src/json.ts did not install the hinted decode');
+  return installed(text, hints);
 }
 
 const PLACEHOLDER_G = /\\u0000(\d+)/g;

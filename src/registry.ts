@@ -23,6 +23,7 @@
  */
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { dumps as jsonDumps, loads as jsonLoads } from './json.js';
+import { hintedLoads, restoreText, type ScanHints } from './jsonhints.js';
 
 /** Turns a value into a message body. A string is sent as UTF-8. */
 export type Encoder = (data: unknown) => string | Uint8Array;
@@ -294,53 +295,81 @@ export class SerializerRegistry {
     contentEncoding?: string | null,
     opts: LoadsOptions = {},
   ): unknown {
-    let ct: string;
-    if (typeof contentType === 'string') ct = contentType === '' ? 'application/data' : contentType;
-    else if (contentType instanceof Uint8Array && contentType.length > 0) ct = Buffer.from(contentType).toString('utf8');
-    else ct = 'application/data';
-
-    if (isInsecureType(ct)) throw this.disallowed(ct, 'insecure');
-    const { accept, force = false } = opts;
-    if (accept != null) {
-      if (!TRUSTED_CONTENT.has(ct) && !this.prepareAccept(accept).has(ct)) throw this.disallowed(ct, 'untrusted');
-    } else if (this.disabled.has(ct) && !force) {
-      throw this.disallowed(ct, 'disabled');
-    }
-    const encoding = (contentEncoding || 'utf-8').toLowerCase();
-
-    if (data.length > 0) {
-      const decode = this._decoders.get(ct);
-      if (decode) {
-        try {
-          return decode(data);
-        } catch (err) {
-          if (err instanceof SecurityError || err instanceof ImproperlyConfigured) throw err;
-          throw new SecurityError('ERR_DECODE', `Unable to decode content of type ${printable(ct)}`, { cause: err });
-        }
-      }
-      if (!SKIP_DECODE.has(encoding) && typeof data !== 'string') {
-        try {
-          return decodeText(data, encoding);
-        } catch (err) {
-          throw new SecurityError(
-            'ERR_DECODE',
-            `Unable to decode content of type ${printable(ct)} as ${printable(encoding)}`,
-            { cause: err },
-          );
-        }
-      }
-    }
-    return data;
-  }
-
-  private disallowed(ct: string, why: string): SecurityError {
-    const alias = this._typeToName.get(ct) ?? ct;
-    return new SecurityError(
-      'ERR_CONTENT_DISALLOWED',
-      `Refusing to deserialize ${why} content of type ${printable(alias)} (${printable(ct)})`,
-    );
+    return loadsFrom(this, this._decoders, data, contentType, contentEncoding, opts, null);
   }
 }
+
+function disallowed(reg: SerializerRegistry, ct: string, why: string): SecurityError {
+  const alias = reg.typeToName.get(ct) ?? ct;
+  return new SecurityError(
+    'ERR_CONTENT_DISALLOWED',
+    `Refusing to deserialize ${why} content of type ${printable(alias)} (${printable(ct)})`,
+  );
+}
+
+/**
+ * {@link SerializerRegistry.loads} with the decoders taken from `decoders`
+ * (a batch's snapshot of `reg.decoders`, taken when it starts, so that a
+ * registry change while it is out cannot reach it) and, for a body the native
+ * pre-scan read, its `hints`. The hints apply only to kombu's own JSON
+ * decoder; any other decoder gets the text as it came, lifted literals put
+ * back. Everything else is `loads` exactly.
+ *
+ * @internal
+ */
+export function loadsFrom(
+  reg: SerializerRegistry,
+  decoders: ReadonlyMap<string, Decoder>,
+  data: Uint8Array | string,
+  contentType: string | Uint8Array | null | undefined,
+  contentEncoding: string | null | undefined,
+  opts: LoadsOptions,
+  hints: ScanHints | null,
+): unknown {
+  let ct: string;
+  if (typeof contentType === 'string') ct = contentType === '' ? 'application/data' : contentType;
+  else if (contentType instanceof Uint8Array && contentType.length > 0) ct = Buffer.from(contentType).toString('utf8');
+  else ct = 'application/data';
+
+  if (isInsecureType(ct)) throw disallowed(reg, ct, 'insecure');
+  const { accept, force = false } = opts;
+  if (accept != null) {
+    if (!TRUSTED_CONTENT.has(ct) && !reg.prepareAccept(accept).has(ct)) throw disallowed(reg, ct, 'untrusted');
+  } else if (reg.disabledContentTypes.has(ct) && !force) {
+    throw disallowed(reg, ct, 'disabled');
+  }
+  const encoding = (contentEncoding || 'utf-8').toLowerCase();
+
+  if (hints !== null && typeof data === 'string' && hints.literals !== null && decoders.get(ct) !== jsonLoads) {
+    // Never seen in practice (a batch pre-scans only the types its snapshot
+    // decodes with kombu's JSON): the text as it came, for anyone else.
+    data = restoreText(data, hints.literals, hints.base);
+  }
+  if (data.length > 0) {
+    const decode = decoders.get(ct);
+    if (decode) {
+      try {
+        return hints !== null && decode === jsonLoads && typeof data === 'string' ? hintedLoads(data, hints) : decode(data);
+      } catch (err) {
+        if (err instanceof SecurityError || err instanceof ImproperlyConfigured) throw err;
+        throw new SecurityError('ERR_DECODE', `Unable to decode content of type ${printable(ct)}`, { cause: err });
+      }
+    }
+    if (!SKIP_DECODE.has(encoding) && typeof data !== 'string') {
+      try {
+        return decodeText(data, encoding);
+      } catch (err) {
+        throw new SecurityError(
+          'ERR_DECODE',
+          `Unable to decode content of type ${printable(ct)} as ${printable(encoding)}`,
+          { cause: err },
+        );
+      }
+    }
+  }
+  return data;
+}
+
 
 // Python's codecs.decode for the encodings a message is likely to carry.
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

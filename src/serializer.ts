@@ -2,17 +2,41 @@ import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { Certificate, CertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
+import type { SecurityErrorCode } from './errors.js';
 import { call, callAsync, expectResult, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
 import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
-import { INSECURE_CONTENT_TYPES, registry as defaultRegistry, type SerializerRegistry } from './registry.js';
+import {
+  INSECURE_CONTENT_TYPES,
+  loadsFrom,
+  registry as defaultRegistry,
+  type Decoder,
+  type SerializerRegistry,
+} from './registry.js';
 import { loads as jsonLoads } from './json.js';
-import { clearHints, primeLoads, restoreText } from './jsonhints.js';
+import type { ScanHints } from './jsonhints.js';
 
 /** Default limit on one payload's size (bytes of base64), like the Rust core's. */
 export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 
 /** Items per native call when a large batch is pipelined. */
 const PIPELINE_CHUNK = 256;
+
+/**
+ * Most bytes of packed payloads per native call. A batch goes down in chunks
+ * of at most {@link PIPELINE_CHUNK} items and this many bytes, two in flight:
+ * its pack buffers hold at most 2 x 64 MiB, whatever the batch adds up to (a
+ * single payload larger than this, possible only with `maxPayloadSize` set
+ * above it, goes alone). Payloads over `maxPayloadSize` are never packed.
+ */
+const PIPELINE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The batch limits above, for tests of the chunking only (a lower byte budget
+ * shows chunking by bytes with small figures).
+ *
+ * @internal
+ */
+export const batchLimits: { items: number; bytes: number } = { items: PIPELINE_CHUNK, bytes: PIPELINE_BYTES };
 
 /** Largest buffer of packed payloads kept for reuse (see `#spare`). */
 const MAX_SPARE_BYTES = 32 * 1024 * 1024;
@@ -59,6 +83,25 @@ export interface SecureSerializerOptions {
 export type DeserializeResult =
   | { ok: true; value: unknown; signer: string }
   | { ok: false; error: SecurityError };
+
+/** What one `deserializeMany` decodes with, fixed when it starts. */
+interface BatchContext {
+  /** A copy of the registry's decoders: a change to the registry while the batch is out does not reach it. */
+  decoders: ReadonlyMap<string, Decoder>;
+  /** The accepted content types the snapshot decodes with kombu's JSON: pre-scanned natively. */
+  jsonTypes: string[];
+}
+
+/** Items `start..end` of a batch, gone down in one native call (`opened`, null when none needed it). */
+interface Chunk {
+  start: number;
+  end: number;
+  /** Items refused for their size before anything was copied, by index from `start`; null if none. */
+  tooLarge: Array<SecurityError | undefined> | null;
+  opened: Promise<OpenedBatch> | null;
+}
+
+const FORCE = { force: true } as const;
 
 /**
  * Celery's `SecureSerializer` (`celery.security.serialization`): signs the
@@ -157,10 +200,7 @@ export class SecureSerializer {
     );
     if (sealed.errors.length > 0) {
       const [index, status, msg] = sealed.errors;
-      throw new SecurityError(
-        STATUS_CODES[status! - 1] ?? 'ERR_MALFORMED_PAYLOAD',
-        `item ${index}: ${sealed.messages[msg!]}`,
-      );
+      throw statusError(status!, `item ${index}: ${sealed.messages[msg!]}`);
     }
     return sealed.payloads;
   }
@@ -168,6 +208,8 @@ export class SecureSerializer {
   /** Verifies and decodes one payload; throws `SecurityError`. Blocks for one verification. */
   deserialize(payload: Bytes): unknown {
     this.#needStore();
+    const tooLarge = sizeRefusal(payload, this.maxPayloadSize);
+    if (tooLarge !== null) throw tooLarge;
     const bytes = toBytes(payload, 'payload');
     return this.#decodeOpened(call(() => this.#native.open(bytes)));
   }
@@ -175,6 +217,8 @@ export class SecureSerializer {
   /** Like {@link SecureSerializer.deserialize}, with the verification made on a native thread. */
   async deserializeAsync(payload: Bytes): Promise<unknown> {
     this.#needStore();
+    const tooLarge = sizeRefusal(payload, this.maxPayloadSize);
+    if (tooLarge !== null) throw tooLarge;
     const bytes = toBytes(payload, 'payload');
     const opened = callAsync(() => this.#native.openAsync(bytes));
     expectResult();
@@ -191,38 +235,81 @@ export class SecureSerializer {
     const n = payloads.length;
     const out: DeserializeResult[] = new Array(n);
     if (n === 0) return out;
-    // Large batches go down in chunks, two in flight: the native threads
-    // verify one chunk while this thread decodes the bodies of the previous.
-    const chunk = n <= PIPELINE_CHUNK * 1.5 ? n : PIPELINE_CHUNK;
-    const open = (start: number): Promise<OpenedBatch> =>
-      this.#openChunk(payloads, start, Math.min(n, start + chunk));
-    const inflight: Array<Promise<OpenedBatch> | undefined> = [open(0)];
-    if (chunk < n) inflight.push(open(chunk));
-    for (let k = 0, start = 0; start < n; k++, start += chunk) {
-      const batch = await inflight[k]!;
-      inflight[k] = undefined;
-      if (start + 2 * chunk < n) inflight.push(open(start + 2 * chunk));
-      this.#collect(batch, out, start, Math.min(n, start + chunk));
+    const ctx = this.#batchContext();
+    // Large batches go down in chunks (by count and by bytes), two in flight:
+    // the native threads verify one chunk while this thread decodes the
+    // bodies of the previous.
+    const items = n <= batchLimits.items * 1.5 ? n : batchLimits.items;
+    const inflight: Chunk[] = [];
+    let next = 0;
+    const open = (): void => {
+      const c = this.#openChunk(payloads, next, items, ctx);
+      next = c.end;
+      inflight.push(c);
+    };
+    try {
+      open();
+      if (next < n) open();
+      while (inflight.length > 0) {
+        const c = inflight[0]!;
+        const batch = c.opened === null ? null : await c.opened;
+        inflight.shift();
+        if (next < n) open();
+        this.#collect(batch, out, c, ctx);
+      }
+    } catch (err) {
+      // Nothing left out unobserved.
+      for (const c of inflight) c.opened?.catch(() => {});
+      throw err;
     }
     return out;
   }
 
-  #openChunk(payloads: readonly Bytes[], start: number, end: number): Promise<OpenedBatch> {
-    // Lay the payloads end to end in one buffer (text as UTF-8, as Celery's
-    // ensure_bytes does); the native threads read it in place.
-    const n = end - start;
-    const lengths = new Uint32Array(n);
+  #batchContext(): BatchContext {
+    const decoders = new Map(this.#registry.decoders);
+    const jsonTypes: string[] = [];
+    for (const [contentType, decoder] of decoders) {
+      if (decoder === jsonLoads && this.#accept.has(contentType)) jsonTypes.push(contentType);
+    }
+    return { decoders, jsonTypes };
+  }
+
+  /**
+   * Opens the items from `start`: at most `items` of them and (but for a
+   * single larger one) at most the byte budget of packed payloads. Those over
+   * `maxPayloadSize` are refused here, measured without a copy, and go down
+   * as empty items.
+   */
+  #openChunk(payloads: readonly Bytes[], start: number, items: number, ctx: BatchContext): Chunk {
+    const max = this.maxPayloadSize;
+    const budget = batchLimits.bytes;
+    const stop = Math.min(payloads.length, start + items);
+    let tooLarge: Array<SecurityError | undefined> | null = null;
     // A payload is ASCII (base64) but for a broken one: room for a string's
     // UTF-16 length is room for its UTF-8 almost always, and a write that
     // stops short shows. So the text is encoded once, not measured first.
-    let room = 4;
-    for (let i = start; i < end; i++) {
-      const p = payloads[i];
-      room += typeof p === 'string' ? p.length : toBytes(p!, 'payload').length;
+    let room = 0;
+    let packed = 0;
+    let end = start;
+    for (; end < stop; end++) {
+      const p = payloads[end]!;
+      const size = typeof p === 'string' ? p.length : toBytes(p, 'payload').length;
+      const refusal = sizeRefusal(p, max);
+      if (refusal !== null) {
+        (tooLarge ??= [])[end - start] = refusal;
+        continue;
+      }
+      if (packed > 0 && room + size > budget) break;
+      room += size;
+      packed++;
     }
-    const data = this.#takeBuffer(room);
+    const chunk: Chunk = { start, end, tooLarge, opened: null };
+    if (packed === 0) return chunk;
+    const lengths = new Uint32Array(end - start);
+    const data = this.#takeBuffer(room + 4);
     let at = 0;
     for (let i = start; i < end; i++) {
+      if (tooLarge?.[i - start] !== undefined) continue;
       const p = payloads[i]!;
       let len: number;
       if (typeof p === 'string') {
@@ -230,7 +317,7 @@ export class SecureSerializer {
         // Fewer than 4 bytes left after the write: it may have stopped short.
         if (data.length - at - len < 4) {
           this.#giveBuffer(data);
-          return this.#openChunkMeasured(payloads, start, end);
+          return this.#openChunkMeasured(payloads, chunk, ctx);
         }
       } else {
         data.set(p, at);
@@ -239,13 +326,14 @@ export class SecureSerializer {
       lengths[i - start] = len;
       at += len;
     }
-    const opened = callAsync(() => this.#native.openPacked(data, lengths, this.#jsonTypes()));
+    const opened = callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes));
     // Once the call has settled the native threads no longer read the buffer.
     opened.then(
       () => this.#giveBuffer(data),
       () => this.#giveBuffer(data),
     );
-    return opened;
+    chunk.opened = opened;
+    return chunk;
   }
 
   #takeBuffer(size: number): Buffer {
@@ -277,19 +365,29 @@ export class SecureSerializer {
     }
   }
 
-  /** {@link #openChunk} with every payload measured first (one has non-ASCII text). */
-  #openChunkMeasured(payloads: readonly Bytes[], start: number, end: number): Promise<OpenedBatch> {
-    const lengths = new Uint32Array(end - start);
+  /**
+   * {@link #openChunk} with every payload measured first (one has non-ASCII
+   * text): the chunk may end sooner, to keep within the byte budget.
+   */
+  #openChunkMeasured(payloads: readonly Bytes[], chunk: Chunk, ctx: BatchContext): Chunk {
+    const { start, tooLarge } = chunk;
+    const budget = batchLimits.bytes;
+    const all = new Uint32Array(chunk.end - start);
     let total = 0;
-    for (let i = start; i < end; i++) {
-      const p = payloads[i]!;
+    let end = start;
+    for (; end < chunk.end; end++) {
+      if (tooLarge?.[end - start] !== undefined) continue;
+      const p = payloads[end]!;
       const len = typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
-      lengths[i - start] = len;
+      if (total > 0 && total + len > budget) break;
+      all[end - start] = len;
       total += len;
     }
+    const lengths = all.subarray(0, end - start);
     const data = Buffer.allocUnsafe(total);
     let at = 0;
     for (let i = start; i < end; i++) {
+      if (tooLarge?.[i - start] !== undefined) continue;
       const p = payloads[i]!;
       if (typeof p === 'string') at += data.write(p, at, 'utf8');
       else {
@@ -297,26 +395,24 @@ export class SecureSerializer {
         at += p.length;
       }
     }
-    return callAsync(() => this.#native.openPacked(data, lengths, this.#jsonTypes()));
+    chunk.end = end;
+    chunk.opened = callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes));
+    return chunk;
   }
 
-  /** The accepted content types that kombu's JSON decodes: their bodies are pre-scanned natively. */
-  #jsonTypes(): string[] {
-    const out: string[] = [];
-    for (const [contentType, decoder] of this.#registry.decoders) {
-      if (decoder === jsonLoads && this.#accept.has(contentType)) out.push(contentType);
-    }
-    return out;
-  }
-
-  #collect(batch: OpenedBatch, out: DeserializeResult[], start: number, end: number): void {
-    const { buffer, meta, strings, literals } = batch;
-    const decoders = this.#registry.decoders;
+  #collect(batch: OpenedBatch | null, out: DeserializeResult[], chunk: Chunk, ctx: BatchContext): void {
+    const { start, end, tooLarge } = chunk;
+    const decoders = ctx.decoders;
     for (let i = start, m = 0; i < end; i++, m += META_STRIDE) {
+      const refused = tooLarge?.[i - start];
+      if (refused !== undefined) {
+        out[i] = { ok: false, error: refused };
+        continue;
+      }
+      const { buffer, meta, strings, literals } = batch!;
       const status = meta[m]!;
       if (status !== 0) {
-        const code = STATUS_CODES[status - 1] ?? 'ERR_MALFORMED_PAYLOAD';
-        out[i] = { ok: false, error: new SecurityError(code, strings[meta[m + 1]!]!) };
+        out[i] = { ok: false, error: statusError(status, strings[meta[m + 1]!]!) };
         continue;
       }
       const contentType = strings[meta[m + 1]!]!;
@@ -327,27 +423,24 @@ export class SecureSerializer {
       // A body the native threads found to be UTF-8 goes to a decoder as text,
       // saving a second validation here (an ASCII one is copied, not decoded);
       // anything else stays bytes.
-      let body: Buffer | string =
+      const body: Buffer | string =
         (flags & UTF8) === 0 || decoder === undefined
           ? buffer.subarray(from, to)
           : buffer.toString((flags & ASCII) !== 0 ? 'latin1' : 'utf8', from, to);
-      if ((flags & SCANNED) !== 0 && typeof body === 'string') {
-        const lifted = (flags & LITERALS) !== 0 ? literals : null;
-        const base = meta[m + 7]!;
-        if (decoder === jsonLoads) {
-          primeLoads(body, { hook: (flags & HOOK) !== 0, longDigits: (flags & LONG_DIGITS) !== 0, literals: lifted, base });
-        } else if (lifted !== null) {
-          // The decoder was replaced while the batch was out: give it the text as it came.
-          body = restoreText(body, lifted, base);
-        }
-      }
+      const hints: ScanHints | null =
+        (flags & SCANNED) !== 0 && typeof body === 'string'
+          ? {
+              hook: (flags & HOOK) !== 0,
+              longDigits: (flags & LONG_DIGITS) !== 0,
+              literals: (flags & LITERALS) !== 0 ? literals : null,
+              base: meta[m + 7]!,
+            }
+          : null;
       try {
-        const value = this.#decode(contentType, strings[meta[m + 2]!]!, body, true);
+        const value = this.#decodeFrom(decoders, contentType, strings[meta[m + 2]!]!, body, hints);
         out[i] = { ok: true, value, signer: strings[meta[m + 3]!]! };
       } catch (err) {
         out[i] = { ok: false, error: asSecurityError(err) };
-      } finally {
-        clearHints();
       }
     }
   }
@@ -364,16 +457,32 @@ export class SecureSerializer {
     return this.#decode(contentType, contentEncoding, data);
   }
 
-  #decode(contentType: string, contentEncoding: string, body: Buffer | string, shared = false): unknown {
+  #decode(contentType: string, contentEncoding: string, body: Buffer | string): unknown {
+    this.#checkAccepted(contentType);
+    return this.#registry.loads(body, contentType, contentEncoding, FORCE);
+  }
+
+  /** {@link #decode} of a batch's body: with the batch's decoders and the body's hints. */
+  #decodeFrom(
+    decoders: ReadonlyMap<string, Decoder>,
+    contentType: string,
+    contentEncoding: string,
+    body: Buffer | string,
+    hints: ScanHints | null,
+  ): unknown {
+    this.#checkAccepted(contentType);
+    const value = loadsFrom(this.#registry, decoders, body, contentType, contentEncoding, FORCE, hints);
+    // Bytes handed back as they are must not pin a whole batch's buffer.
+    return value === body && typeof body !== 'string' ? Buffer.from(body) : value;
+  }
+
+  #checkAccepted(contentType: string): void {
     if (!this.#accept.has(contentType)) {
       throw new SecurityError(
         'ERR_CONTENT_DISALLOWED',
         `Refusing to decode content of type ${JSON.stringify(contentType)}: it is not in the accept list`,
       );
     }
-    const value = this.#registry.loads(body, contentType, contentEncoding, { force: true });
-    // Bytes handed back as they are must not pin a whole batch's buffer.
-    return shared && value === body && typeof body !== 'string' ? Buffer.from(body) : value;
   }
 
   #needKey(): void {
@@ -389,6 +498,49 @@ export class SecureSerializer {
   }
 }
 
+
+/**
+ * The error of a backend status (1 + its index in the core's code list,
+ * generated from the Rust enum), with its message. A status outside the list
+ * is a bug of celery-sign: `ERR_INTERNAL`, never a plausible refusal.
+ */
+function statusError(status: number, message: string): SecurityError {
+  const code: SecurityErrorCode | undefined = Number.isInteger(status) ? STATUS_CODES[status - 1] : undefined;
+  if (code === undefined) {
+    return new SecurityError(
+      'ERR_INTERNAL',
+      `celery-sign internal error: the backend gave status ${status}, which names no error code (${message})`,
+    );
+  }
+  return new SecurityError(code, message);
+}
+
+/**
+ * The refusal of a payload over `max` bytes, found without copying or
+ * encoding it (UTF-8 takes at least one byte and at most three per UTF-16
+ * unit of a string); null when it is within the limit (or not bytes at all:
+ * `toBytes` refuses that).
+ */
+function sizeRefusal(payload: Bytes, max: number): SecurityError | null {
+  let len: number;
+  if (typeof payload === 'string') {
+    if (payload.length > max) return tooLarge(`at least ${payload.length}`, max);
+    if (payload.length * 3 <= max) return null;
+    len = Buffer.byteLength(payload, 'utf8');
+  } else if (payload instanceof Uint8Array) {
+    len = payload.length;
+  } else {
+    return null;
+  }
+  return len > max ? tooLarge(String(len), max) : null;
+}
+
+function tooLarge(bytes: string, max: number): SecurityError {
+  return new SecurityError(
+    'ERR_PAYLOAD_TOO_LARGE',
+    `Unable to deserialize: the payload is ${bytes} bytes, over the limit of ${max}`,
+  );
+}
 
 function asSecurityError(err: unknown): SecurityError {
   if (err instanceof SecurityError) return err;
