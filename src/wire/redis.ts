@@ -322,7 +322,7 @@ export interface RedisTransportOptions {
    */
   unacked_mutex_expire?: number;
   /**
-   * Beyond kombu: the hash a malformed entry of `unacked` is moved to (tag ->
+   * Beyond kombu: the hash a malformed entry of `unacked` is moved to (tag to
    * the entry as it was). Default `'unacked_quarantine'`; `''` drops such
    * entries (what kombu does with an entry it cannot restore).
    */
