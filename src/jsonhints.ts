@@ -1,6 +1,6 @@
 /**
  * What the native threads found out about a kombu JSON body before it
- * reaches `loads` (see crates/node/src/jsonscan.rs), so that the event loop
+ * reaches `loads` (see crates/core/src/jsonscan.rs), so that the event loop
  * does not read the text again for it. Internal: not part of the package API.
  *
  * The hints go to the decode as an argument, never through module state: a

@@ -26,7 +26,7 @@ const nodeKey = createPrivateKey(keyPem);
 const store = new CertStore([cert]);
 const s = new SecureSerializer({ key, cert, store });
 
-/** The shortest string value the native side lifts (crates/node/src/jsonscan.rs). */
+/** The shortest string value the native side lifts (crates/core/src/jsonscan.rs). */
 const MIN_LITERAL = 8 * 1024;
 
 /** A payload carrying `body` as it is, signed: any text, valid JSON or not. */

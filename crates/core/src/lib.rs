@@ -17,6 +17,7 @@ pub mod cert;
 pub mod digest;
 pub mod envelope;
 pub mod error;
+pub mod jsonscan;
 pub mod key;
 pub mod mb;
 pub mod name;

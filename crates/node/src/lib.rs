@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod jsonscan;
+use celery_sign_core::jsonscan;
 mod literal;
 mod queue;
 

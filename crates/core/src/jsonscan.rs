@@ -1,5 +1,7 @@
 //! A pre-scan of kombu JSON bodies, done on the native threads so that the
-//! event loop does not have to (see `loads` in src/json.ts, which consumes it).
+//! event loop does not have to (see `loads` in src/json.ts, which consumes it;
+//! crates/node runs it on the batch pool and hands its flags and literals
+//! over). Pure and panic-free on any input (fuzzed: fuzz/fuzz_targets/jsonscan.rs).
 //!
 //! For one body it finds out, exactly as the JavaScript side would on the
 //! same text:
