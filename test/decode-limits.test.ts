@@ -7,6 +7,7 @@
  * Imports the sources (not the built package) for the internal batch limits.
  */
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import {
   Certificate,
@@ -20,6 +21,7 @@ import {
 } from '../src/index.js';
 import * as fx from './helpers/fixtures.js';
 import { pack55, pssSign } from './helpers/payloads.js';
+import { pythonPath } from './helpers/python.js';
 
 const keyPem = fx.pemOf(fx.key('rsa2048.pkcs8'));
 const key = new PrivateKey(keyPem);
@@ -239,4 +241,56 @@ test('hints of one body never reach the decode of another', async (t) => {
     results.map((r) => (r.ok ? r.value : r.error.code)),
     [[long, 12345678901234567890n], { inner: [long, 12345678901234567890n] }, [long, 12345678901234567890n]],
   );
+});
+
+// --- against kombu itself ------------------------------------------------------
+
+const KOMBU_LOADS = `
+import json, sys
+from kombu.utils.json import loads, dumps
+out = []
+for text in json.load(sys.stdin):
+    try:
+        v = loads(text)
+    except Exception as e:
+        out.append({"ok": False, "error": type(e).__name__})
+        continue
+    try:
+        out.append({"ok": True, "text": dumps(v)})
+    except Exception as e:
+        out.append({"ok": True, "text": None})
+print(json.dumps(out))
+`;
+
+test('everything kombu decodes decodes alike; what celery-sign refuses, kombu refuses', async (t) => {
+  const texts = [
+    `[1${'0'.repeat(399)}]`,
+    `{"a": -${'7'.repeat(400)}, "b": 1e400, "c": -1e400, "d": 12345678901234567890}`,
+    `[${'9'.repeat(4300)}]`,
+    `[-${'9'.repeat(4300)}]`,
+    `[${'9'.repeat(4301)}]`,
+    '[1.5e308, 2e308, 123456789012345678901234567890.5]', // floats: inf beyond range, as Python
+    ...[990, 996, 997, 1000, 1001, 5000].map((d) => nested(d, 'array')),
+    ...[996, 1001].map((d) => nested(d, 'object')),
+  ];
+  const res = spawnSync(pythonPath(), ['-c', KOMBU_LOADS], { input: JSON.stringify(texts), encoding: 'utf8', maxBuffer: 1 << 28 });
+  t.is(res.status, 0, res.stderr);
+  const kombu = JSON.parse(res.stdout) as Array<{ ok: boolean; text?: string | null; error?: string }>;
+  for (let i = 0; i < texts.length; i++) {
+    const what = texts[i]!.slice(0, 40);
+    const ours = (await everyPath(s, signed(texts[i]!)))!;
+    t.deepEqual(ours[1], ours[0], what);
+    t.deepEqual(ours[2], ours[0], what);
+    const k = kombu[i]!;
+    if (k.ok) {
+      t.true('value' in ours[0]!, `kombu decodes ${what}: so does celery-sign`);
+      // (A float that is integral, 1.5e308, is a JavaScript number that dumps writes as an int: compare integers only.)
+      if (typeof k.text === 'string' && !/[.eE]/.test(texts[i]!)) t.is(json.dumps((ours[0] as { value: unknown }).value), k.text, what);
+    } else if (!('value' in ours[0]!)) {
+      t.is((ours[0] as { code: string }).code, 'ERR_DECODE', what);
+    } else {
+      // Only the nesting limit is more generous than Python 3.11's recursion limit.
+      t.is(k.error, 'RecursionError', what);
+    }
+  }
 });
