@@ -1,9 +1,3 @@
-//! NOT BUILT YET: the pre-scan still lives in crates/node/src/jsonscan.rs,
-//! out of this crate's reach. Once it is `celery_sign_core::jsonscan` (same
-//! API), add to Cargo.toml `serde_json = "1"` and the `[[bin]]` for
-//! `jsonscan` (commented there), and scripts/fuzz.sh runs it. Checked against
-//! the node crate's current scan by a local build (20 s, no failure).
-//!
 //! The kombu-JSON pre-scan: `jsonscan::scan` on one body.
 //!
 //! Input: the body (made valid UTF-8 first, lossily: the scan is only ever
@@ -24,18 +18,21 @@ use celery_sign_core::jsonscan::{
     MIN_LITERAL,
 };
 use libfuzzer_sys::fuzz_target;
+use memchr::memmem;
 use serde_json::Value;
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memmem::find(hay, needle).is_some()
 }
 
 /// `s.includes('__type__') || /\\u00(?:5[fF]|65|7[049])/.test(s)`.
 fn may_hold_marker(s: &[u8]) -> bool {
     contains(s, b"__type__")
-        || s.windows(6).any(|w| {
-            w.starts_with(b"\\u00")
-                && matches!(&w[4..], b"5f" | b"5F" | b"65" | b"70" | b"74" | b"79")
+        || memmem::find_iter(s, b"\\u00").any(|at| {
+            matches!(
+                s.get(at + 4..at + 6),
+                Some(b"5f" | b"5F" | b"65" | b"70" | b"74" | b"79")
+            )
         })
 }
 
@@ -50,9 +47,7 @@ fn restore(skeleton: &[u8], literals: &[Vec<u8>]) -> Vec<u8> {
     let mut rest = skeleton;
     for (k, literal) in literals.iter().enumerate() {
         let placeholder = format!("\"\\u0000{k}\"");
-        let at = rest
-            .windows(placeholder.len())
-            .position(|w| w == placeholder.as_bytes())
+        let at = memmem::find(rest, placeholder.as_bytes())
             .unwrap_or_else(|| panic!("placeholder {k} is missing"));
         out.extend_from_slice(&rest[..at + 1]);
         out.extend_from_slice(literal);
