@@ -263,7 +263,6 @@ class Slot {
   ensure(): Worker {
     if (this.worker !== null) return this.worker;
     const w = spawn({ nice: this.nice });
-    w.unref();
     w.on('message', (msg: FromWorker) => {
       if (msg.op !== 'ready') this.#settle(msg.id, msg);
       else if (this.worker === w) {
@@ -289,6 +288,10 @@ class Slot {
       for (const p of lost) p.settle(failed);
       pump();
     });
+    // After the listeners: adding a 'message' listener refs the worker's port
+    // again, and a thread started ahead of its first job (the single calls'
+    // one) would then keep an idle process alive.
+    w.unref();
     this.worker = w;
     return w;
   }
