@@ -4,46 +4,22 @@
  * since the facade picks its backend when it is imported. Timed inside the
  * child, as Python Celery is.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { BENCH_DIR, ROOT, type Dataset, type Keys } from '../workloads.js';
+import { LineChild } from './line-child.js';
 import { SIGN_DOES, VERIFY_DOES, type Cell, type Contender, type Sample } from './types.js';
 
 export class FallbackProcess {
   readonly threads: number;
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #waiting: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
-  readonly #tmp: string;
+  readonly #child: LineChild;
   readonly #loaded = new Set<string>();
-  #stderr = '';
-  #closed = false;
 
   private constructor(threads: number) {
     this.threads = threads;
-    this.#tmp = mkdtempSync(join(tmpdir(), 'celery-sign-bench-js-'));
-    this.#child = spawn(process.execPath, ['--import=tsx', join(BENCH_DIR, 'contenders', 'fallback-child.ts')], {
+    this.#child = new LineChild('the fallback child', process.execPath, ['--import=tsx', join(BENCH_DIR, 'contenders', 'fallback-child.ts')], {
       cwd: ROOT,
       env: { ...process.env, CELERY_SIGN_BACKEND: 'js' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.#child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      this.#stderr = (this.#stderr + d).slice(-4000);
-    });
-    createInterface({ input: this.#child.stdout }).on('line', (line) => {
-      const w = this.#waiting.shift();
-      if (!w) return;
-      try {
-        w.resolve(JSON.parse(line) as Record<string, unknown>);
-      } catch (err) {
-        w.reject(err as Error);
-      }
-    });
-    this.#child.on('exit', (code) => {
-      this.#closed = true;
-      for (const w of this.#waiting.splice(0)) w.reject(new Error(`the fallback child exited (${code}): ${this.#stderr}`));
     });
   }
 
@@ -55,19 +31,14 @@ export class FallbackProcess {
     return p;
   }
 
-  async request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
-    if (this.#closed) throw new Error(`the fallback child is not running: ${this.#stderr}`);
-    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.#waiting.push({ resolve, reject }));
-    this.#child.stdin.write(JSON.stringify(req) + '\n');
-    const res = await p;
-    if (res.ok !== true) throw new Error(`fallback ${String(req.op)}: ${String(res.error)}`);
-    return res;
+  request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.#child.request(req);
   }
 
   async #load(dataset: Dataset, keys: Keys): Promise<void> {
     if (this.#loaded.has(dataset.id)) return;
     const k = keys.get(dataset.bits);
-    const file = join(this.#tmp, `${dataset.id}.json`);
+    const file = join(this.#child.tmp, `${dataset.id}.json`);
     writeFileSync(
       file,
       JSON.stringify({
@@ -105,12 +76,7 @@ export class FallbackProcess {
     ];
   }
 
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
-      this.#child.stdin.end(JSON.stringify({ op: 'quit' }) + '\n');
-      await exited;
-    }
-    rmSync(this.#tmp, { recursive: true, force: true });
+  close(): Promise<void> {
+    return this.#child.close();
   }
 }

@@ -1,10 +1,9 @@
 /** Stock Python Celery's SecureSerializer in one process (bench/python_celery.py), timed inside Python. */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { BENCH_DIR, ROOT, type Dataset, type Keys } from '../workloads.js';
+import { LineChild } from './line-child.js';
 import { SIGN_DOES, VERIFY_DOES, type Cell, type Contender, type Sample } from './types.js';
 
 export type PythonLookup = { found: true; path: string } | { found: false; reason: string };
@@ -43,34 +42,13 @@ interface Loaded {
 
 export class PythonCelery {
   readonly path: string;
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #waiting: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
-  readonly #tmp: string;
+  readonly #child: LineChild;
   readonly #loaded = new Map<string, Loaded>();
-  #stderr = '';
-  #closed = false;
   versions: PythonVersions | undefined;
 
   private constructor(path: string) {
     this.path = path;
-    this.#tmp = mkdtempSync(join(tmpdir(), 'celery-sign-bench-'));
-    this.#child = spawn(path, [join(BENCH_DIR, 'python_celery.py')], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.#child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      this.#stderr = (this.#stderr + d).slice(-4000);
-    });
-    createInterface({ input: this.#child.stdout }).on('line', (line) => {
-      const w = this.#waiting.shift();
-      if (!w) return;
-      try {
-        w.resolve(JSON.parse(line) as Record<string, unknown>);
-      } catch (err) {
-        w.reject(err as Error);
-      }
-    });
-    this.#child.on('exit', (code) => {
-      this.#closed = true;
-      for (const w of this.#waiting.splice(0)) w.reject(new Error(`python exited (${code}): ${this.#stderr}`));
-    });
+    this.#child = new LineChild('python', path, [join(BENCH_DIR, 'python_celery.py')]);
   }
 
   static async start(path: string): Promise<PythonCelery> {
@@ -80,18 +58,13 @@ export class PythonCelery {
     return py;
   }
 
-  async request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
-    if (this.#closed) throw new Error(`python is not running: ${this.#stderr}`);
-    const p = new Promise<Record<string, unknown>>((resolve, reject) => this.#waiting.push({ resolve, reject }));
-    this.#child.stdin.write(JSON.stringify(req) + '\n');
-    const res = await p;
-    if (res.ok !== true) throw new Error(`python ${String(req.op)}: ${String(res.error)}`);
-    return res;
+  request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.#child.request(req);
   }
 
   async load(dataset: Dataset, keys: Keys, signCheck: number): Promise<void> {
     const k = keys.get(dataset.bits);
-    const file = join(this.#tmp, `${dataset.id}.json`);
+    const file = join(this.#child.tmp, `${dataset.id}.json`);
     writeFileSync(
       file,
       JSON.stringify({
@@ -165,12 +138,7 @@ export class PythonCelery {
     ];
   }
 
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
-      this.#child.stdin.end(JSON.stringify({ op: 'quit' }) + '\n');
-      await exited;
-    }
-    rmSync(this.#tmp, { recursive: true, force: true });
+  close(): Promise<void> {
+    return this.#child.close();
   }
 }
