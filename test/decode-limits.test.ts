@@ -18,7 +18,7 @@ import {
   SecurityError,
   SerializerRegistry,
   type DeserializeResult,
-} from '../src/index.js';
+} from 'celery-sign';
 import * as fx from './helpers/fixtures.js';
 import { pack55, pssSign } from './helpers/payloads.js';
 import { pythonPath } from './helpers/python.js';
