@@ -10,7 +10,9 @@
  * build:native` does not enable it). This test builds that addon itself
  * (`cargo build -p celery-sign-node --features panic-probe`, a debug build
  * in target/debug, apart from the release binary) and drives it in a child
- * process, so that an abort fails the test rather than killing ava.
+ * process, so that an abort fails the test rather than killing ava. `npm
+ * test` builds it beforehand (`npm run build:probe`), so that here cargo
+ * finds it fresh and the tests' timeouts stay within ava's own.
  *
  * Also here: `translate()` (src/native.ts) never passes a native error on
  * untyped.
@@ -100,7 +102,7 @@ ${body}
 const INTERNAL = /^ERR_INTERNAL: internal error in celery-sign's native code \(a bug, please report it\): probe: /;
 
 test('a panic in a synchronous export: a thrown ERR_INTERNAL error, the process lives on', async (t) => {
-  t.timeout(15 * 60_000);
+  t.timeout(5 * 60_000);
   const r = await inChild(`
 try { b.panicProbeSync(); out('no throw'); } catch (e) { out(what(e)); }
 try { b.panicProbeUnguarded(); out('no throw'); } catch (e) { out(what(e)); }
@@ -123,7 +125,7 @@ out(s.open(Buffer.from(s.seal('application/json', 'utf-8', Buffer.from('[1]'))))
 });
 
 test("a panic in a task's compute (libuv thread): a rejected ERR_INTERNAL promise", async (t) => {
-  t.timeout(15 * 60_000);
+  t.timeout(5 * 60_000);
   const r = await inChild(`
 out(await settle(b.panicProbeTask()));
 out(await settle(s.sealAsync('application/json', 'utf-8', Buffer.from('[2]'))).then((x) => typeof x.ok));
@@ -135,7 +137,7 @@ out(await settle(s.sealAsync('application/json', 'utf-8', Buffer.from('[2]'))).t
 });
 
 test('a panicking job on the deserializeAsync queue rejects its own promise; the others settle, the thread keeps serving', async (t) => {
-  t.timeout(15 * 60_000);
+  t.timeout(5 * 60_000);
   const r = await inChild(`
 const p = s.seal('application/json', 'utf-8', Buffer.from('[3]'));
 // One at a time (the queue thread runs them itself) and many at once (over the pool).
@@ -166,7 +168,7 @@ out(await settle(s.openAsync(Buffer.from(p)).then((o) => o.body)));
 });
 
 test('an external string Node refuses is copied instead, once (no recursion until the stack overflows)', async (t) => {
-  t.timeout(15 * 60_000);
+  t.timeout(5 * 60_000);
   const long = 'y'.repeat(100_000);
   const r = await inChild(`
 b.probeFailExternalStrings(true);
@@ -182,7 +184,7 @@ out({ literals: batch.literals.map((l) => [l.length, l.slice(0, 3)]), flags: bat
 });
 
 test('a batch item whose pre-scan panics gets ERR_INTERNAL in its own slot; its neighbours their own results', async (t) => {
-  t.timeout(15 * 60_000);
+  t.timeout(5 * 60_000);
   const r = await inChild(`
 b.probePanicInScan(true);
 const bodies = ['[1]', '["celery-sign-probe-panic"]', '[3]'];

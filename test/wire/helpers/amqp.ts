@@ -61,7 +61,7 @@ export async function queueDepth(rabbit: RabbitServer, queue: string): Promise<n
 }
 
 /** Polls `read` until it returns `want` or `ms` pass; returns the last value read. */
-export async function until<T>(read: () => Promise<T>, want: T, ms = 10000): Promise<T> {
+export async function until<T>(read: () => Promise<T>, want: T, ms = 30000): Promise<T> {
   const deadline = Date.now() + ms;
   let v = await read();
   while (v !== want && Date.now() < deadline) {
