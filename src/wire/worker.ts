@@ -40,7 +40,16 @@ import type { SecureSerializer } from '../serializer.js';
 import { checkBinding } from './binding.js';
 import { WireError, type SerializedException } from './errors.js';
 import { EventDispatcher, type EventOptions } from './events.js';
-import { AUTH_CONTENT_TYPE, DEFAULT_QUEUE, parseIsoDate, parseTaskBody, REPR_MAXSIZE, type TaskEmbed } from './protocol.js';
+import {
+  AUTH_CONTENT_TYPE,
+  DEFAULT_QUEUE,
+  encodeTaskMessages,
+  parseIsoDate,
+  parseTaskBody,
+  REPR_MAXSIZE,
+  type TaskEmbed,
+  type TaskMessage,
+} from './protocol.js';
 import { ReplayGuard } from './replay.js';
 import { saferepr } from './saferepr.js';
 import {
@@ -200,6 +209,17 @@ export interface WorkerOptions {
    * Default `false`.
    */
   requireHeaderBinding?: boolean;
+  /**
+   * Act on the canvas a task message carries, as Celery's worker does: send
+   * the next task of its `chain`, apply its `callbacks` (`link`) and
+   * `errbacks` (`link_error`), count its chord part. The messages the worker
+   * sends are signed, so `security` then needs a key and a certificate, as a
+   * Celery worker under `setup_security()` has. Default `true`; `false` for a
+   * worker that only verifies (its security has a store and no key): the
+   * task still runs, and a canvas it carries is not followed but reported as
+   * an `'error'` event.
+   */
+  canvas?: boolean;
 }
 
 /** Options of {@link Worker.stop}. */
@@ -254,6 +274,7 @@ export class Worker extends EventEmitter {
   readonly #resultSerializer: ResultSerializer;
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
+  readonly #canvas: boolean;
   #events: EventDispatcher | undefined;
   #prefetchSent = 0;
   #prefetchSyncing = false;
@@ -303,6 +324,18 @@ export class Worker extends EventEmitter {
       }
     }
     this.#requireBinding = options.requireHeaderBinding === true;
+    this.#canvas = options.canvas !== false;
+  }
+
+  /**
+   * What this worker will publish, each signed: start() refuses a security
+   * that cannot sign when the list is not empty.
+   */
+  #publishes(): string[] {
+    const what: string[] = [];
+    if (this.#canvas) what.push('the tasks of chains, callbacks and chords (canvas: false turns this off)');
+    if (this.#options.events) what.push("events (event_serializer = 'auth')");
+    return what;
   }
 
   /** Whether the worker is consuming. */
@@ -326,6 +359,12 @@ export class Worker extends EventEmitter {
       await this.security.deserializeMany([]);
       // ...and to sign, when it publishes (signed) events.
       if (this.#options.events) await EventDispatcher.check(this.security);
+      const publishes = this.#publishes();
+      if (publishes.length > 0 && !(await canSign(this.security))) {
+        throw new ImproperlyConfigured(
+          `The worker signs what it publishes, and its security has no key and certificate: it would publish ${publishes.join('; ')}`,
+        );
+      }
     } catch (err) {
       this.#state = 'stopped';
       throw err;
@@ -713,6 +752,18 @@ export class Worker extends EventEmitter {
     this.#checkIdle();
   }
 
+  /**
+   * Signs (one native batch) and publishes task messages the worker sends
+   * itself: the next task of a chain, callbacks, retries, chord bodies.
+   * Resolves once the broker holds them all.
+   */
+  async #publish(messages: readonly TaskMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    const transport = this.#transport;
+    if (!transport) throw new WireError('ERR_CLOSED', 'The worker is not connected');
+    await transport.publish(await encodeTaskMessages(messages, this.security));
+  }
+
   #settle(s: Settlement): void {
     this.#settleQueue.push(s);
     this.#kickSettle();
@@ -886,6 +937,16 @@ export class Worker extends EventEmitter {
   readonly #stopWaiters: (() => void)[] = [];
   #whenStopped(): Promise<void> {
     return new Promise((r) => this.#stopWaiters.push(r));
+  }
+}
+
+/** Whether the serializer has a key and a certificate (signs an empty batch). */
+async function canSign(security: SecureSerializer): Promise<boolean> {
+  try {
+    await security.serializeMany([]);
+    return true;
+  } catch {
+    return false;
   }
 }
 

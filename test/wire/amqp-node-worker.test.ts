@@ -44,7 +44,7 @@ const contexts = new Map<string, TaskContext>();
 const events: SecurityEvent[] = [];
 
 function nodeWorker(queue: string, tasks: Record<string, TaskHandler>, extra: Partial<WorkerOptions> = {}): Worker {
-  return createWorker({ broker: rabbit.url, backend: redis.url(), security: serializer(pki, 'verify'), queues: [queue], tasks, ...extra });
+  return createWorker({ broker: rabbit.url, backend: redis.url(), security: serializer(pki), queues: [queue], tasks, ...extra });
 }
 
 test.before(async () => {

@@ -174,7 +174,7 @@ test.serial('a Python worker and a Node worker share one queue (declared alike):
   const node = createWorker({
     broker: rabbit.url,
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: [QUEUE],
     concurrency: 8,
     tasks: {

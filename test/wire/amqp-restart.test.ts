@@ -40,7 +40,7 @@ test('a broker crash and restart mid-stream loses no acknowledged task', async (
   const worker = createWorker({
     broker: rabbit.url,
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: ['restart'],
     concurrency: 32,
     tasks: {

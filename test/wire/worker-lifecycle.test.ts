@@ -49,7 +49,7 @@ function worker(queue: string, tasks: Record<string, TaskHandler>, extra: Partia
   return createWorker({
     broker: redis.url(),
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: [queue],
     tasks,
     ...extra,
@@ -76,6 +76,7 @@ test.serial('messages are verified in batches (one native call per batch)', asyn
     queues: ['batch'],
     concurrency: 64,
     batchSize: 256,
+    canvas: false, // verify-only (a store, no key)
     tasks: { 't.echo': ([i]) => i },
   });
   await w.start();
@@ -112,6 +113,7 @@ test.serial('an item with ERR_INTERNAL is not a refusal: it goes back to the que
     backend: redis.url(),
     security,
     queues: ['fault'],
+    canvas: false, // verify-only (a store, no key)
     tasks: { 't.record': ([i]) => (runs.push(Number(i)), i) },
   });
   const errors: unknown[] = [];
@@ -286,6 +288,22 @@ test.serial("security from Celery's settings (setupSecurity), as a Celery user h
   } finally {
     await c.close();
     await w.stop();
+  }
+});
+
+test.serial('a worker that would publish and cannot sign fails at start(); a verify-only one says canvas: false', async (t) => {
+  t.timeout(30000);
+  const verifyOnly = serializer(pki, 'verify');
+  const w = worker('verify-only', { 't.ok': () => 'ok' }, { security: verifyOnly });
+  const err = await t.throwsAsync(w.start(), { name: 'ImproperlyConfigured' });
+  t.regex(err!.message, /signs what it publishes.*no key and certificate.*chains, callbacks and chords \(canvas: false/);
+  t.false(w.running);
+  const lax = worker('verify-only', { 't.ok': () => 'ok' }, { security: verifyOnly, canvas: false });
+  await lax.start();
+  try {
+    t.is(await (await client.sendTask('t.ok', [], {}, { queue: 'verify-only' })).get({ timeout: 10000 }), 'ok');
+  } finally {
+    await lax.stop();
   }
 });
 

@@ -43,7 +43,9 @@ async function main(): Promise<void> {
   const runsKey = cfg.runsKey ?? 'runs';
   const worker = createWorker({
     broker: cfg.url,
+    // A verify-only worker: a store, no key, so it publishes nothing.
     security: new SecureSerializer({ store: new FSCertStore(cfg.storeDir!) }),
+    canvas: false,
     queues: cfg.queues ?? ['celery'],
     concurrency: cfg.concurrency ?? 4,
     ...(cfg.visibilityTimeout !== undefined ? { visibilityTimeout: cfg.visibilityTimeout } : {}),
