@@ -50,6 +50,8 @@ export type {
   TaskRefusedEvent,
 } from './wire/worker.js';
 export type { EventOptions } from './wire/events.js';
+export { Retry, MaxRetriesExceededError } from './wire/retry.js';
+export type { RetryOptions, TaskDefinition, TaskRetryOptions, ErrorMatcher, TaskRetriedEvent } from './wire/retry.js';
 export { TaskFailedError, ResultTimeoutError, TaskError, WireError } from './wire/errors.js';
 export type { SerializedException } from './wire/errors.js';
 

@@ -61,6 +61,9 @@ const EXPORTS = [
   'TaskFailedError',
   'WireError',
   'Worker',
+  // retries
+  'MaxRetriesExceededError',
+  'Retry',
   'createClient',
   'createWorker',
   'registerBackend',

@@ -37,7 +37,7 @@ import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
-import { checkBinding } from './binding.js';
+import { BINDING_KEY, bindHeaders, checkBinding } from './binding.js';
 import { WireError, type SerializedException } from './errors.js';
 import { EventDispatcher, type EventOptions } from './events.js';
 import {
@@ -51,12 +51,26 @@ import {
   type TaskMessage,
 } from './protocol.js';
 import { ReplayGuard } from './replay.js';
+import {
+  bindRetry,
+  buildRetryMessage,
+  policyOf,
+  readTasks,
+  Retry,
+  retriedEventFields,
+  retryMeta,
+  type RetryOptions,
+  type RetryPolicy,
+  type TaskDefinition,
+  type TaskRetriedEvent,
+} from './retry.js';
 import { saferepr } from './saferepr.js';
 import {
   buildMeta,
   encodeMetas,
   serializeException,
   tracebackOf,
+  type MetaRequest,
   type ResultMeta,
   type ResultSerializer,
 } from './results.js';
@@ -99,6 +113,12 @@ export interface TaskContext {
   readonly hostname: string;
   /** Aborted at the soft or hard time limit, or when a stop gives up waiting. */
   readonly signal: AbortSignal;
+  /**
+   * Retries the task (Celery's `raise self.retry(...)`): always throws, a
+   * {@link Retry} for the worker to act on, or, when the retries are spent,
+   * `options.exc` or a `MaxRetriesExceededError`. See `./retry.ts`.
+   */
+  retry(options?: RetryOptions): never;
 }
 
 /** A task implementation. Its return value is stored as the result (kombu JSON). */
@@ -161,8 +181,12 @@ export interface WorkerOptions {
   backend?: string;
   /** Verifies every body: a {@link SecureSerializer} with a store, or Celery's settings. */
   security: SecurityOption;
-  /** Handlers by task name. */
-  tasks: Record<string, TaskHandler>;
+  /**
+   * Tasks by name: a handler, or a {@link TaskDefinition} `{ run, ...options }`
+   * with Celery's retry options (`autoretryFor`, `maxRetries`,
+   * `defaultRetryDelay`, `retryBackoff`, `retryBackoffMax`, `retryJitter`).
+   */
+  tasks: Record<string, TaskHandler | TaskDefinition>;
   /** Handlers running at once. Default 16. */
   concurrency?: number;
   /** Queues, in order of preference. Default `['celery']`. */
@@ -220,6 +244,13 @@ export interface WorkerOptions {
    * an `'error'` event.
    */
   canvas?: boolean;
+  /**
+   * Let tasks retry (`ctx.retry`, `autoretryFor`): the worker then re-sends
+   * the task message, signed, so `security` needs a key and a certificate
+   * (whatever `canvas` says). Default `true`; `false` for a worker that only
+   * verifies: `ctx.retry` then fails the task with `ImproperlyConfigured`.
+   */
+  retries?: boolean;
 }
 
 /** Options of {@link Worker.stop}. */
@@ -243,6 +274,8 @@ interface Job {
   signer: string;
   eta: Date | null;
   expires: Date | null;
+  /** The verified body carried a header binding (a retry then binds its own headers). */
+  bound: boolean;
   abandoned: boolean;
   controller?: AbortController;
   timer?: NodeJS.Timeout;
@@ -267,6 +300,8 @@ export class Worker extends EventEmitter {
   readonly hostname: string;
   readonly #options: WorkerOptions;
   readonly #tasks: ReadonlyMap<string, TaskHandler>;
+  readonly #retryPolicies: ReadonlyMap<string, RetryPolicy>;
+  readonly #retries: boolean;
   readonly #concurrency: number;
   readonly #prefetch: number;
   readonly #batchSize: number;
@@ -294,19 +329,22 @@ export class Worker extends EventEmitter {
   #settling: Promise<void> | undefined;
   #idle: (() => void)[] = [];
   /** Counters since start. */
-  readonly stats = { received: 0, succeeded: 0, failed: 0, refused: 0, revoked: 0, unknown: 0 };
+  readonly stats = { received: 0, succeeded: 0, failed: 0, refused: 0, revoked: 0, unknown: 0, retried: 0 };
 
   /** Use {@link createWorker}. */
   constructor(options: WorkerOptions) {
     super();
     if (!options || typeof options.broker !== 'string') throw new ImproperlyConfigured('createWorker needs a broker URL');
     if (!options.tasks || typeof options.tasks !== 'object') throw new ImproperlyConfigured('createWorker needs tasks');
-    for (const [name, fn] of Object.entries(options.tasks)) {
-      if (typeof fn !== 'function') throw new ImproperlyConfigured(`task ${JSON.stringify(name)} is not a function`);
+    const { handlers, policies, autoretries } = readTasks(options.tasks);
+    this.#retries = options.retries !== false;
+    if (!this.#retries && autoretries.length > 0) {
+      throw new ImproperlyConfigured(`retries: false, and tasks autoretry: ${autoretries.map((n) => JSON.stringify(n)).join(', ')}`);
     }
     this.#options = options;
     this.security = resolveSecurity(options.security);
-    this.#tasks = new Map(Object.entries(options.tasks));
+    this.#tasks = handlers;
+    this.#retryPolicies = policies;
     this.#concurrency = Math.max(1, Math.floor(options.concurrency ?? 16));
     this.#prefetch = Math.max(1, this.#concurrency * Math.max(1, Math.floor(options.prefetchMultiplier ?? 4)));
     this.#batchSize = Math.max(1, Math.floor(options.batchSize ?? 256));
@@ -334,6 +372,7 @@ export class Worker extends EventEmitter {
   #publishes(): string[] {
     const what: string[] = [];
     if (this.#canvas) what.push('the tasks of chains, callbacks and chords (canvas: false turns this off)');
+    if (this.#retries) what.push('the messages of retries (retries: false turns this off)');
     if (this.#options.events) what.push("events (event_serializer = 'auth')");
     return what;
   }
@@ -604,6 +643,7 @@ export class Worker extends EventEmitter {
       signer,
       eta: parseIsoDate(h.eta),
       expires: parseIsoDate(h.expires),
+      bound: body.extra?.[BINDING_KEY] !== undefined,
       abandoned: false,
     };
     if (this.#expired(job)) return;
@@ -694,12 +734,16 @@ export class Worker extends EventEmitter {
         }, hard * 1000),
       );
     }
+    const retries = typeof h.retries === 'number' ? h.retries : 0;
+    const retrier = this.#retries
+      ? bindRetry({ id: job.id, name: job.name, retries, args: job.args, kwargs: job.kwargs }, policyOf(this.#retryPolicies, job.name))
+      : undefined;
     const ctx: TaskContext = {
       id: job.id,
       name: job.name,
       signer: job.signer,
       headers: h,
-      retries: typeof h.retries === 'number' ? h.retries : 0,
+      retries,
       eta: job.eta,
       expires: job.expires,
       rootId: str(h.root_id),
@@ -711,7 +755,13 @@ export class Worker extends EventEmitter {
       embed: job.embed,
       hostname: this.hostname,
       signal: controller.signal,
+      retry:
+        retrier?.retry ??
+        (() => {
+          throw new ImproperlyConfigured('This worker has retries: false: ctx.retry cannot re-send the task');
+        }),
     };
+    retrier?.attach(ctx);
     const request = { group: ctx.group, parentId: ctx.parentId };
     this.#events?.send('task-started', { uuid: job.id });
     const started = performance.now();
@@ -726,20 +776,27 @@ export class Worker extends EventEmitter {
         this.#events?.send('task-succeeded', { uuid: job.id, result: safeResultRepr(result), runtime: runtime / 1000 });
         this.emit('task-succeeded', { id: job.id, name: job.name, result, runtime } satisfies TaskSucceededEvent);
       };
-    } catch (err) {
+    } catch (caught) {
       const runtime = performance.now() - started;
-      this.stats.failed++;
-      let exc = serializeException(err);
-      if (err instanceof Error && err.name === 'TimeLimitExceeded' && hard) {
-        exc = { exc_type: 'TimeLimitExceeded', exc_message: [hard], exc_module: 'billiard.exceptions' };
+      let err = caught;
+      const retried = caught instanceof Retry && this.#retries ? await this.#retry(job, caught, runtime, request) : undefined;
+      if (retried instanceof Error) err = retried; // the retry could not be built: a failure
+      if (retried && !(retried instanceof Error)) {
+        ({ meta, emit } = retried);
+      } else {
+        this.stats.failed++;
+        let exc = serializeException(err);
+        if (err instanceof Error && err.name === 'TimeLimitExceeded' && hard) {
+          exc = { exc_type: 'TimeLimitExceeded', exc_message: [hard], exc_module: 'billiard.exceptions' };
+        }
+        const traceback = tracebackOf(err);
+        meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
+        const excRepr = exceptionRepr(exc);
+        emit = () => {
+          this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
+          this.emit('task-failed', { id: job.id, name: job.name, error: err, runtime } satisfies TaskFailedEvent);
+        };
       }
-      const traceback = tracebackOf(err);
-      meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
-      const excRepr = exceptionRepr(exc);
-      emit = () => {
-        this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
-        this.emit('task-failed', { id: job.id, name: job.name, error: err, runtime } satisfies TaskFailedEvent);
-      };
     } finally {
       for (const t of timers) clearTimeout(t);
       this.#running.delete(job);
@@ -750,6 +807,52 @@ export class Worker extends EventEmitter {
     }
     this.#pump();
     this.#checkIdle();
+  }
+
+  /**
+   * Celery's retry (`Task.retry`'s `apply_async`, then `handle_retry`):
+   * re-sends the task signed, then returns the `RETRY` meta to store before
+   * the ack. A retry that cannot be published gives the message back to the
+   * broker (the job is then abandoned: nothing is stored or acked). Returns
+   * the error when the retry message cannot be built (the task fails).
+   */
+  async #retry(job: Job, retry: Retry, runtime: number, request: MetaRequest): Promise<{ meta: ResultMeta; emit: () => void } | Error> {
+    let message: TaskMessage;
+    try {
+      message = buildRetryMessage(job, retry);
+      if (job.bound) message = bindHeaders(message);
+    } catch (err) {
+      return err instanceof Error ? err : new Error(String(err));
+    }
+    if (!job.abandoned) {
+      try {
+        await this.#publish([message]);
+      } catch (err) {
+        this.#error(err);
+        if (!job.abandoned) {
+          job.abandoned = true;
+          this.#forget([job.delivery]);
+          await this.#consumer!.recover([job.delivery]).catch((e: unknown) => this.#error(e));
+          this.#release(1);
+        }
+      }
+    }
+    this.stats.retried++;
+    const event: TaskRetriedEvent = {
+      id: job.id,
+      name: job.name,
+      error: retry.exc,
+      when: retry.when,
+      retries: message.headers.retries as number,
+      runtime,
+    };
+    return {
+      meta: retryMeta(job.id, retry, request),
+      emit: () => {
+        this.#events?.send('task-retried', retriedEventFields(job.id, retry));
+        this.emit('task-retried', event);
+      },
+    };
   }
 
   /**

@@ -123,3 +123,14 @@ def count(self, i):
     """Counts its runs per task id in the hash ``wire:runs`` (to find a task run twice)."""
     _runs_client().hincrby('wire:runs', self.request.id, 1)
     return i
+
+
+@app.task(name='wire.retry', bind=True)
+def retry(self, *args, to=None, countdown=0, times=1, **kwargs):
+    """Counts its runs per task id in ``wire:runs``; retries (``self.retry``)
+    until ``request.retries`` reaches ``times``, to the queue ``to`` (``None``:
+    the queue it came from), then returns who ran it and how often it was retried."""
+    _runs_client().hincrby('wire:runs', self.request.id, 1)
+    if self.request.retries < times:
+        raise self.retry(countdown=countdown, queue=to, exc=ValueError('again'))
+    return {'retries': self.request.retries, 'worker': 'py', 'args': list(args)}
