@@ -52,6 +52,7 @@ export type {
 export type { EventOptions } from './wire/events.js';
 export { Retry, MaxRetriesExceededError } from './wire/retry.js';
 export type { RetryOptions, TaskDefinition, TaskRetryOptions, ErrorMatcher, TaskRetriedEvent } from './wire/retry.js';
+export type { ShutdownEvent } from './wire/shutdown.js';
 export { TaskFailedError, ResultTimeoutError, TaskError, WireError } from './wire/errors.js';
 export type { SerializedException } from './wire/errors.js';
 

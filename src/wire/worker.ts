@@ -65,6 +65,7 @@ import {
   type TaskRetriedEvent,
 } from './retry.js';
 import { saferepr } from './saferepr.js';
+import { SignalHandlers } from './shutdown.js';
 import {
   buildMeta,
   encodeMetas,
@@ -251,6 +252,19 @@ export interface WorkerOptions {
    * verifies: `ctx.retry` then fails the task with `ImproperlyConfigured`.
    */
   retries?: boolean;
+  /**
+   * Handle `SIGTERM`, `SIGINT` and `SIGQUIT` while running, as `celery
+   * worker` does: the first `SIGTERM` or `SIGINT` is a warm shutdown (stop
+   * consuming, give back what is held, let running tasks finish within
+   * `shutdownTimeout`), a second one or `SIGQUIT` a cold shutdown (running
+   * tasks go back to their queue unacknowledged); then the process exits
+   * with Celery's code (0 after SIGTERM, 1 otherwise) unless the application
+   * listens to that signal too. See `./shutdown.ts`. Default `true`; `false`
+   * for an application that owns its signals (it calls `stop()`).
+   */
+  handleSignals?: boolean;
+  /** Milliseconds a signal's warm shutdown waits for running tasks before it goes cold. Default 30000. */
+  shutdownTimeout?: number;
 }
 
 /** Options of {@link Worker.stop}. */
@@ -258,7 +272,8 @@ export interface StopOptions {
   /**
    * Milliseconds the whole stop may wait for running tasks (and for a broker
    * that is down). Default 30000. Tasks still running then are given back to
-   * their queue (they may run twice).
+   * their queue (they may run twice). A stop called during another with a
+   * shorter timeout shortens it (`stop({ timeout: 0 })`: a cold shutdown).
    */
   timeout?: number;
 }
@@ -444,7 +459,13 @@ export class Worker extends EventEmitter {
       processed: this.stats.succeeded + this.stats.failed + this.#running.size,
     }));
     this.#loop = this.#consume();
+    if (this.#options.handleSignals !== false) {
+      this.#signals = new SignalHandlers(this, Math.max(0, this.#options.shutdownTimeout ?? 30000));
+      this.#signals.install();
+    }
   }
+
+  #signals: SignalHandlers | undefined;
 
   /**
    * Keeps the broker's prefetch count (AMQP `basic.qos`) at the worker's
@@ -975,40 +996,26 @@ export class Worker extends EventEmitter {
       this.#state = 'stopped';
       return;
     }
-    if (this.#state === 'stopping') return this.#whenStopped();
+    if (this.#state === 'stopping') {
+      if (options.timeout !== undefined) this.#hurry(options.timeout);
+      return this.#whenStopped();
+    }
     this.#state = 'stopping';
-    const timeout = options.timeout ?? 30000;
-    const deadline = Date.now() + timeout;
-    const within = async (p: Promise<unknown>): Promise<void> => {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([p, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
-      clearTimeout(timer);
-    };
+    const began = Date.now();
+    this.#stopDeadline = began + (options.timeout ?? 30000);
+    const within = (p: Promise<unknown>, atLeast = 0): Promise<boolean> => this.#within(p, began + atLeast);
     this.#room?.();
     this.#room = undefined;
     // A receive in flight ends within the broker's wait (1 s on Redis); a broker that
     // is down may hold it longer: then stop anyway (what it delivers later stays
     // unacknowledged and is restored after the visibility timeout).
-    await within(this.#loop ?? Promise.resolve());
-    await within(Promise.all([...this.#batches]));
+    // Even a cold stop lets a receive end (Redis: within 1 s): what it takes is then given back,
+    // not left unacknowledged behind a closed consumer.
+    await within(this.#loop ?? Promise.resolve(), 2000);
+    await within(Promise.all([...this.#batches]), 2000);
     // Not started: back to the queue.
-    const unstarted = [...this.#ready.splice(0), ...this.#eta];
-    for (const j of this.#eta) clearTimeout(j.timer);
-    this.#etaHeld -= this.#eta.size;
-    this.#eta.clear();
-    if (unstarted.length > 0) {
-      this.#forget(unstarted.map((j) => j.delivery));
-      await this.#consumer!.recover(unstarted.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
-      this.#release(unstarted.length);
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      this.#whenIdle().then(() => false),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(true), Math.max(0, deadline - Date.now()));
-      }),
-    ]);
-    clearTimeout(timer);
+    await this.#giveBackUnstarted();
+    const timedOut = !(await within(this.#whenIdle()));
     if (timedOut) {
       const left = [...this.#running];
       for (const j of left) {
@@ -1020,12 +1027,68 @@ export class Worker extends EventEmitter {
       this.#release(left.length);
       await within(this.#settling ?? Promise.resolve());
     }
-    await this.#events?.stop(Math.max(1000, deadline - Date.now())).catch(() => undefined);
+    // What a batch still verifying at a short deadline accepted since.
+    await this.#giveBackUnstarted();
+    await this.#events?.stop(Math.max(1000, this.#stopDeadline - Date.now())).catch(() => undefined);
     await this.#consumer!.close().catch(() => undefined);
     await this.#transport!.close().catch(() => undefined);
     await this.#backend?.close().catch(() => undefined);
     this.#state = 'stopped';
+    this.#signals?.remove();
     for (const w of this.#stopWaiters.splice(0)) w();
+  }
+
+  /** Gives back (to the front of their queues) the messages held but not started, ETA ones too. */
+  async #giveBackUnstarted(): Promise<void> {
+    const unstarted = [...this.#ready.splice(0), ...this.#eta];
+    for (const j of this.#eta) clearTimeout(j.timer);
+    this.#etaHeld -= this.#eta.size;
+    this.#eta.clear();
+    if (unstarted.length > 0) {
+      this.#forget(unstarted.map((j) => j.delivery));
+      await this.#consumer!.recover(unstarted.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
+      this.#release(unstarted.length);
+    }
+  }
+
+  #stopDeadline = 0;
+  readonly #wake = new Set<() => void>();
+
+  /**
+   * Waits for `p` until the stop's deadline (which a later stop may bring
+   * closer), but not before `notBefore`; whether `p` settled.
+   */
+  async #within(p: Promise<unknown>, notBefore = 0): Promise<boolean> {
+    let settled = false;
+    const done = p.then(
+      () => void (settled = true),
+      () => void (settled = true),
+    );
+    while (!settled) {
+      const left = Math.max(this.#stopDeadline, notBefore) - Date.now();
+      if (left <= 0) return false;
+      let timer: NodeJS.Timeout | undefined;
+      let wake: (() => void) | undefined;
+      await Promise.race([
+        done,
+        new Promise<void>((r) => {
+          wake = r;
+          this.#wake.add(r);
+          timer = setTimeout(r, left);
+        }),
+      ]);
+      clearTimeout(timer);
+      this.#wake.delete(wake!);
+    }
+    return true;
+  }
+
+  /** Brings the deadline of the stop under way to `timeout` ms from now, if that is sooner. */
+  #hurry(timeout: number): void {
+    const deadline = Date.now() + Math.max(0, timeout);
+    if (deadline >= this.#stopDeadline) return;
+    this.#stopDeadline = deadline;
+    for (const w of [...this.#wake]) w();
   }
 
   /** The replay guard forgets messages given back to the broker, so that their redelivery runs. */
