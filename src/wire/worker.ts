@@ -253,8 +253,8 @@ export interface WorkerOptions {
    */
   retries?: boolean;
   /**
-   * Handle `SIGTERM`, `SIGINT` and `SIGQUIT` while running, as `celery
-   * worker` does: the first `SIGTERM` or `SIGINT` is a warm shutdown (stop
+   * Handle `SIGTERM`, `SIGINT` and `SIGQUIT` while running, as
+   * `celery worker` does: the first `SIGTERM` or `SIGINT` is a warm shutdown (stop
    * consuming, give back what is held, let running tasks finish within
    * `shutdownTimeout`), a second one or `SIGQUIT` a cold shutdown (running
    * tasks go back to their queue unacknowledged); then the process exits
