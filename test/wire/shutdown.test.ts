@@ -1,7 +1,7 @@
 /**
  * Warm and cold shutdown on signals, as `celery worker` does them, with Node
  * workers in child processes (test/wire/helpers/shutdown-child.ts) on a real
- * redis-server. Every task counts its starts and its completions per task id
+ * redis-server and a real rabbitmq-server. Every task counts its starts and its completions per task id
  * in Redis, and another worker drains the queue afterwards:
  *
  * - SIGTERM in the middle of a batch of long-ish tasks: the running ones
@@ -23,6 +23,8 @@ import { createWorker, type Worker } from 'celery-sign';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
 import { openTransport, type BrokerTransport } from '../../lib/wire/transport.js';
 import { ROOT } from '../helpers/python.js';
+import { queueDepth } from './helpers/amqp.js';
+import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';
 import { makePki, serializer, type Pki } from './helpers/celery.js';
 import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
 import type { ShutdownChildConfig } from './helpers/shutdown-child.js';
@@ -31,22 +33,45 @@ const CHILD = join(ROOT, 'test', 'wire', 'helpers', 'shutdown-child.ts');
 let redis: RedisServer;
 let pki: Pki;
 let r: Redis;
-let producer: BrokerTransport;
+let rabbit: RabbitServer;
+const producers = new Map<string, BrokerTransport>();
 const children = new Set<ChildProcess>();
 
+/** A broker the tests run on, and how to look at what it holds. */
+interface Broker {
+  name: string;
+  url(): string;
+  /** Messages ready in a queue. */
+  depth(queue: string): Promise<number>;
+  /** Messages delivered and not acknowledged (Redis: kombu's `unacked` hash; AMQP: none once the consumer is gone). */
+  unacked(): Promise<number>;
+}
+
+const BROKERS: Broker[] = [
+  { name: 'Redis', url: () => redis.url(), depth: (q) => r.llen(q), unacked: () => r.hlen('unacked') },
+  {
+    name: 'AMQP',
+    url: () => rabbit.url,
+    depth: (q) => queueDepth(rabbit, q),
+    // A closed channel gives its unacknowledged deliveries back to their queues: count them there.
+    unacked: async () => 0,
+  },
+];
+
 test.before(async () => {
-  redis = await startRedis();
+  [redis, rabbit] = await Promise.all([startRedis(), startRabbit()]);
   pki = makePki();
   r = new Redis(redis.url(), { lazyConnect: true, maxRetriesPerRequest: 2 });
   await r.connect();
-  producer = await openTransport(redis.url());
+  for (const b of BROKERS) producers.set(b.name, await openTransport(b.url()));
 });
 
 test.after.always(async () => {
   for (const c of children) c.kill('SIGKILL');
-  await producer?.close();
+  for (const p of producers.values()) await p.close().catch(() => undefined);
   r?.disconnect();
   await redis?.stop();
+  await rabbit?.stop();
   pki?.cleanup();
 });
 
@@ -58,8 +83,8 @@ interface Child {
   line(pattern: RegExp, ms?: number): Promise<string>;
 }
 
-function startChild(cfg: Partial<ShutdownChildConfig> & { queue: string; runsKey: string }): Child {
-  const full: ShutdownChildConfig = { broker: redis.url(), redis: redis.url(), storeDir: pki.storeDir, taskMs: 1000, ...cfg };
+function startChild(cfg: Partial<ShutdownChildConfig> & { queue: string; runsKey: string }, broker: Broker = BROKERS[0]!): Child {
+  const full: ShutdownChildConfig = { broker: broker.url(), redis: redis.url(), storeDir: pki.storeDir, taskMs: 1000, ...cfg };
   const proc = spawn(process.execPath, ['--import=tsx', CHILD, JSON.stringify(full)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
   let out = '';
@@ -107,9 +132,9 @@ function startChild(cfg: Partial<ShutdownChildConfig> & { queue: string; runsKey
 
 let seq = 0;
 /** Publishes signed `wire.slow` tasks (a countdown makes them ETA tasks); returns their ids. */
-async function push(queue: string, n: number, countdown?: number): Promise<string[]> {
+async function push(broker: Broker, queue: string, n: number, countdown?: number): Promise<string[]> {
   const msgs = Array.from({ length: n }, () => buildTaskMessage('wire.slow', [seq++], {}, { queue, ...(countdown ? { countdown } : {}) }));
-  await producer.publish(await encodeTaskMessages(msgs, serializer(pki)));
+  await producers.get(broker.name)!.publish(await encodeTaskMessages(msgs, serializer(pki)));
   return msgs.map((m) => m.headers.id as string);
 }
 
@@ -118,9 +143,9 @@ async function counts(runsKey: string): Promise<{ runs: Record<string, string>; 
 }
 
 /** A worker in this process that runs what is left, counting in the same hashes. */
-async function drain(queue: string, runsKey: string, total: number): Promise<void> {
+async function drain(broker: Broker, queue: string, runsKey: string, total: number): Promise<void> {
   const w: Worker = createWorker({
-    broker: redis.url(),
+    broker: broker.url(),
     security: serializer(pki, 'verify'),
     canvas: false,
     retries: false,
@@ -144,65 +169,63 @@ async function drain(queue: string, runsKey: string, total: number): Promise<voi
   }
 }
 
-test.serial('SIGTERM in the middle of a batch: running tasks finish, the rest go back, exit 0; nothing lost, nothing run twice', async (t) => {
-  t.timeout(120000);
-  const queue = 'warm';
-  const key = 'warm';
-  const child = startChild({ queue, runsKey: key, concurrency: 4, taskMs: 1500 });
-  await child.line(/^ready/);
-  const ids = [...(await push(queue, 30)), ...(await push(queue, 3, 3))];
-  // Some are running, more are held (prefetch 16), the ETA ones are held too.
-  await eventually(async () => (await r.hlen(`${key}:runs`)) >= 4, true, 30000);
-  child.proc.kill('SIGTERM');
-  t.regex(await child.line(/^shutdown/), /^shutdown SIGTERM warm 0$/);
-  t.deepEqual(await child.exited, { code: 0, signal: null });
-  const after = await counts(key);
-  const started = Object.keys(after.runs);
-  t.true(started.length >= 4 && started.length < ids.length, `${started.length} started`);
-  for (const id of started) {
-    t.is(after.runs[id], '1');
-    t.is(after.done[id], '1', `${id} finished before the exit`);
-  }
-  t.is(await r.hlen('unacked'), 0, 'nothing left unacknowledged');
-  t.is(await r.llen(queue), ids.length - started.length, 'the held ones are back in the queue');
-  await drain(queue, key, ids.length);
-  const end = await counts(key);
-  t.deepEqual(Object.keys(end.done).sort(), [...ids].sort());
-  t.true(Object.values(end.runs).every((n) => n === '1'), 'nothing ran twice');
-  t.true(Object.values(end.done).every((n) => n === '1'));
-});
-
-test.serial('a second SIGTERM is a cold shutdown: running tasks go back unacknowledged, exit 1; they run again, nothing lost', async (t) => {
-  t.timeout(120000);
-  const queue = 'cold';
-  const key = 'cold';
-  const child = startChild({ queue, runsKey: key, concurrency: 4, taskMs: 60000, shutdownTimeout: 120000 });
-  await child.line(/^ready/);
-  const ids = await push(queue, 10);
-  await eventually(async () => (await r.hlen(`${key}:runs`)) >= 4, true, 30000);
-  child.proc.kill('SIGTERM');
-  await child.line(/^shutdown SIGTERM warm 0$/);
-  // The warm shutdown waits for the running tasks (60 s each)...
-  t.is(child.proc.exitCode, null);
-  child.proc.kill('SIGTERM');
-  t.regex(await child.line(/cold/), /^shutdown SIGTERM cold 1$/);
-  t.deepEqual(await child.exited, { code: 1, signal: null });
-  const after = await counts(key);
-  const started = Object.keys(after.runs);
-  t.is(started.length, 4);
-  t.deepEqual(after.done, {}, 'none finished');
-  const un = Object.values(await r.hgetall('unacked')).map((v) => {
-    const [m, ex, rk] = JSON.parse(v) as [{ headers: { id: string } }, string, string];
-    return [m.headers.id, ex, rk, started.includes(m.headers.id)];
+for (const broker of BROKERS) {
+  test.serial(`SIGTERM in the middle of a batch: running tasks finish, the rest go back, exit 0; nothing lost, nothing run twice (${broker.name})`, async (t) => {
+    t.timeout(120000);
+    const queue = `warm-${broker.name}`;
+    const key = queue;
+    const child = startChild({ queue, runsKey: key, concurrency: 4, taskMs: 1500 }, broker);
+    await child.line(/^ready/);
+    const ids = [...(await push(broker, queue, 30)), ...(await push(broker, queue, 3, 3))];
+    // Some are running, more are held (prefetch 16), the ETA ones are held too.
+    await eventually(async () => (await r.hlen(`${key}:runs`)) >= 4, true, 30000);
+    child.proc.kill('SIGTERM');
+    t.regex(await child.line(/^shutdown/), /^shutdown SIGTERM warm 0$/);
+    t.deepEqual(await child.exited, { code: 0, signal: null });
+    const after = await counts(key);
+    const started = Object.keys(after.runs);
+    t.true(started.length >= 4 && started.length < ids.length, `${started.length} started`);
+    for (const id of started) {
+      t.is(after.runs[id], '1');
+      t.is(after.done[id], '1', `${id} finished before the exit`);
+    }
+    t.is(await broker.unacked(), 0, 'nothing left unacknowledged');
+    t.is(await broker.depth(queue), ids.length - started.length, 'the held ones are back in the queue');
+    await drain(broker, queue, key, ids.length);
+    const end = await counts(key);
+    t.deepEqual(Object.keys(end.done).sort(), [...ids].sort());
+    t.true(Object.values(end.runs).every((n) => n === '1'), 'nothing ran twice');
+    t.true(Object.values(end.done).every((n) => n === '1'));
   });
-  t.is(await r.hlen('unacked'), 0, `given back, not left in unacked: ${JSON.stringify(un)} ${JSON.stringify(child.output())}`);
-  t.is(await r.llen(queue), ids.length);
-  await drain(queue, key, ids.length);
-  const end = await counts(key);
-  t.deepEqual(Object.keys(end.done).sort(), [...ids].sort());
-  t.true(Object.values(end.done).every((n) => n === '1'), 'each finished once');
-  for (const id of ids) t.is(end.runs[id], started.includes(id) ? '2' : '1', id);
-});
+
+  test.serial(`a second SIGTERM is a cold shutdown: running tasks go back unacknowledged, exit 1; they run again, nothing lost (${broker.name})`, async (t) => {
+    t.timeout(120000);
+    const queue = `cold-${broker.name}`;
+    const key = queue;
+    const child = startChild({ queue, runsKey: key, concurrency: 4, taskMs: 60000, shutdownTimeout: 120000 }, broker);
+    await child.line(/^ready/);
+    const ids = await push(broker, queue, 10);
+    await eventually(async () => (await r.hlen(`${key}:runs`)) >= 4, true, 30000);
+    child.proc.kill('SIGTERM');
+    await child.line(/^shutdown SIGTERM warm 0$/);
+    // The warm shutdown waits for the running tasks (60 s each)...
+    t.is(child.proc.exitCode, null);
+    child.proc.kill('SIGTERM');
+    t.regex(await child.line(/cold/), /^shutdown SIGTERM cold 1$/);
+    t.deepEqual(await child.exited, { code: 1, signal: null });
+    const after = await counts(key);
+    const started = Object.keys(after.runs);
+    t.is(started.length, 4);
+    t.deepEqual(after.done, {}, 'none finished');
+    t.is(await broker.unacked(), 0, 'given back, not left in unacked');
+    t.is(await broker.depth(queue), ids.length);
+    await drain(broker, queue, key, ids.length);
+    const end = await counts(key);
+    t.deepEqual(Object.keys(end.done).sort(), [...ids].sort());
+    t.true(Object.values(end.done).every((n) => n === '1'), 'each finished once');
+    for (const id of ids) t.is(end.runs[id], started.includes(id) ? '2' : '1', id);
+  });
+}
 
 test.serial('SIGINT is a warm shutdown that exits 1 (Celery: EX_FAILURE)', async (t) => {
   t.timeout(60000);
@@ -221,7 +244,7 @@ test.serial('handleSignals: false leaves SIGTERM to the application; the worker 
   t.is(await child.line(/^ready/), 'ready 1', "only the application's listener");
   child.proc.kill('SIGTERM');
   await child.line(/^app SIGTERM$/);
-  const [id] = await push(queue, 1);
+  const [id] = await push(BROKERS[0]!, queue, 1);
   t.is(await eventually(async () => (await counts(key)).done[id!], '1', 30000), '1', 'still consuming');
   t.false(/^shutdown/m.test(child.output()));
   t.is(child.proc.exitCode, null);
