@@ -11,7 +11,8 @@
  *   the Node worker (runs counted per task id);
  * - spent retries: `MaxRetriesExceededError` (celery.exceptions), or `exc`;
  * - `autoretryFor`, `dontAutoretryFor`, `retryBackoff`, `retryJitter`;
- * - `retries: false` makes no key necessary and `ctx.retry` fail the task.
+ * - `retries: false` makes no key necessary and `ctx.retry` fail the task;
+ * - over AMQP (rabbitmq-server, results in Redis): the same retries, both ways.
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
@@ -28,6 +29,8 @@ import {
 } from 'celery-sign';
 import { makePki, runProducer, serializer, startCeleryWorker, type CeleryWorker, type Pki, type ProducerResult } from './helpers/celery.js';
 import { queueForPriority } from '../../lib/wire/redis.js';
+import { amqpProducer } from './helpers/amqp.js';
+import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';
 import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
 
 const NODE_Q = 'node-retry';
@@ -37,6 +40,11 @@ let pki: Pki;
 let r: Redis;
 let py: CeleryWorker;
 let worker: Worker;
+let rabbit: RabbitServer;
+let pyAmqp: CeleryWorker;
+let amqpWorker: Worker;
+const NODE_AQ = 'node-retry-amqp';
+const PY_AQ = 'py-retry-amqp';
 const retried: TaskRetriedEvent[] = [];
 const contexts = new Map<string, TaskContext[]>();
 
@@ -57,11 +65,23 @@ async function nodeRetry(args: unknown[], kwargs: Record<string, unknown>, ctx: 
 }
 
 test.before(async () => {
-  redis = await startRedis();
+  [redis, rabbit] = await Promise.all([startRedis(), startRabbit()]);
   pki = makePki();
   r = new Redis(redis.url(), { lazyConnect: true, maxRetriesPerRequest: 2 });
   await r.connect();
-  py = await startCeleryWorker(pki, { broker: redis.url(), queues: [PY_Q], pool: 'prefork', concurrency: 2 });
+  [py, pyAmqp] = await Promise.all([
+    startCeleryWorker(pki, { broker: redis.url(), queues: [PY_Q], pool: 'prefork', concurrency: 2 }),
+    startCeleryWorker(pki, { broker: rabbit.pyUrl, queues: [PY_AQ], pool: 'prefork', concurrency: 2, extraEnv: { WIRE_BACKEND: redis.url() } }),
+  ]);
+  amqpWorker = createWorker({
+    broker: rabbit.url,
+    backend: redis.url(),
+    security: serializer(pki),
+    queues: [NODE_AQ],
+    handleSignals: false,
+    tasks: { 'wire.retry': nodeRetry },
+  });
+  await amqpWorker.start();
   worker = createWorker({
     broker: redis.url(),
     backend: redis.url(),
@@ -113,7 +133,10 @@ test.before(async () => {
 
 test.after.always(async () => {
   await worker?.stop({ timeout: 5000 });
+  await amqpWorker?.stop({ timeout: 5000 });
   await py?.stop();
+  await pyAmqp?.stop();
+  await rabbit?.stop();
   r?.disconnect();
   await redis?.stop();
   pki?.cleanup();
@@ -346,4 +369,28 @@ test('Retry carries Celery message text', (t) => {
   const retry = new Retry('id-1', { countdown: 5, exc: new TaskError('ValueError', ['boom']) });
   t.is(retry.message, "Retry in 5s: ValueError('boom')");
   t.is(new Retry('id-2', { eta: '2030-01-01T00:00:00+00:00' }).message, 'Retry at 2030-01-01T00:00:00+00:00');
+});
+
+test.serial('over AMQP: retries on the same queue, Node to Python and Python to Node', async (t) => {
+  t.timeout(90000);
+  const out = await amqpProducer<{ ids: string[]; results: ProducerResult[] }>(pki, rabbit, redis.url(), {
+    op: 'send',
+    wait: true,
+    timeout: 40,
+    tasks: [
+      { name: 'wire.retry', args: ['same'], kwargs: { times: 2 }, options: { queue: NODE_AQ } },
+      { name: 'wire.retry', args: ['n2p'], kwargs: { to: PY_AQ }, options: { queue: NODE_AQ } },
+      { name: 'wire.retry', args: ['p2n'], kwargs: { to: NODE_AQ }, options: { queue: PY_AQ } },
+    ],
+  });
+  t.deepEqual(out.results, [
+    { ok: true, value: { retries: 2, worker: 'node', args: ['same'] } },
+    { ok: true, value: { retries: 1, worker: 'py', args: ['n2p'] } },
+    { ok: true, value: { retries: 1, worker: 'node', args: ['p2n'] } },
+  ]);
+  t.deepEqual(await Promise.all(out.ids.map(runsOf)), [3, 2, 2]);
+  t.deepEqual(
+    out.ids.map((id) => contexts.get(id)!.map((c) => c.retries)),
+    [[0, 1, 2], [0], [1]],
+  );
 });
