@@ -21,7 +21,9 @@
  * The worker ends the process (`process.exit`) when the shutdown is done,
  * as the signal's default action would have ended it, unless the
  * application listens to that signal itself: then the application decides.
- * The handlers are removed when the worker stops, however it stops.
+ * Several workers in one process each shut down; the last one to finish
+ * ends the process. The handlers are removed when the worker stops,
+ * however it stops.
  *
  * @module
  */
@@ -43,6 +45,9 @@ export interface Stoppable {
   stop(options: { timeout: number }): Promise<void>;
   emit(event: 'shutdown', e: ShutdownEvent): boolean;
 }
+
+/** The handlers installed in this process (one per running worker). */
+const installed = new Set<SignalHandlers>();
 
 /** Installs and removes the worker's signal handlers. */
 export class SignalHandlers {
@@ -67,17 +72,20 @@ export class SignalHandlers {
       this.#handlers.set(sig, h);
       process.on(sig, h);
     }
+    installed.add(this);
   }
 
   /** Removes the listeners (the signals' default actions come back unless others listen). */
   remove(): void {
     for (const [sig, h] of this.#handlers) process.removeListener(sig, h);
     this.#handlers.clear();
+    installed.delete(this);
   }
 
   #on(sig: NodeJS.Signals): void {
     if (this.#how === undefined) {
-      this.#owned = process.listenerCount(sig) > 1;
+      // Listeners beyond the workers' own: the application owns the signal.
+      this.#owned = process.listenerCount(sig) > installed.size;
       this.#how = sig === 'SIGQUIT' ? 'cold' : 'warm';
       this.#exitCode = sig === 'SIGTERM' ? 0 : 1;
       this.#emit(sig);
@@ -109,6 +117,7 @@ export class SignalHandlers {
 
   #done(): void {
     this.remove();
-    if (!this.#owned) process.exit(this.#exitCode);
+    // Other workers still shutting down end the process when they are done.
+    if (!this.#owned && installed.size === 0) process.exit(this.#exitCode);
   }
 }

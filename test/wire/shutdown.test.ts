@@ -10,6 +10,9 @@
  * - a second SIGTERM during the warm shutdown is a cold one: the running
  *   tasks go back unacknowledged and the process exits 1 at once; they run
  *   again (only they), nothing is lost;
+ * - a warm shutdown whose `shutdownTimeout` runs out gives the running
+ *   tasks back, as a cold one does;
+ * - two workers in one process both stop, then the process exits;
  * - SIGINT is a warm shutdown that exits 1 (Celery's code for it);
  * - `handleSignals: false` leaves the signals to the application; an
  *   application that listens itself decides when the process ends;
@@ -226,6 +229,29 @@ for (const broker of BROKERS) {
     for (const id of ids) t.is(end.runs[id], started.includes(id) ? '2' : '1', id);
   });
 }
+
+test.serial('a warm shutdown gives the running tasks back when shutdownTimeout runs out, and exits 0', async (t) => {
+  t.timeout(60000);
+  const queue = 'grace';
+  const child = startChild({ queue, runsKey: queue, concurrency: 2, taskMs: 60000, shutdownTimeout: 1000 });
+  await child.line(/^ready/);
+  const ids = await push(BROKERS[0]!, queue, 5);
+  await eventually(async () => (await r.hlen(`${queue}:runs`)) >= 2, true, 30000);
+  child.proc.kill('SIGTERM');
+  t.deepEqual(await child.exited, { code: 0, signal: null });
+  t.deepEqual((await counts(queue)).done, {});
+  t.is(await r.hlen('unacked'), 0);
+  t.is(await r.llen(queue), ids.length, 'all back in the queue');
+});
+
+test.serial('two workers in one process: SIGTERM stops both, then the process exits', async (t) => {
+  t.timeout(60000);
+  const child = startChild({ queue: 'two', runsKey: 'two', workers: 2 });
+  t.is(await child.line(/^ready/), 'ready 2');
+  child.proc.kill('SIGTERM');
+  t.deepEqual(await child.exited, { code: 0, signal: null });
+  t.is(child.output().match(/^shutdown SIGTERM warm 0$/gm)?.length, 2);
+});
 
 test.serial('SIGINT is a warm shutdown that exits 1 (Celery: EX_FAILURE)', async (t) => {
   t.timeout(60000);

@@ -28,13 +28,15 @@ export interface ShutdownChildConfig {
   shutdownTimeout?: number;
   /** The application listens to SIGTERM itself (and prints `app SIGTERM`). */
   appHandlesSignals?: boolean;
+  /** Workers in the process (on the same queue). Default 1. */
+  workers?: number;
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as ShutdownChildConfig;
 
 async function main(): Promise<void> {
   const r = new Redis(cfg.redis, { maxRetriesPerRequest: 5 });
-  const worker = createWorker({
+  const make = () => createWorker({
     broker: cfg.broker,
     // A verify-only worker: a store, no key, so it publishes nothing.
     security: new SecureSerializer({ store: new FSCertStore(cfg.storeDir) }),
@@ -53,10 +55,13 @@ async function main(): Promise<void> {
       },
     },
   });
-  worker.on('error', (err: unknown) => process.stderr.write(`worker error: ${String(err)}\n`));
-  worker.on('shutdown', (e: ShutdownEvent) => process.stdout.write(`shutdown ${e.signal} ${e.how} ${e.exitCode}\n`));
   if (cfg.appHandlesSignals) process.on('SIGTERM', () => process.stdout.write('app SIGTERM\n'));
-  await worker.start();
+  for (let i = 0; i < (cfg.workers ?? 1); i++) {
+    const worker = make();
+    worker.on('error', (err: unknown) => process.stderr.write(`worker error: ${String(err)}\n`));
+    worker.on('shutdown', (e: ShutdownEvent) => process.stdout.write(`shutdown ${e.signal} ${e.how} ${e.exitCode}\n`));
+    await worker.start();
+  }
   process.stdout.write(`ready ${process.listenerCount('SIGTERM')}\n`);
   process.on('exit', () => r.disconnect());
 }
