@@ -424,7 +424,9 @@ export function buildRetryMessage(task: RetriedTask, retry: Retry, now: Date = n
     {
       id: task.id,
       argsrepr: argsTupleRepr(args),
-      ...(o.eta !== undefined && o.eta !== null ? { eta: o.eta } : { countdown: o.countdown ?? 0 }),
+      // as_task_v2: a countdown wins over an eta.
+      ...(o.countdown ? { countdown: o.countdown } : {}),
+      ...(o.eta !== undefined && o.eta !== null ? { eta: o.eta } : {}),
       ...(expires !== null ? { expires } : {}),
       ...route,
       priority: o.priority ?? (Number.isInteger(d.priority) ? d.priority : 0),

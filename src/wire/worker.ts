@@ -456,7 +456,7 @@ export class Worker extends EventEmitter {
     // Celery's heartbeat: `active` tasks now, `processed` tasks started so far.
     this.#events?.start(() => ({
       active: this.#running.size,
-      processed: this.stats.succeeded + this.stats.failed + this.#running.size,
+      processed: this.stats.succeeded + this.stats.failed + this.stats.retried + this.#running.size,
     }));
     this.#loop = this.#consume();
     if (this.#options.handleSignals !== false) {

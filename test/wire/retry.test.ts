@@ -28,8 +28,10 @@ import {
   type Worker,
 } from 'celery-sign';
 import { makePki, runProducer, serializer, startCeleryWorker, type CeleryWorker, type Pki, type ProducerResult } from './helpers/celery.js';
+import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
 import { queueForPriority } from '../../lib/wire/redis.js';
-import { amqpProducer } from './helpers/amqp.js';
+import { openTransport } from '../../lib/wire/transport.js';
+import { amqpProducer, queueDepth, until } from './helpers/amqp.js';
 import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';
 import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
 
@@ -393,4 +395,30 @@ test.serial('over AMQP: retries on the same queue, Node to Python and Python to 
     out.ids.map((id) => contexts.get(id)!.map((c) => c.retries)),
     [[0, 1, 2], [0], [1]],
   );
+});
+
+test.serial('over AMQP: a message delivered through a named exchange is retried through it (Celery: the delivery_info)', async (t) => {
+  t.timeout(60000);
+  const tr = await openTransport(rabbit.url);
+  try {
+    // A second queue bound to the exchange with the same key sees what goes through the exchange.
+    const route = { exchange: 'retry-ex', routingKey: 'retry-rk' };
+    const dummy = buildTaskMessage('wire.noop', [], {}, { queue: 'ex-copy', ...route });
+    await tr.publish(await encodeTaskMessages([dummy], serializer(pki)));
+    const m = buildTaskMessage('wire.retry', ['ex'], { times: 1 }, { queue: NODE_AQ, ...route });
+    await tr.publish(await encodeTaskMessages([m], serializer(pki)));
+    const id = m.headers.id as string;
+    t.is(await eventually(() => runsOf(id), 2, 30000), 2);
+    t.deepEqual(
+      contexts.get(id)!.map((c) => [c.retries, c.queue]),
+      [
+        [0, NODE_AQ],
+        [1, NODE_AQ],
+      ],
+    );
+    // The dummy, the original and its retry: the retry went through the exchange.
+    t.is(await until(() => queueDepth(rabbit, 'ex-copy'), 3), 3);
+  } finally {
+    await tr.close();
+  }
 });
