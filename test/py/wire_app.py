@@ -17,6 +17,7 @@ comes from the environment, so that one module serves both venvs:
     WIRE_VISIBILITY        broker visibility_timeout in seconds (default: kombu's 3600)
     WIRE_PREFETCH          worker_prefetch_multiplier (default 4, Celery's)
     WIRE_ACKS_LATE         "1": task_acks_late = True
+    WIRE_RESULT_SERIALIZER result_serializer and result_accept_content (default json)
 
 Nothing else is changed from Celery's defaults: task_serializer 'auth',
 accept_content ['auth'] (what setup_security demands), results in JSON (Celery's
@@ -54,8 +55,8 @@ app = Celery('wire_app', broker=BROKER, backend=BACKEND)
 conf = dict(
     task_serializer='auth',
     accept_content=['auth'],
-    result_serializer='json',
-    result_accept_content=['json'],
+    result_serializer=os.environ.get('WIRE_RESULT_SERIALIZER', 'json'),
+    result_accept_content=[os.environ.get('WIRE_RESULT_SERIALIZER', 'json')],
     security_key=os.environ['WIRE_KEY'],
     security_key_password=(os.environ.get('WIRE_KEY_PASSWORD') or '').encode() or None,
     security_certificate=os.environ['WIRE_CERT'],
