@@ -164,6 +164,8 @@ class ReplyConsumer {
   #closed = false;
   #reconnecting: Promise<void> | undefined;
   #lastError: unknown;
+  /** The queue was declared otherwise before us: used as it is, never declared again. */
+  #passive = false;
 
   constructor(transport: AmqpTransport, queue: string, expiresMs: number | null, onBatch: (batch: RawReply[]) => Promise<void>) {
     this.#transport = transport;
@@ -192,6 +194,7 @@ class ReplyConsumer {
         ch = await model.createChannel();
         ch.on('error', () => undefined);
         await ch.checkQueue(this.#queue);
+        this.#passive = true;
       }
       await ch.prefetch(REPLY_PREFETCH, false);
       const session: Session = { gen, model, channel: ch, tag: undefined };
@@ -287,16 +290,30 @@ class ReplyConsumer {
     });
   }
 
-  /** Resolves once the queue is declared and consumed (waiting for a reconnection up to `ms`). */
-  async ready(ms: number): Promise<void> {
+  /**
+   * Resolves once the queue is consumed (waiting for a reconnection up to
+   * `ms`) and, with `declare`, declared once more: Celery's `on_task_call`
+   * declares it before every task it sends (its `Queue.can_cache_declaration`
+   * is off), so that a reply queue deleted meanwhile (auto-delete after a lost
+   * connection, or by hand) exists again before a task names it.
+   */
+  async ready(ms: number, declare: boolean): Promise<void> {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The rpc:// backend is closed');
-    if (this.#session) return;
     const deadline = Date.now() + ms;
     while (!this.#session && !this.#closed && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    if (!this.#session) {
+    const s = this.#session;
+    if (!s) {
       throw new WireError('ERR_BROKER', `The rpc:// reply queue is not consumed (reconnecting): ${errorText(this.#lastError)}`);
+    }
+    if (declare && !this.#passive) {
+      try {
+        await s.channel.assertQueue(this.#queue, { durable: true, autoDelete: true, exclusive: false, arguments: this.#arguments });
+      } catch (err) {
+        // The channel is gone with the error: the consumer reconnects (and declares) by itself.
+        throw new WireError('ERR_BROKER', `Cannot declare the rpc:// reply queue: ${errorText(err)}`, { cause: err });
+      }
     }
   }
 
@@ -410,8 +427,12 @@ class RpcBackend implements ResultBackend {
     if (replies.length > 0) await this.#transport.publishReplies(replies);
   }
 
-  /** Declares and consumes the reply queue (once), as Celery's `on_task_call` declares it before a task is sent. */
+  /** Declares the reply queue and consumes it (from the first call on), as Celery's `on_task_call` declares it before a task is sent. */
   async onTaskCall(): Promise<void> {
+    await this.#ready(true);
+  }
+
+  async #ready(declare: boolean): Promise<void> {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The rpc:// backend is closed');
     if (this.#oid === undefined) throw new ImproperlyConfigured('The rpc:// backend of a worker has no reply queue');
     this.#starting ??= (async () => {
@@ -426,8 +447,9 @@ class RpcBackend implements ResultBackend {
       this.#starting = undefined;
       throw err;
     });
+    const first = this.#consumer === undefined;
     await this.#starting;
-    await this.#consumer!.ready(this.#connectTimeout);
+    await this.#consumer!.ready(this.#connectTimeout, declare && !first);
   }
 
   async #handle(batch: RawReply[]): Promise<void> {
@@ -527,12 +549,12 @@ class RpcBackend implements ResultBackend {
 
   /** The latest meta the reply queue brought for the task, or `null` (`PENDING`). */
   async getMeta(taskId: string): Promise<ResultMeta | null> {
-    await this.onTaskCall();
+    await this.#ready(false);
     return this.#lookup(taskId)?.meta ?? null;
   }
 
   async get(taskId: string): Promise<string | null> {
-    await this.onTaskCall();
+    await this.#ready(false);
     return this.#lookup(taskId)?.value ?? null;
   }
 
@@ -546,7 +568,7 @@ class RpcBackend implements ResultBackend {
   }
 
   async #waitEntry(taskId: string, timeoutMs: number): Promise<Entry | null> {
-    await this.onTaskCall();
+    await this.#ready(false);
     const e = this.#lookup(taskId);
     if (e && READY_STATES.has(e.meta.status)) return e;
     if (!(timeoutMs > 0)) return null;

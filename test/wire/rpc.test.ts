@@ -88,7 +88,13 @@ test.before(async () => {
   rabbit = await startRabbit();
   pki = makePki();
   [pyJson, pyAuth] = await Promise.all([
-    startCeleryWorker(pki, { broker: rabbit.pyUrl, queues: ['py'], pool: 'prefork', concurrency: 2, extraEnv: { WIRE_BACKEND: 'rpc://' } }),
+    startCeleryWorker(pki, {
+      broker: rabbit.pyUrl,
+      queues: ['py'],
+      pool: 'prefork',
+      concurrency: 2,
+      extraEnv: { WIRE_BACKEND: 'rpc://', WIRE_TRACK_STARTED: '1' },
+    }),
     startCeleryWorker(pki, {
       broker: rabbit.pyUrl,
       queues: ['pyauth'],
@@ -152,6 +158,21 @@ test.serial('Node client -> Python worker: success, failure with the Python trac
   }
 });
 
+test.serial('a STARTED state (task_track_started) shows in status(); get() waits past it for the result', async (t) => {
+  t.timeout(60000);
+  const c = client();
+  try {
+    const r = await c.sendTask('wire.sleep', [1.5, 'slept'], {}, { queue: 'py' });
+    t.is(await until(() => r.status(), 'STARTED', 20000), 'STARTED');
+    t.false(await r.ready());
+    t.like(await r.getMeta(), { status: 'STARTED', task_id: r.id });
+    t.is(await r.get({ timeout: 20000 }), 'slept');
+    t.is(await r.status(), 'SUCCESS');
+  } finally {
+    await c.close();
+  }
+});
+
 test.serial('Python client (send_task + AsyncResult.get on rpc://) -> Node worker: results and re-raised failures', async (t) => {
   t.timeout(60000);
   const out = await pySend([
@@ -159,13 +180,15 @@ test.serial('Python client (send_task + AsyncResult.get on rpc://) -> Node worke
     { name: 'wire.fail', args: ['from node'], options: { queue: 'node' } },
     { name: 'wire.nope', args: [], options: { queue: 'node' } },
     { name: 'wire.add', args: [1, 2], options: { queue: 'node' } },
+    { name: 'wire.add', args: [1, 2], options: { queue: 'node', expires: '2001-01-01T00:00:00+00:00' } },
   ]);
-  const [add, fail, unknown, add2] = out.results;
+  const [add, fail, unknown, add2, expired] = out.results;
   t.deepEqual(add, { ok: true, value: 42 });
   t.like(fail, { ok: false, type: 'ValueError', module: 'builtins', message: 'from node', status: 'FAILURE' });
   t.regex(String(fail!.traceback), /TaskError|ValueError/);
   t.like(unknown, { ok: false, type: 'NotRegistered', status: 'FAILURE' });
   t.deepEqual(add2, { ok: true, value: 3 });
+  t.like(expired, { ok: false, type: 'TaskRevokedError', status: 'REVOKED', message: 'expired' });
 });
 
 test.serial('the reply queue is declared as Celery declares it, and close() removes it', async (t) => {
@@ -210,13 +233,14 @@ test.serial('a Node worker sends the same reply message as a Python worker (defa
     false,
   );
   const [pyId, nodeId] = out.ids as [string, string];
+  // The final replies (the Python worker, under task_track_started, sends a STARTED one first).
   const got = await withChannel(async (ch) => {
     const msgs: import('amqplib').GetMessage[] = [];
     const deadline = Date.now() + 20000;
     while (msgs.length < 2 && Date.now() < deadline) {
       const m = await ch.get(replyQueue, { noAck: true });
-      if (m) msgs.push(m);
-      else await new Promise((r) => setTimeout(r, 50));
+      if (m && (JSON.parse(m.content.toString()) as { status: string }).status === 'SUCCESS') msgs.push(m);
+      else if (!m) await new Promise((r) => setTimeout(r, 50));
     }
     return msgs;
   });
@@ -263,6 +287,23 @@ test.serial('Node client -> Node worker over rpc://: 3000 tasks in flight, each 
     // And with get() waiting first.
     const more = await Promise.all(Array.from({ length: 500 }, (_, i) => c.sendTask('wire.add', [i, 1], {}, { queue: 'node' })));
     t.deepEqual(await Promise.all(more.map((r) => r.get({ timeout: 30000 }))), Array.from({ length: 500 }, (_, i) => i + 1));
+  } finally {
+    await c.close();
+  }
+});
+
+test.serial('a reply queue deleted under the client is declared again before the next task; its result arrives', async (t) => {
+  t.timeout(60000);
+  const c = client();
+  try {
+    const first = await c.sendTask('wire.add', [1, 1], {}, { queue: 'node' });
+    t.is(await first.get({ timeout: 20000 }), 2);
+    await withChannel((ch) => ch.deleteQueue(c.oid));
+    // At once: the client declares the queue again before it sends (Celery's on_task_call), and consumes it again.
+    const second = await c.sendTask('wire.add', [2, 1], {}, { queue: 'node' });
+    t.is(await second.get({ timeout: 20000 }), 3);
+    const third = await c.sendTask('wire.add', [3, 1], {}, { queue: 'py' });
+    t.is(await third.get({ timeout: 20000 }), 4);
   } finally {
     await c.close();
   }
