@@ -94,14 +94,15 @@ function checkRpc(_backendUrl: string, brokerUrl: string): void {
   }
 }
 
-let lastWarning = 0;
-
-/** A rate-limited process warning (what goes wrong on the reply queue, where no caller can catch it). */
-function warn(message: string): void {
-  const now = Date.now();
-  if (now - lastWarning < 5000) return;
-  lastWarning = now;
-  process.emitWarning(`celery-sign rpc:// backend: ${message}`, 'CelerySignRpcWarning');
+/** Process warnings, at most one every 5 s (what goes wrong on the reply queue, where no caller can catch it). */
+function warner(): (message: string) => void {
+  let last = 0;
+  return (message) => {
+    const now = Date.now();
+    if (now - last < 5000) return;
+    last = now;
+    process.emitWarning(`celery-sign rpc:// backend: ${message}`, 'CelerySignRpcWarning');
+  };
 }
 
 function errorText(err: unknown): string {
@@ -157,6 +158,7 @@ class ReplyConsumer {
   readonly #queue: string;
   readonly #arguments: Record<string, unknown>;
   readonly #onBatch: (batch: RawReply[]) => Promise<void>;
+  readonly #warn: (message: string) => void;
   #session: Session | undefined;
   #gen = 0;
   #pending: { gen: number; msg: ConsumeMessage }[] = [];
@@ -167,8 +169,15 @@ class ReplyConsumer {
   /** The queue was declared otherwise before us: used as it is, never declared again. */
   #passive = false;
 
-  constructor(transport: AmqpTransport, queue: string, expiresMs: number | null, onBatch: (batch: RawReply[]) => Promise<void>) {
+  constructor(
+    transport: AmqpTransport,
+    queue: string,
+    expiresMs: number | null,
+    onBatch: (batch: RawReply[]) => Promise<void>,
+    warn: (message: string) => void,
+  ) {
     this.#transport = transport;
+    this.#warn = warn;
     this.#queue = queue;
     this.#arguments = expiresMs !== null ? { 'x-expires': expiresMs } : {};
     this.#onBatch = onBatch;
@@ -240,7 +249,7 @@ class ReplyConsumer {
             })),
           );
         } catch (err) {
-          warn(`a batch of replies could not be handled: ${errorText(err)}`);
+          this.#warn(`a batch of replies could not be handled: ${errorText(err)}`);
         }
         // Acknowledge everything up to the last reply of the live channel (older ones are redelivered anyway).
         const s = this.#session;
@@ -374,6 +383,7 @@ class RpcBackend implements ResultBackend {
   readonly #claimed = new Map<string, Entry>();
   readonly #waiters = new Map<string, Set<Waiter>>();
   #dropped = 0;
+  readonly #warn = warner();
 
   private constructor(transport: AmqpTransport, options: BackendOptions) {
     this.#transport = transport;
@@ -436,7 +446,7 @@ class RpcBackend implements ResultBackend {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The rpc:// backend is closed');
     if (this.#oid === undefined) throw new ImproperlyConfigured('The rpc:// backend of a worker has no reply queue');
     this.#starting ??= (async () => {
-      const c = new ReplyConsumer(this.#transport, this.#oid!, this.#expiresMs, (batch) => this.#handle(batch));
+      const c = new ReplyConsumer(this.#transport, this.#oid!, this.#expiresMs, (batch) => this.#handle(batch), this.#warn);
       await c.start();
       if (this.#closed) {
         await c.close();
@@ -458,7 +468,7 @@ class RpcBackend implements ResultBackend {
     const bodies: string[] = [];
     for (const r of batch) {
       if (r.contentType !== want) {
-        warn(
+        this.#warn(
           `refused a reply of content type ${JSON.stringify(String(r.contentType)).slice(0, 80)} (ERR_CONTENT_DISALLOWED): the result serializer is ${this.#serializer}`,
         );
         continue;
@@ -472,7 +482,7 @@ class RpcBackend implements ResultBackend {
       for (const r of results) {
         if (r.ok) decoded.push(r.value);
         else {
-          warn(`refused a reply that does not verify (${r.error.code}): ${r.error.message}`);
+          this.#warn(`refused a reply that does not verify (${r.error.code}): ${r.error.message}`);
           decoded.push(BAD);
         }
       }
@@ -481,7 +491,7 @@ class RpcBackend implements ResultBackend {
         try {
           decoded.push(kombuLoads(b));
         } catch {
-          warn('refused a reply that is not kombu JSON (ERR_DECODE)');
+          this.#warn('refused a reply that is not kombu JSON (ERR_DECODE)');
           decoded.push(BAD);
         }
       }
@@ -490,7 +500,7 @@ class RpcBackend implements ResultBackend {
       if (v === BAD) return;
       const meta = asMeta(v);
       if (!meta) {
-        warn('refused a reply that is not a Celery result meta, with a status and a task_id (ERR_DECODE)');
+        this.#warn('refused a reply that is not a Celery result meta, with a status and a task_id (ERR_DECODE)');
         return;
       }
       this.#deliver({ meta, value: bodies[i]! });
@@ -528,7 +538,7 @@ class RpcBackend implements ResultBackend {
       map.delete(oldest);
       if (unclaimed) {
         this.#dropped++;
-        warn(
+        this.#warn(
           `dropped the result of task ${oldest}, which nobody asked for (more than result_buffer_max = ${this.#bufferMax} unclaimed results; ${this.#dropped} dropped so far)`,
         );
       }

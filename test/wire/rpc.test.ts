@@ -268,6 +268,55 @@ test.serial('a Node worker sends the same reply message as a Python worker (defa
   t.like(pyBody, { status: 'SUCCESS', result: 2, task_id: pyId });
 });
 
+test.serial('resultPersistent (Celery\'s result_persistent) sends results with delivery mode 2', async (t) => {
+  t.timeout(60000);
+  const replyQueue = 'raw-persistent';
+  await withChannel((ch) => ch.assertQueue(replyQueue, { durable: true, autoDelete: false }));
+  const w = nodeWorker('nodepersist', { resultPersistent: true });
+  try {
+    await w.start();
+    const out = await pySend([{ name: 'wire.add', args: [1, 1], options: { queue: 'nodepersist', reply_to: replyQueue } }], 'json', false);
+    const msg = await withChannel(async (ch) => {
+      const deadline = Date.now() + 20000;
+      for (;;) {
+        const m = await ch.get(replyQueue, { noAck: true });
+        if (m || Date.now() > deadline) return m;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    });
+    t.truthy(msg);
+    if (!msg) return;
+    t.is(msg.properties.correlationId, out.ids[0]);
+    t.is(msg.properties.deliveryMode, 2);
+  } finally {
+    await w.stop({ timeout: 5000 });
+  }
+});
+
+test.serial('results nobody asked for are kept up to result_buffer_max; beyond it the oldest are dropped (as Celery\'s buffer)', async (t) => {
+  t.timeout(60000);
+  const c = client({ backendTransportOptions: { result_buffer_max: 10 } });
+  try {
+    runs.clear();
+    const sent: Awaited<ReturnType<CeleryClient['sendTask']>>[] = [];
+    // One at a time, so that the results arrive in order.
+    for (let i = 0; i < 30; i++) {
+      const r = await c.sendTask('wire.count', [i], {}, { queue: 'node' });
+      await until(async () => runs.has(r.id), true, 10000);
+      sent.push(r);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const metas = [];
+    for (const r of sent) metas.push(await r.getMeta());
+    t.is(metas.filter((m) => m !== null).length, 10, 'ten kept');
+    t.true(metas.slice(0, 10).every((m) => m === null), 'the oldest were dropped');
+    t.deepEqual(await Promise.all(sent.slice(25).map((r) => r.get({ timeout: 5000 }))), [25, 26, 27, 28, 29]);
+    await t.throwsAsync(sent[0]!.get({ timeout: 200 }), { instanceOf: ResultTimeoutError });
+  } finally {
+    await c.close();
+  }
+});
+
 test.serial('Node client -> Node worker over rpc://: 3000 tasks in flight, each result once; results that arrived before get() are kept', async (t) => {
   t.timeout(120000);
   const c = client();
