@@ -441,3 +441,28 @@ test.serial('close() rejects a get() that is waiting', async (t) => {
   await c.close();
   await t.throwsAsync(waiting, { code: 'ERR_CLOSED' });
 });
+
+// Last: restarts the broker under everything above.
+test.serial('rabbitmq-server restarted: the client consumes its reply queue again; tasks that ran afterwards answer get() calls that were waiting', async (t) => {
+  t.timeout(180000);
+  const c = client();
+  let w: Worker | undefined;
+  try {
+    // Tasks for a queue nobody consumes yet (persistent, in a durable queue: they survive the restart).
+    const sent = await Promise.all(Array.from({ length: 50 }, (_, i) => c.sendTask('wire.add', [i, 100], {}, { queue: 'after-restart' })));
+    const waiting = Promise.all(sent.map((r) => r.get({ timeout: 150000 })));
+    waiting.catch(() => undefined);
+    await rabbit.restart();
+    // The client reconnects by itself and consumes (and declares, should the auto-delete queue be gone) its reply queue again.
+    t.true(await until(() => queueExists(c.oid), true, 60000));
+    w = nodeWorker('after-restart');
+    await w.start();
+    t.deepEqual(await waiting, Array.from({ length: 50 }, (_, i) => i + 100));
+    // And new tasks go on as usual.
+    const again = await c.sendTask('wire.add', [1, 2], {}, { queue: 'after-restart' });
+    t.is(await again.get({ timeout: 30000 }), 3);
+  } finally {
+    await w?.stop({ timeout: 5000 });
+    await c.close();
+  }
+});
