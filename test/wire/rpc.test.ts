@@ -444,13 +444,13 @@ test.serial('close() rejects a get() that is waiting', async (t) => {
 
 // Last: restarts the broker under everything above.
 test.serial('rabbitmq-server restarted: the client consumes its reply queue again; tasks that ran afterwards answer get() calls that were waiting', async (t) => {
-  t.timeout(180000);
+  t.timeout(120000);
   const c = client();
   let w: Worker | undefined;
   try {
     // Tasks for a queue nobody consumes yet (persistent, in a durable queue: they survive the restart).
     const sent = await Promise.all(Array.from({ length: 50 }, (_, i) => c.sendTask('wire.add', [i, 100], {}, { queue: 'after-restart' })));
-    const waiting = Promise.all(sent.map((r) => r.get({ timeout: 150000 })));
+    const waiting = Promise.all(sent.map((r) => r.get({ timeout: 100000 })));
     waiting.catch(() => undefined);
     await rabbit.restart();
     // The client reconnects by itself and consumes (and declares, should the auto-delete queue be gone) its reply queue again.
