@@ -12,7 +12,8 @@
  * - spent retries: `MaxRetriesExceededError` (celery.exceptions), or `exc`;
  * - `autoretryFor`, `dontAutoretryFor`, `retryBackoff`, `retryJitter`;
  * - `retries: false` makes no key necessary and `ctx.retry` fail the task;
- * - over AMQP (rabbitmq-server, results in Redis): the same retries, both ways.
+ * - over AMQP (rabbitmq-server, results in Redis): the same retries, both
+ *   ways; with `rpc://` results, the retry answers the client's reply queue.
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
@@ -420,5 +421,30 @@ test.serial('over AMQP: a message delivered through a named exchange is retried 
     t.is(await until(() => queueDepth(rabbit, 'ex-copy'), 3), 3);
   } finally {
     await tr.close();
+  }
+});
+
+test.serial('over AMQP with rpc:// results: a Python client waiting on a task the Node worker retries gets the result of the retry', async (t) => {
+  t.timeout(60000);
+  const w = createWorker({
+    broker: rabbit.url,
+    backend: 'rpc://',
+    security: serializer(pki),
+    queues: ['node-retry-rpc'],
+    handleSignals: false,
+    tasks: { 'wire.retry': nodeRetry },
+  });
+  await w.start();
+  try {
+    const out = await amqpProducer<{ ids: string[]; results: ProducerResult[] }>(pki, rabbit, 'rpc://', {
+      op: 'send',
+      wait: true,
+      timeout: 40,
+      tasks: [{ name: 'wire.retry', args: ['rpc'], kwargs: { times: 2 }, options: { queue: 'node-retry-rpc' } }],
+    });
+    t.deepEqual(out.results, [{ ok: true, value: { retries: 2, worker: 'node', args: ['rpc'] } }]);
+    t.is(await runsOf(out.ids[0]!), 3);
+  } finally {
+    await w.stop();
   }
 });
