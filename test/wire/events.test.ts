@@ -4,7 +4,7 @@
  * accept=['auth']) over a real redis-server (kombu's fanout over PUBLISH) and
  * a real rabbitmq-server (the `celeryev` topic exchange): worker-online,
  * heartbeats, task-received/started/succeeded/failed (batched on `task.multi`
- * as Celery's worker batches them, or one by one), worker-offline; the Redis
+ * as Celery's worker batches them, or one by one), task-retried, worker-offline; the Redis
  * envelope and channel are what Celery's own dispatcher publishes; events
  * signed by a key the receiver does not trust are refused by it.
  */
@@ -314,4 +314,41 @@ test.serial('events signed by a key the receiver does not trust are refused by C
   await t.throwsAsync(verifyOnly.start(), { instanceOf: ImproperlyConfigured, message: /needs a key and a certificate/ });
   // sw_ver is the package version.
   t.is(SW_VERSION, (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
+});
+
+test.serial('AMQP: a retry sends task-retried (the exception and the traceback, as Celery), the retried run its own events', async (t) => {
+  t.timeout(90000);
+  const hostname = `node-ev-retry@${process.pid}`;
+  const recv = await startReceiver(rabbit.pyUrl, hostname);
+  const worker = createWorker({
+    broker: rabbit.url,
+    backend: redis.url(),
+    security: serializer(pki),
+    queues: ['ev-retry'],
+    hostname,
+    handleSignals: false,
+    tasks: {
+      'wire.flaky': (_args, _kwargs, ctx) => (ctx.retries < 1 ? ctx.retry({ countdown: 0, exc: new TaskError('ValueError', ['again']) }) : ctx.retries),
+    },
+    events: { batchTaskEvents: false },
+  });
+  await worker.start();
+  const client = createClient({ broker: rabbit.url, backend: redis.url(), security: serializer(pki) });
+  let id: string;
+  try {
+    const res = await client.sendTask('wire.flaky', [], {}, { queue: 'ev-retry' });
+    id = res.id;
+    t.is(await res.get({ timeout: 20000 }), 1);
+  } finally {
+    await client.close();
+    await worker.stop();
+  }
+  t.is(await Promise.race([recv.exited, sleep(20000).then(() => 'timeout')]), 0);
+  const evs = flat(recv.lines).filter((e) => e.uuid === id);
+  // The retry is sent before task-retried: its task-received may come first.
+  t.deepEqual(evs.map((e) => e.type).sort(), ['task-received', 'task-received', 'task-retried', 'task-started', 'task-started', 'task-succeeded']);
+  t.deepEqual(evs.filter((e) => e.type === 'task-received').map((e) => e.retries), [0, 1]);
+  const retried = evs.find((e) => e.type === 'task-retried')!;
+  t.is(retried.exception, "ValueError('again')");
+  t.regex(String(retried.traceback), /^Retry: Retry in 0s: ValueError\('again'\)/);
 });
