@@ -31,6 +31,11 @@
  * With `events` the worker publishes Celery's worker and task events,
  * signed (`./events.ts`).
  *
+ * A handler retries with `ctx.retry()` or a task's `autoretryFor`
+ * (`./retry.ts`): the task is re-sent signed, `RETRY` stored, then the
+ * message acked. By default `SIGTERM` and `SIGINT` shut the worker down warm
+ * and a second signal cold, as `celery worker` does (`./shutdown.ts`).
+ *
  * @module
  */
 import { EventEmitter } from 'node:events';
