@@ -1266,6 +1266,7 @@ function brokerInfo(url: string, transport: string | null, connectTimeout: numbe
     heartbeat: amqp ? 60 : null,
     failover_strategy: 'round-robin',
     alternates: [],
+    credential_provider: null,
   };
 }
 
