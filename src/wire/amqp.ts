@@ -628,6 +628,14 @@ export class AmqpTransport implements BrokerTransport {
         }, { noAck: true });
       } catch (err) {
         await closeQuietly(m);
+        if (/RESOURCE.LOCKED/.test(errorText(err))) {
+          // kombu's W_PIDBOX_IN_USE
+          throw new WireError(
+            'ERR_BROKER',
+            `A node named ${JSON.stringify(spec.queue.slice(0, -spec.exchange.length - 1))} is already using this process mailbox (${spec.queue}): give each worker a unique hostname; remote control waits for the mailbox`,
+            { cause: err },
+          );
+        }
         throw brokerError(`Cannot listen for remote control on ${spec.queue}`, err);
       }
       model = m;
@@ -638,24 +646,40 @@ export class AmqpTransport implements BrokerTransport {
       if (closed) await closeQuietly(m);
     };
     let reconnecting: Promise<void> | undefined;
+    let lastError = '';
+    // The same failure again (a node of the same name holds the queue) is reported once.
+    const report = (err: unknown): void => {
+      const text = errorText(err);
+      if (text !== lastError) onError(err);
+      lastError = text;
+    };
     const reconnect = (): void => {
       if (reconnecting || closed) return;
       reconnecting = (async () => {
         let wait = 100;
         while (!closed && !model) {
+          await new Promise((r) => setTimeout(r, wait));
+          wait = Math.min(wait * 2, 10000);
+          if (closed) break;
           try {
             await open();
+            lastError = '';
           } catch (err) {
-            onError(err);
-            await new Promise((r) => setTimeout(r, wait));
-            wait = Math.min(wait * 2, Math.max(this.#settings.maxRetryInterval * 1000, 1000));
+            report(err);
           }
         }
       })().finally(() => {
         reconnecting = undefined;
       });
     };
-    await open();
+    try {
+      await open();
+    } catch (err) {
+      // A queue held by another node of this name: reported, retried in the background.
+      if (!/already using this process mailbox/.test(errorText(err))) throw err;
+      report(err);
+      reconnect();
+    }
     return {
       close: async () => {
         closed = true;

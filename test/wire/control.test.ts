@@ -431,6 +431,41 @@ for (const b of ['redis', 'amqp'] as const) {
   });
 }
 
+test.serial('amqp: a second node of the same name reports the mailbox in use once, runs its tasks, and takes the mailbox over when the first stops', async (t) => {
+  t.timeout(120000);
+  const { node, queue } = names('amqp');
+  const first = nodeWorker('amqp', node, queue, { 'n.who': () => 'first' });
+  const second = nodeWorker('amqp', node, `${queue}-2`, { 'n.who': () => 'second' });
+  const errors: unknown[] = [];
+  second.on('error', (e) => errors.push(e));
+  await first.start();
+  let firstStopped = false;
+  try {
+    await second.start();
+    t.is(await until(async () => errors.length, 1), 1);
+    t.regex(String((errors[0] as Error).message), /already using this process mailbox/);
+    const { ids } = await send('amqp', [{ name: 'n.who', options: { queue: `${queue}-2` } }]);
+    t.is(await until(() => storedStatus(ids[0]!), 'SUCCESS'), 'SUCCESS');
+    t.deepEqual(await inspect(t, 'amqp', node, 'ping'), { ok: 'pong' });
+    await first.stop();
+    firstStopped = true;
+    // the second node answers now (it retries the mailbox in the background)
+    const deadline = Date.now() + 60000;
+    let queues: unknown;
+    while (Date.now() < deadline) {
+      const res = await celery('amqp', ['inspect', 'active_queues', '-d', node, '-t', '3']);
+      queues = res.code === 0 ? (res.json as Record<string, { name: string }[]>)[node]?.map((q) => q.name) : undefined;
+      if (queues !== undefined) break;
+      await sleep(500);
+    }
+    t.deepEqual(queues, [`${queue}-2`]);
+    t.is(errors.length, 1);
+  } finally {
+    if (!firstStopped) await first.stop();
+    await second.stop();
+  }
+});
+
 test.serial('remoteControl: false: the worker does not answer; a verify-only worker is refused at start unless remoteControl: false', async (t) => {
   t.timeout(120000);
   const { node, queue } = names('redis');
