@@ -68,21 +68,31 @@ export interface BroadcastSpec {
 
 /** A running subscription to a broadcast exchange. */
 export interface BroadcastListener {
+  /** Stops listening (and, on Redis, removes the queue's binding). */
   close(): Promise<void>;
 }
 
 /** What `inspect active` (and `reserved`) lists for a task: Celery's `Request.info()`. */
 export interface RequestInfo {
+  /** Task id. */
   id: string;
+  /** Task name. */
   name: string;
+  /** Positional arguments. */
   args: unknown[];
+  /** Keyword arguments. */
   kwargs: Record<string, unknown>;
+  /** The task name again (Celery's `Request.type`). */
   type: string;
+  /** The worker's name. */
   hostname: string;
   /** Seconds since the epoch when it started, or `null`. */
   time_start: number | null;
+  /** Always `false`: the worker acknowledges after the outcome is stored (Celery's `task_acks_late`). */
   acknowledged: boolean;
+  /** Where the message came from. */
   delivery_info: { exchange: string; routing_key: string; priority: number; redelivered: boolean };
+  /** The worker's process id once started (Celery: the pool process), else `null`. */
   worker_pid: number | null;
 }
 
@@ -90,6 +100,7 @@ export interface RequestInfo {
 export interface ControlEvent {
   /** The command (`method` of the message). */
   command: string;
+  /** Its arguments (`arguments` of the message). */
   arguments: Record<string, unknown>;
   /** The Celery id of the certificate that signed it. */
   signer: string;
