@@ -30,7 +30,8 @@
  * `reserved`; `scheduled`; `registered`; `stats`; `revoked`; `clock`;
  * `query_task`; `active_queues`; `revoke` (by id or id list, `terminate`,
  * `signal`); `terminate`; `rate_limit`; `enable_events` / `disable_events`;
- * `heartbeat`; `shutdown` (a warm stop, no reply: Celery raises
+ * `heartbeat`; `hello` (mingle: a starting Celery worker and this one
+ * exchange their revoked ids); `shutdown` (a warm stop, no reply: Celery raises
  * `WorkerShutdown` before replying). An unknown command is answered
  * `{error: "KeyError('<name>')"}`, as kombu's `Node.dispatch` answers it.
  *
@@ -551,6 +552,14 @@ export class ControlNode {
       const changed = h.taskEvents(false);
       if (changed === null) return nok('event dispatcher unavailable');
       return ok(changed ? 'task events disabled' : 'task events already disabled');
+    });
+    // mingle's sync (celery/worker/consumer/mingle.py): a starting worker sends its revoked ids, gets ours.
+    add(['hello'], (a) => {
+      if (a.from_node === this.hostname) return null;
+      const theirs = toPlain(a.revoked);
+      const ids = Array.isArray(theirs) ? theirs : isRecord(theirs) ? Object.keys(theirs) : [];
+      h.revoked.add(...ids.filter((x): x is string => typeof x === 'string'));
+      return { revoked: [...h.revoked], clock: this.#clock.forward() };
     });
     add(['heartbeat'], () => {
       h.heartbeat();

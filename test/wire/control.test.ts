@@ -482,7 +482,7 @@ test.serial('remoteControl: false: the worker does not answer; a verify-only wor
   t.regex(err!.message, /remote control replies \(remoteControl: false turns this off\)/);
 });
 
-test.serial('redis: the Node worker replies in the shapes of a stock Python worker (ping, registered, stats, revoked, revoke, unknown command)', async (t) => {
+test.serial('redis: the Node worker replies in the shapes of a stock Python worker (ping, registered, stats, revoked, revoke, unknown command, rate_limit, enable_events, hello)', async (t) => {
   t.timeout(180000);
   const { node, queue } = names('redis');
   const py = await startCeleryWorker(pki, { broker: redis.url(), queues: [`${queue}-py`], pool: 'solo' });
@@ -516,6 +516,12 @@ test.serial('redis: the Node worker replies in the shapes of a stock Python work
     t.deepEqual(nBad, pBad);
     const [nEv, pEv] = await both('enable_events');
     t.deepEqual(nEv, pEv);
+    // mingle: a starting worker's hello merges its revoked ids and gets the node's
+    const [nHello, pHello] = (await both('hello', { from_node: 'starting@elsewhere', revoked: ['x-2'] })) as [Record<string, unknown>, Record<string, unknown>];
+    t.deepEqual(Object.keys(nHello), Object.keys(pHello));
+    t.deepEqual(nHello.revoked, pHello.revoked);
+    t.deepEqual(nHello.revoked, ['x-1', 'x-2']);
+    t.true(Number.isInteger(nHello.clock));
   } finally {
     await w.stop();
     await py.stop();
