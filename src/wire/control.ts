@@ -35,6 +35,31 @@
  * `WorkerShutdown` before replying). An unknown command is answered
  * `{error: "KeyError('<name>')"}`, as kombu's `Node.dispatch` answers it.
  *
+ * Where this worker differs from Celery's, and why:
+ * - a revoked task the worker holds (an ETA task, or one waiting for a slot
+ *   or a rate limit) is settled at once: `REVOKED` stored, message
+ *   acknowledged, `task-revoked` sent. Celery stores `REVOKED` at once too but
+ *   acknowledges when the ETA comes; the outcome is the same, the prefetch
+ *   window is freed sooner;
+ * - `terminate` cannot kill a JavaScript function: the task's `AbortSignal`
+ *   is aborted (reason: an `Error` named `Terminated`), `REVOKED`
+ *   (`terminated`) is stored and the message acknowledged at once, its slot
+ *   freed; whatever the handler does afterwards is ignored. The signal name
+ *   is checked as Celery checks it and reported in `task-revoked`;
+ * - `stats`: every field Celery's worker reports (`total`, `pid`, `clock`,
+ *   `uptime`, `pool`, `broker`, `prefetch_count`, `rusage` from
+ *   `process.resourceUsage()`, all sixteen `getrusage` fields); `pool` is
+ *   the event loop (`implementation: 'celery_sign:EventLoop'`, one process,
+ *   `max-concurrency` the worker's `concurrency`); `broker` is read from the
+ *   URL (never the password), its `heartbeat` is the AMQP heartbeat (60) or
+ *   `null` on Redis;
+ * - not implemented (answered `KeyError`, as an unknown command):
+ *   `revoke_by_stamped_headers`, `time_limit`, `conf`, `report`,
+ *   `memsample`, `memdump`, `objgraph`, `pool_grow`, `pool_shrink`,
+ *   `pool_restart`, `autoscale`, `add_consumer`, `cancel_consumer`,
+ *   `election`. `active_queues` describes each queue as Celery's default
+ *   direct queue.
+ *
  * @module
  */
 import { constants as osConstants } from 'node:os';

@@ -31,6 +31,16 @@
  * With `events` the worker publishes Celery's worker and task events,
  * signed (`./events.ts`).
  *
+ * With `remoteControl` (on by default, as Celery's
+ * `worker_enable_remote_control`) the worker joins Celery's pidbox and
+ * answers `celery inspect` / `celery control` (`./control.ts`): only signed
+ * commands are acted upon, a refused one is a `'security'` event (its `queue`
+ * is the node's `<hostname>.celery.pidbox`), an executed one a `'control'`
+ * event ({@link ControlEvent}); replies are signed. Revoked ids are kept as
+ * Celery keeps them (a task revoked before it arrives is not run), and
+ * `rateLimits` / `rate_limit` hold tasks back with token buckets
+ * (`./ratelimit.ts`).
+ *
  * @module
  */
 import { EventEmitter } from 'node:events';
@@ -119,6 +129,7 @@ export interface SecurityEvent {
   task: string | null;
   /** The verified signer, when the signature was good but the content was refused. */
   signer?: string;
+  /** The queue it came from (a refused remote control command: the node's `<hostname>.celery.pidbox`). */
   queue: string;
   /** What happened to the message: `'ack'` (Celery's decode-error path) or `'reject'` (invalid task). */
   action: 'ack' | 'reject';
