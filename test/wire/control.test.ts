@@ -466,6 +466,26 @@ test.serial('amqp: a second node of the same name reports the mailbox in use onc
   }
 });
 
+test.serial('redis: enable_events / disable_events turn task events on and off; the pidbox binding is kept as kombu keeps it and removed at stop', async (t) => {
+  t.timeout(120000);
+  const { node, queue } = names('redis');
+  const w = nodeWorker('redis', node, queue, { 'n.add': () => 1 }, { events: true });
+  const member = `\x06\x16\x06\x16${node}.celery.pidbox`;
+  await w.start();
+  try {
+    t.true((await r.smembers('_kombu.binding.celery.pidbox')).includes(member));
+    t.true((await r.zscore('_kombu.binding_deadlines', 'celery.pidbox')) !== null);
+    t.deepEqual(await control(t, 'redis', node, 'enable_events'), { ok: 'task events already enabled' });
+    t.deepEqual(await control(t, 'redis', node, 'disable_events'), { ok: 'task events disabled' });
+    t.deepEqual(await control(t, 'redis', node, 'disable_events'), { ok: 'task events already disabled' });
+    t.deepEqual(await control(t, 'redis', node, 'enable_events'), { ok: 'task events enabled' });
+    t.deepEqual(await control(t, 'redis', node, 'heartbeat'), null);
+  } finally {
+    await w.stop();
+  }
+  t.false((await r.smembers('_kombu.binding.celery.pidbox')).includes(member));
+});
+
 test.serial('remoteControl: false: the worker does not answer; a verify-only worker is refused at start unless remoteControl: false', async (t) => {
   t.timeout(120000);
   const { node, queue } = names('redis');
