@@ -544,14 +544,15 @@ export class ControlNode {
       })),
     );
     const revoke = async (idsArg: unknown, terminate: boolean, signal: unknown): Promise<unknown> => {
-      const ids = [...new Set(maybeList(idsArg).map(String))];
+      const list = isRecord(idsArg) ? Object.keys(idsArg) : maybeList(idsArg);
+      const ids = [...new Set(list.filter((x): x is string | number => typeof x === 'string' || typeof x === 'number').map(String))];
       const sig = terminate ? signum(signal) : 0;
       h.revoked.add(...ids);
       const known = await h.revoke(ids, terminate, sig);
       if (terminate) return ok(known.length === 0 ? 'terminate: tasks unknown' : `terminate: ${known.join(', ')}`);
       return ok(`tasks ${pySetRepr(ids)} flagged as revoked`);
     };
-    add(['revoke'], (a) => revoke(a.task_id, a.terminate === true, a.signal));
+    add(['revoke'], (a) => revoke(a.task_id, pyTruthy(a.terminate), a.signal));
     add(['terminate'], (a) => revoke(a.task_id, true, a.signal));
     add(['rate_limit'], (a) => {
       const name = typeof a.task_name === 'string' ? a.task_name : String(a.task_name);
@@ -596,6 +597,15 @@ export class ControlNode {
     });
     return panel;
   }
+}
+
+/** Python's truth of a decoded value. */
+function pyTruthy(v: unknown): boolean {
+  if (v === null || v === undefined || v === false || v === 0 || v === '') return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (v instanceof Map) return v.size > 0;
+  if (isRecord(v)) return Object.keys(v).length > 0;
+  return true;
 }
 
 /** `repr()` of an error thrown by a command, as Python would show an exception. */

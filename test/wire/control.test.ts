@@ -486,6 +486,53 @@ test.serial('redis: enable_events / disable_events turn task events on and off; 
   t.false((await r.smembers('_kombu.binding.celery.pidbox')).includes(member));
 });
 
+test.serial('redis: hostile pidbox input (not an envelope, not base64, signed non-mappings, odd fields) never crashes the worker', async (t) => {
+  t.timeout(120000);
+  const { node, queue } = names('redis');
+  const w = nodeWorker('redis', node, queue, { 'n.add': () => 1 });
+  const refused: SecurityEvent[] = [];
+  const errors: unknown[] = [];
+  const commands: ControlEvent[] = [];
+  w.on('security', (e: SecurityEvent) => refused.push(e));
+  w.on('error', (e) => errors.push(e));
+  w.on('control', (e: ControlEvent) => commands.push(e));
+  await w.start();
+  try {
+    const signer = serializer(pki);
+    const envelope = (body: string, contentType = 'application/data'): string =>
+      JSON.stringify({
+        body: Buffer.from(body).toString('base64'),
+        'content-encoding': 'utf-8',
+        'content-type': contentType,
+        headers: { clock: 'not a number' },
+        properties: { delivery_mode: 2, delivery_info: { exchange: 'celery.pidbox', routing_key: '' }, priority: 0, body_encoding: 'base64', delivery_tag: 'x' },
+      });
+    const topic = '/0.celery.pidbox';
+    await r.publish(topic, 'not json at all');
+    await r.publish(topic, JSON.stringify({ body: '%%%', properties: { body_encoding: 'base64', delivery_tag: 't' }, 'content-type': 'application/data' }));
+    await r.publish(topic, envelope('not a signed payload'));
+    await r.publish(topic, envelope(signer.serialize([1, 2])));
+    await r.publish(topic, envelope(signer.serialize({ method: 'ping', arguments: 'x', destination: 7, reply_to: 5 })));
+    await r.publish(topic, envelope(signer.serialize({ method: 123, destination: [node], reply_to: { exchange: 1 } })));
+    await r.publish(topic, envelope(signer.serialize({ method: 'revoke', arguments: { task_id: { a: 1 }, terminate: 'yes', signal: 'lowercase' }, destination: [node] })));
+    await r.publish(topic, envelope(signer.serialize({ method: 'revoke', arguments: { task_id: 'x', terminate: true, signal: 'lowercase' }, destination: [node] })));
+    await r.publish(topic, envelope(signer.serialize({ method: 'ping', pattern: '[', matcher: 'pcre' })));
+    await r.publish(topic, envelope(signer.serialize({ method: 'ping', pattern: 'node*', matcher: 'nosuch' })));
+    t.deepEqual(await inspect(t, 'redis', node, 'ping'), { ok: 'pong' });
+    t.true(w.running);
+    t.true(refused.length >= 2, JSON.stringify(refused.map((e) => e.code)));
+    t.true(refused.every((e) => e.queue === `${node}.celery.pidbox`));
+    // the signed ones were read; the ones for this node ran (or replied an error) without a crash
+    t.true(commands.some((c) => c.command === 'revoke'));
+    t.true(errors.length >= 1);
+    t.log(refused.map((e) => e.code).join(', '), '|', commands.map((c) => `${c.command}:${JSON.stringify(c.reply)}`).join(', '), '|', errors.map(String).join(' / '));
+    const { ids } = await send('redis', [{ name: 'n.add', options: { queue } }]);
+    t.is(await until(() => storedStatus(ids[0]!), 'SUCCESS'), 'SUCCESS');
+  } finally {
+    await w.stop();
+  }
+});
+
 test.serial('remoteControl: false: the worker does not answer; a verify-only worker is refused at start unless remoteControl: false', async (t) => {
   t.timeout(120000);
   const { node, queue } = names('redis');
