@@ -54,11 +54,12 @@
  *   URL (never the password), its `heartbeat` is the AMQP heartbeat (60) or
  *   `null` on Redis;
  * - not implemented (answered `KeyError`, as an unknown command):
- *   `revoke_by_stamped_headers`, `time_limit`, `conf`, `report`,
+ *   `revoke_by_stamped_headers`, `time_limit`, `report`,
  *   `memsample`, `memdump`, `objgraph`, `pool_grow`, `pool_shrink`,
  *   `pool_restart`, `autoscale`, `add_consumer`, `cancel_consumer`,
  *   `election`. `active_queues` describes each queue as Celery's default
- *   direct queue.
+ *   direct queue; `conf` lists the worker's settings under Celery's names
+ *   (URLs with the password censored, as Celery censors them).
  *
  * @module
  */
@@ -151,6 +152,8 @@ export interface ControlHost {
   queues(): string[];
   /** `inspect stats` without `clock`. */
   stats(): Record<string, unknown>;
+  /** `inspect conf`: the worker's settings under Celery's names, secrets censored. */
+  conf(): Record<string, unknown>;
   /**
    * Acts on revoked ids: held ones are settled as `REVOKED` and acknowledged,
    * running ones aborted when `terminate`; unknown ones marked as revoked in
@@ -308,6 +311,18 @@ function matches(hostname: string, pattern: string, matcher: string): boolean {
 /** Python's `repr()` of a set of strings: `{'a', 'b'}`, `set()`. */
 function pySetRepr(ids: readonly string[]): string {
   return ids.length === 0 ? 'set()' : `{${ids.map((id) => saferepr(id)).join(', ')}}`;
+}
+
+/** A URL with its password censored, as Celery's `conf` shows it (`redis://:********@host/0`). */
+export function censorUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '********';
+    return u.toString().replace('%2A%2A%2A%2A%2A%2A%2A%2A', '********');
+  } catch {
+    return '********';
+  }
 }
 
 /** Celery's `signals.signum`: `'TERM'`, `'SIGTERM'`, `15`. */
@@ -513,6 +528,7 @@ export class ControlNode {
         return limit !== null && limit !== undefined ? `${name} [rate_limit=${String(limit)}]` : name;
       });
     });
+    add(['conf', 'dump_conf'], () => h.conf());
     add(['query_task'], (a) => {
       const ids = new Set(maybeList(a.ids).map(String));
       const out: Record<string, unknown> = {};

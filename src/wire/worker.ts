@@ -48,7 +48,7 @@ import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
 import { checkBinding } from './binding.js';
-import { ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
+import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
 import { RateLimits, type RateLimit } from './ratelimit.js';
 import { WireError, type SerializedException } from './errors.js';
 import { EventDispatcher, type EventOptions } from './events.js';
@@ -781,6 +781,26 @@ export class Worker extends EventEmitter {
       taskNames: () => [...this.#tasks.keys()],
       queues: () => [...this.#queues],
       stats: () => this.#controlStats(),
+      conf: () => {
+        const o = this.#options;
+        const rc = typeof o.remoteControl === 'object' ? o.remoteControl : {};
+        return {
+          broker_url: censorUrl(o.broker),
+          ...(o.backend ? { result_backend: censorUrl(o.backend) } : {}),
+          task_serializer: 'auth',
+          accept_content: ['auth'],
+          result_serializer: this.#resultSerializer,
+          result_expires: o.resultExpires === undefined ? 86400 : o.resultExpires,
+          task_acks_late: true,
+          worker_concurrency: this.#concurrency,
+          worker_prefetch_multiplier: Math.max(1, Math.floor(o.prefetchMultiplier ?? 4)),
+          worker_enable_remote_control: true,
+          worker_send_task_events: this.#events?.taskEvents ?? false,
+          ...(this.#events ? { event_serializer: 'auth' } : {}),
+          control_exchange: rc.exchange ?? 'celery',
+          task_queues: [...this.#queues],
+        };
+      },
       revoke: (ids, terminate, sig) => this.#revoke(ids, terminate, sig),
       rateLimitChanged: () => {
         clearTimeout(this.#rateTimer);

@@ -175,6 +175,9 @@ for (const b of ['redis', 'amqp'] as const) {
       t.deepEqual(await inspect(t, b, node, 'ping'), { ok: 'pong' });
       t.deepEqual(await inspect(t, b, node, 'registered'), ['n.add', 'n.echo [rate_limit=100/m]']);
       t.deepEqual(await inspect(t, b, node, 'revoked'), []);
+      const conf = await inspect(t, b, node, 'conf');
+      t.like(conf, { task_serializer: 'auth', accept_content: ['auth'], worker_concurrency: 16, task_queues: [queue] });
+      if (b === 'amqp') t.regex((conf as { broker_url: string }).broker_url, /^amqp:\/\/guest:\*{8}@127\.0\.0\.1:/);
       const clock = (await inspect(t, b, node, 'clock')) as { clock: number };
       t.true(Number.isInteger(clock.clock) && clock.clock > 0);
       // a task run shows in stats.total
