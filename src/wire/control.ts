@@ -28,8 +28,8 @@
  * Commands and their replies, as Celery 5.7's worker gives them:
  * `ping` `{ok: 'pong'}`; `active` (the running requests, `Request.info()`);
  * `reserved`; `scheduled`; `registered`; `stats`; `revoked`; `clock`;
- * `query_task`; `active_queues`; `revoke` (by id or id list, `terminate`,
- * `signal`); `terminate`; `rate_limit`; `enable_events` / `disable_events`;
+ * `query_task`; `active_queues`; `conf`; `revoke` (by id or id list, `terminate`,
+ * `signal`); `terminate`; `rate_limit`; `time_limit`; `enable_events` / `disable_events`;
  * `heartbeat`; `hello` (mingle: a starting Celery worker and this one
  * exchange their revoked ids); `shutdown` (a warm stop, no reply: Celery raises
  * `WorkerShutdown` before replying). An unknown command is answered
@@ -54,7 +54,7 @@
  *   URL (never the password), its `heartbeat` is the AMQP heartbeat (60) or
  *   `null` on Redis;
  * - not implemented (answered `KeyError`, as an unknown command):
- *   `revoke_by_stamped_headers`, `time_limit`, `report`,
+ *   `revoke_by_stamped_headers`, `report`,
  *   `memsample`, `memdump`, `objgraph`, `pool_grow`, `pool_shrink`,
  *   `pool_restart`, `autoscale`, `add_consumer`, `cancel_consumer`,
  *   `election`. `active_queues` describes each queue as Celery's default
@@ -161,6 +161,8 @@ export interface ControlHost {
    * held or ran.
    */
   revoke(ids: string[], terminate: boolean, signum: number): Promise<string[]>;
+  /** Celery's `time_limit` command: a task's default time limits (seconds; a message's own `timelimit` wins); `false`: unknown task. */
+  setTimeLimits(name: string, soft: number | null, hard: number | null): boolean;
   /** A rate limit changed: start what may start now. */
   rateLimitChanged(): void;
   /** Task events on or off: `null` without an event dispatcher, else whether it changed. */
@@ -584,6 +586,11 @@ export class ControlNode {
       h.rateLimits.set(name, limit ?? null);
       h.rateLimitChanged();
       return rate(limit) ? ok('new rate limit set successfully') : ok('rate limit disabled successfully');
+    });
+    add(['time_limit'], (a) => {
+      const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : typeof v === 'string' && Number(v) > 0 ? Number(v) : null);
+      if (!h.setTimeLimits(String(a.task_name), num(a.soft), num(a.hard))) return nok('unknown task');
+      return ok('time limits set successfully');
     });
     add(['enable_events'], () => {
       const changed = h.taskEvents(true);

@@ -314,6 +314,7 @@ export class Worker extends EventEmitter {
   readonly #rateLimits: RateLimits;
   #rateTimer: NodeJS.Timeout | undefined;
   readonly #total = new Map<string, number>();
+  readonly #timeLimits = new Map<string, { soft: number | null; hard: number | null }>();
   #startedAt = 0;
   #prefetchSent = 0;
   #prefetchSyncing = false;
@@ -802,6 +803,11 @@ export class Worker extends EventEmitter {
         };
       },
       revoke: (ids, terminate, sig) => this.#revoke(ids, terminate, sig),
+      setTimeLimits: (name, soft, hard) => {
+        if (!this.#tasks.has(name)) return false;
+        this.#timeLimits.set(name, { soft, hard });
+        return true;
+      },
       rateLimitChanged: () => {
         clearTimeout(this.#rateTimer);
         this.#rateTimer = undefined;
@@ -984,8 +990,8 @@ export class Worker extends EventEmitter {
     const controller = new AbortController();
     job.controller = controller;
     const limits = Array.isArray(h.timelimit) ? (h.timelimit as unknown[]) : [];
-    const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : null;
-    const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : null;
+    const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : (this.#timeLimits.get(job.name)?.hard ?? null);
+    const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : (this.#timeLimits.get(job.name)?.soft ?? null);
     const timers: NodeJS.Timeout[] = [];
     let hardReject: ((err: unknown) => void) | undefined;
     const hardLimit = new Promise<never>((_, reject) => {

@@ -536,6 +536,29 @@ test.serial('redis: hostile pidbox input (not an envelope, not base64, signed no
   }
 });
 
+test.serial('redis: control time_limit gives a task a hard time limit (TimeLimitExceeded, its signal aborted)', async (t) => {
+  t.timeout(120000);
+  const { node, queue } = names('redis');
+  let reason: unknown;
+  const w = nodeWorker('redis', node, queue, {
+    'n.forever': (_a, _k, ctx) =>
+      new Promise(() => {
+        ctx.signal.addEventListener('abort', () => (reason = ctx.signal.reason));
+      }),
+  });
+  await w.start();
+  try {
+    t.deepEqual(await control(t, 'redis', node, 'time_limit', 'n.nope', '1', '2'), { error: 'unknown task' });
+    t.deepEqual(await control(t, 'redis', node, 'time_limit', 'n.forever', '0.5', '1'), { ok: 'time limits set successfully' });
+    const { ids } = await send('redis', [{ name: 'n.forever', options: { queue } }]);
+    t.is(await until(() => storedStatus(ids[0]!), 'FAILURE'), 'FAILURE');
+    t.like(await storedMeta(ids[0]!), { result: { exc_type: 'TimeLimitExceeded', exc_message: [1] } });
+    t.true(reason instanceof Error);
+  } finally {
+    await w.stop();
+  }
+});
+
 test.serial('remoteControl: false: the worker does not answer; a verify-only worker is refused at start unless remoteControl: false', async (t) => {
   t.timeout(120000);
   const { node, queue } = names('redis');
