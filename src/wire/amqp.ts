@@ -49,6 +49,7 @@ import {
   type Delivery,
   type EventMessage,
   type OutgoingMessage,
+  type ReplyMessage,
   type TransportOptions,
 } from './transport.js';
 
@@ -566,7 +567,7 @@ export class AmqpTransport implements BrokerTransport {
    * kombu's pidbox declares it: direct, not durable), transient
    * (`delivery_mode` 1), with the `{ticket, clock}` headers.
    */
-  async publishReplies(replies: readonly EventMessage[]): Promise<void> {
+  async publishControlReplies(replies: readonly EventMessage[]): Promise<void> {
     const exchanges = [...new Set(replies.map((e) => e.exchange))];
     await this.#send(
       replies.map((e) => ({
@@ -582,6 +583,31 @@ export class AmqpTransport implements BrokerTransport {
         },
       })),
       exchanges.map((x) => ({ kind: 'exchange', exchange: x, exchangeType: 'direct', durable: false })),
+    );
+  }
+
+  /**
+   * Publishes messages as they are, declaring nothing: the results Celery's
+   * `rpc` backend sends to a client's reply queue (default exchange, routing
+   * key = the queue). Resolves once the broker confirmed every one; one that
+   * no queue takes (the client is gone) is confirmed and dropped, as with Celery.
+   */
+  async publishReplies(messages: readonly ReplyMessage[]): Promise<void> {
+    await this.#send(
+      messages.map((m) => ({
+        exchange: m.exchange,
+        routingKey: m.routingKey,
+        content: Buffer.from(m.body, 'utf8'),
+        options: {
+          contentType: m.contentType,
+          contentEncoding: m.contentEncoding,
+          headers: {},
+          deliveryMode: m.deliveryMode,
+          priority: 0,
+          correlationId: m.correlationId,
+        },
+      })),
+      [],
     );
   }
 
@@ -689,6 +715,16 @@ export class AmqpTransport implements BrokerTransport {
         await reconnecting?.catch(() => undefined);
       },
     };
+  }
+
+  /**
+   * @internal A new connection (an amqplib `ChannelModel`, typed `unknown`
+   * so that the declarations never import amqplib) with this transport's
+   * URL and settings, for a consumer of its own (`./rpc.ts`); the caller closes it.
+   */
+  openConnection(name: string): Promise<unknown> {
+    this.#check();
+    return openConnection(this.#url, this.#settings, this.#connectTimeout, name);
   }
 
   /** Starts consuming `queues` on a connection of its own. */

@@ -379,7 +379,7 @@ export class ControlNode {
 
   /** Whether the transport can carry remote control. */
   static supported(transport: BrokerTransport): boolean {
-    return typeof transport.listenBroadcast === 'function' && typeof transport.publishReplies === 'function';
+    return typeof transport.listenBroadcast === 'function' && typeof transport.publishControlReplies === 'function';
   }
 
   /** The mailbox clock (`inspect clock`). */
@@ -495,7 +495,7 @@ export class ControlNode {
       routingKey,
       deliveryMode: 1,
     };
-    await this.#transport.publishReplies!([message]);
+    await this.#transport.publishControlReplies!([message]);
   }
 
   /** `celery/worker/control.py`'s Panel, for this worker. */

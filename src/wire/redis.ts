@@ -757,7 +757,7 @@ export class RedisTransport implements BrokerTransport {
    * the routing key (the requester's reply queue); none bound: dropped, as
    * kombu drops it.
    */
-  async publishReplies(replies: readonly EventMessage[]): Promise<void> {
+  async publishControlReplies(replies: readonly EventMessage[]): Promise<void> {
     this.#check();
     for (const m of replies) {
       const members = await this.#client.smembers(this.key(`_kombu.binding.${m.exchange}`));

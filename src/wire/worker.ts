@@ -75,6 +75,7 @@ import {
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
 import {
+  checkBackend,
   openBackend,
   openTransport,
   type BrokerConsumer,
@@ -84,6 +85,7 @@ import {
 } from './transport.js';
 import './redis.js';
 import './amqp.js';
+import './rpc.js';
 
 /** What a handler gets besides `args` and `kwargs`. */
 export interface TaskContext {
@@ -171,7 +173,11 @@ export interface TaskRefusedEvent {
 export interface WorkerOptions {
   /** Broker URL, e.g. `redis://127.0.0.1:6379/0`. */
   broker: string;
-  /** Result backend URL; without it no result is stored. */
+  /**
+   * Result backend URL (`redis://...`, or `rpc://`: each result sent to the
+   * reply queue of the client that sent the task, with an AMQP broker);
+   * without it no result is stored.
+   */
   backend?: string;
   /** Verifies every body: a {@link SecureSerializer} with a store, or Celery's settings. */
   security: SecurityOption;
@@ -195,6 +201,8 @@ export interface WorkerOptions {
   resultSerializer?: ResultSerializer;
   /** Seconds results are kept (Celery's `result_expires`). Default 86400; `null`: forever. */
   resultExpires?: number | null;
+  /** Celery's `result_persistent`: `rpc://` results sent as persistent messages. Default `false`. */
+  resultPersistent?: boolean;
   /** This worker's name. Default `celery-sign@<hostname>`. */
   hostname?: string;
   /** Milliseconds to connect. Default 10000. */
@@ -370,6 +378,7 @@ export class Worker extends EventEmitter {
     } catch (err) {
       throw new ImproperlyConfigured(`Invalid rate limit: ${(err as Error).message}`);
     }
+    if (options.backend) checkBackend(options.backend, options.broker);
   }
 
   /**
@@ -381,6 +390,7 @@ export class Worker extends EventEmitter {
     if (this.#canvas) what.push('the tasks of chains, callbacks and chords (canvas: false turns this off)');
     if (this.#options.events) what.push("events (event_serializer = 'auth')");
     if (this.#options.remoteControl !== false) what.push('remote control replies (remoteControl: false turns this off)');
+    if (this.#options.backend && this.#resultSerializer === 'auth') what.push("results (result_serializer = 'auth')");
     return what;
   }
 
@@ -424,6 +434,10 @@ export class Worker extends EventEmitter {
       if (this.#options.backend) {
         this.#backend = await openBackend(this.#options.backend, {
           resultExpires: this.#options.resultExpires === undefined ? 86400 : this.#options.resultExpires,
+          broker: async () => this.#transport!,
+          security: this.security,
+          resultSerializer: this.#resultSerializer,
+          ...(this.#options.resultPersistent !== undefined ? { persistent: this.#options.resultPersistent } : {}),
           ...(connectTimeout !== undefined ? { connectTimeout } : {}),
           ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
         });
@@ -863,9 +877,10 @@ export class Worker extends EventEmitter {
         j.terminate?.(sig);
       }
     }
-    // Celery 5.7: an id this worker does not hold is marked REVOKED when it has no result yet.
+    // Celery 5.7: an id this worker does not hold is marked REVOKED when it has no result yet
+    // (a key-value backend; rpc:// results go only to a task's reply_to: nothing to mark).
     const backend = this.#backend;
-    if (backend) {
+    if (backend && !/^rpc:/i.test(this.#options.backend ?? '')) {
       const others = ids.filter((id) => !running.has(id) && !known.includes(id));
       const marks: ResultMeta[] = [];
       for (const id of others) {
@@ -1178,7 +1193,18 @@ export class Worker extends EventEmitter {
         }
       }
     }
-    await backend.store(withMeta.map((s, i) => ({ taskId: s.meta!.task_id, value: values[i]! })));
+    await backend.store(
+      withMeta.map((s, i) => {
+        const p = s.delivery.properties;
+        return {
+          taskId: s.meta!.task_id,
+          value: values[i]!,
+          // For rpc://: the reply queue and correlation id, as Celery's destination_for reads them.
+          ...(typeof p.reply_to === 'string' ? { replyTo: p.reply_to } : {}),
+          ...(typeof p.correlation_id === 'string' ? { correlationId: p.correlation_id } : {}),
+        };
+      }),
+    );
   }
 
   #checkIdle(): void {
