@@ -53,6 +53,8 @@ export type { EventOptions } from './wire/events.js';
 export { Retry, MaxRetriesExceededError } from './wire/retry.js';
 export type { RetryOptions, TaskDefinition, TaskRetryOptions, ErrorMatcher, TaskRetriedEvent } from './wire/retry.js';
 export type { ShutdownEvent } from './wire/shutdown.js';
+export type { RemoteControlOptions, ControlEvent, RequestInfo, BroadcastSpec, BroadcastListener } from './wire/control.js';
+export type { RateLimit } from './wire/ratelimit.js';
 export { TaskFailedError, ResultTimeoutError, TaskError, WireError } from './wire/errors.js';
 export type { SerializedException } from './wire/errors.js';
 

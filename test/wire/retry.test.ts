@@ -346,7 +346,7 @@ test.serial('retries: false: a verify-only worker starts; ctx.retry fails the ta
       }),
     { instanceOf: ImproperlyConfigured, message: /retries: false.*x\.auto/ },
   );
-  const needsKey = createWorker({ broker: redis.url(), security: serializer(pki, 'verify'), canvas: false, tasks: {} });
+  const needsKey = createWorker({ broker: redis.url(), security: serializer(pki, 'verify'), canvas: false, remoteControl: false, tasks: {} });
   const err = await t.throwsAsync(needsKey.start(), { instanceOf: ImproperlyConfigured });
   t.regex(err!.message, /retries \(retries: false turns this off\)/);
   const w = createWorker({
@@ -355,6 +355,7 @@ test.serial('retries: false: a verify-only worker starts; ctx.retry fails the ta
     security: serializer(pki, 'verify'),
     canvas: false,
     retries: false,
+    remoteControl: false,
     queues: ['verify-only'],
     tasks: { 'wire.retry': (_a, _k, ctx) => ctx.retry({ countdown: 0 }) },
   });

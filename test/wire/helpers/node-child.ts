@@ -47,6 +47,7 @@ async function main(): Promise<void> {
     security: new SecureSerializer({ store: new FSCertStore(cfg.storeDir!) }),
     canvas: false,
     retries: false,
+    remoteControl: false,
     queues: cfg.queues ?? ['celery'],
     concurrency: cfg.concurrency ?? 4,
     ...(cfg.visibilityTimeout !== undefined ? { visibilityTimeout: cfg.visibilityTimeout } : {}),

@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     security: new SecureSerializer({ store: new FSCertStore(cfg.storeDir) }),
     canvas: false,
     retries: false,
+    remoteControl: false,
     queues: [cfg.queue],
     concurrency: cfg.concurrency ?? 4,
     ...(cfg.handleSignals !== undefined ? { handleSignals: cfg.handleSignals } : {}),
