@@ -33,11 +33,14 @@
  *
  * @module
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
 import { checkBinding } from './binding.js';
+import { CanvasError, CanvasRunner, hasCanvas, type CanvasRequest } from './canvas.js';
+import type { CanvasSender } from './canvas-engine.js';
 import { WireError, type SerializedException } from './errors.js';
 import { EventDispatcher, type EventOptions } from './events.js';
 import {
@@ -93,7 +96,7 @@ export interface TaskContext {
   readonly priority: number;
   /** The broker delivered it before (a restored or requeued message). */
   readonly redelivered: boolean;
-  /** callbacks, errbacks, chain, chord (not acted upon by this worker). */
+  /** callbacks, errbacks, chain, chord (followed by the worker unless `canvas: false`). */
   readonly embed: TaskEmbed;
   /** This worker's name. */
   readonly hostname: string;
@@ -253,6 +256,8 @@ interface Settlement {
   action: 'ack' | 'reject';
   meta: ResultMeta | null;
   emit?: () => void;
+  /** Canvas steps (./canvas.ts): published before the result is stored; run after it, before the ack. */
+  canvas?: { before?: CanvasSender; after?: () => Promise<void> };
 }
 
 function str(v: unknown): string | null {
@@ -275,6 +280,7 @@ export class Worker extends EventEmitter {
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
   readonly #canvas: boolean;
+  #canvasRunner: CanvasRunner | undefined;
   #events: EventDispatcher | undefined;
   #prefetchSent = 0;
   #prefetchSyncing = false;
@@ -325,6 +331,24 @@ export class Worker extends EventEmitter {
     }
     this.#requireBinding = options.requireHeaderBinding === true;
     this.#canvas = options.canvas !== false;
+    if (this.#canvas) {
+      this.#canvasRunner = new CanvasRunner(randomUUID(), this.security, this.#resultSerializer, () => this.#backend, {
+        publish: (sender) => this.#publish(sender.messages),
+        error: (err) => this.#error(err),
+      });
+    }
+  }
+
+  /** The request as the canvas steps read it. */
+  #canvasRequest(job: Job): CanvasRequest {
+    const h = job.delivery.headers;
+    return {
+      id: job.id,
+      rootId: str(h.root_id),
+      group: str(h.group),
+      groupIndex: Number.isInteger(h.group_index) ? (h.group_index as number) : null,
+      embed: job.embed,
+    };
   }
 
   /**
@@ -650,10 +674,15 @@ export class Worker extends EventEmitter {
       { group: str(job.delivery.headers.group), parentId: str(job.delivery.headers.parent_id) },
     );
     const event: TaskRefusedEvent = { id: job.id, name: job.name, reason: 'expired' };
+    const runner = this.#canvasRunner;
+    const req = this.#canvasRequest(job);
     this.#settle({
       delivery: job.delivery,
       action: 'ack',
       meta,
+      ...(runner && job.embed.chord !== null
+        ? { canvas: { after: () => runner.afterRevoked(req, meta.result as SerializedException) } }
+        : {}),
       emit: () => {
         this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: true });
         this.emit('task-revoked', event);
@@ -717,9 +746,31 @@ export class Worker extends EventEmitter {
     const started = performance.now();
     let meta: ResultMeta;
     let emit: () => void;
+    let canvas: Settlement['canvas'];
+    const runner = this.#canvasRunner;
+    const creq = this.#canvasRequest(job);
+    if (!runner && hasCanvas(job.embed)) {
+      this.#error(
+        new CanvasError(
+          `Task ${job.id} (${job.name}) carries a canvas (callbacks, errbacks, chain or chord) and this worker has canvas: false: it runs the task and does not follow the canvas`,
+        ),
+      );
+    }
     try {
       const result = await Promise.race([Promise.resolve().then(() => job.handler(job.args, job.kwargs, ctx)), hardLimit]);
       const runtime = performance.now() - started;
+      if (runner) {
+        // Celery's tracer: callbacks and the chain's next task are sent before the result is stored.
+        // A canvas it cannot follow is the tracer's internal error: the task is stored as a FAILURE.
+        let before: CanvasSender | null;
+        try {
+          before = runner.onSuccess(creq, result);
+        } catch (err) {
+          this.#error(err);
+          throw err;
+        }
+        canvas = { ...(before ? { before } : {}), after: () => runner.afterSuccess(creq, result) };
+      }
       this.stats.succeeded++;
       meta = buildMeta(job.id, 'SUCCESS', result, null, request);
       emit = () => {
@@ -735,6 +786,7 @@ export class Worker extends EventEmitter {
       }
       const traceback = tracebackOf(err);
       meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
+      if (runner) canvas = { after: () => runner.afterFailure(creq, exc, traceback) };
       const excRepr = exceptionRepr(exc);
       emit = () => {
         this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
@@ -746,7 +798,7 @@ export class Worker extends EventEmitter {
     }
     if (!job.abandoned) {
       const ignore = h.ignore_result === true;
-      this.#settle({ delivery: job.delivery, action: 'ack', meta: ignore ? null : meta, emit });
+      this.#settle({ delivery: job.delivery, action: 'ack', meta: ignore ? null : meta, emit, ...(canvas ? { canvas } : {}) });
     }
     this.#pump();
     this.#checkIdle();
@@ -778,8 +830,10 @@ export class Worker extends EventEmitter {
   async #flushSettled(): Promise<void> {
     try {
       while (this.#settleQueue.length > 0) {
-        const batch = this.#settleQueue.splice(0, 512);
+        let batch = this.#settleQueue.splice(0, 512);
         try {
+          // The canvas first (Celery's tracer sends callbacks and the chain before storing).
+          await this.#canvasBefore(batch);
           await this.#storeResults(batch);
         } catch (err) {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
@@ -788,6 +842,7 @@ export class Worker extends EventEmitter {
           this.#release(batch.length);
           continue;
         }
+        batch = await this.#canvasAfter(batch);
         const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
         const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
         try {
@@ -810,6 +865,40 @@ export class Worker extends EventEmitter {
       this.#kickSettle();
       this.#checkIdle();
     }
+  }
+
+  /** Publishes the messages the batch's successful tasks send (chord sizes first), signed in one batch. */
+  async #canvasBefore(batch: Settlement[]): Promise<void> {
+    const senders = batch.map((s) => s.canvas?.before).filter((x): x is CanvasSender => x !== undefined);
+    if (senders.length === 0) return;
+    const backend = this.#backend;
+    for (const sender of senders) for (const c of sender.chordSizes) await backend!.setChordSize!(c.groupId, c.size);
+    await this.#publish(senders.flatMap((sender) => sender.messages));
+  }
+
+  /**
+   * Runs the steps after the store (chord parts, the failed chain's rest,
+   * errbacks). A settlement whose step failed is not acknowledged: it is
+   * given back to the broker by the visibility timeout and runs again.
+   * Returns the settlements to acknowledge.
+   */
+  async #canvasAfter(batch: Settlement[]): Promise<Settlement[]> {
+    const failed = new Set<Settlement>();
+    await Promise.all(
+      batch.map(async (s) => {
+        if (!s.canvas?.after) return;
+        try {
+          await s.canvas.after();
+        } catch (err) {
+          this.#error(err);
+          failed.add(s);
+        }
+      }),
+    );
+    if (failed.size === 0) return batch;
+    this.#forget([...failed].map((s) => s.delivery));
+    this.#release(failed.size);
+    return batch.filter((s) => !failed.has(s));
   }
 
   async #storeResults(batch: Settlement[]): Promise<void> {
