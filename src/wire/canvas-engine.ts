@@ -109,11 +109,14 @@ export function toSignature(value: unknown, where = 'signature'): SignatureDict 
     if (!Array.isArray(tasks)) throw new CanvasError(`${where}: a ${st} needs kwargs.tasks (a list)`);
     sig.kwargs = { ...kwargs, tasks: tasks.map((t, i) => toSignature(t, `${where}.tasks[${i}]`)) };
   } else if (st === 'chord') {
+    // _chord.__init__ keeps the header's tasks as a list (_maybe_group); freeze makes it a group.
     const header = plain(kwargs.header);
-    const headerSig: SignatureDict = Array.isArray(header)
-      ? groupDict(header.map((t, i) => toSignature(t, `${where}.header[${i}]`)))
-      : toSignature(header, `${where}.header`);
-    if (headerSig.subtask_type !== 'group') throw new CanvasError(`${where}: a chord header must be a group`);
+    let headerSig: SignatureDict | SignatureDict[];
+    if (Array.isArray(header)) headerSig = header.map((t, i) => toSignature(t, `${where}.header[${i}]`));
+    else {
+      headerSig = toSignature(header, `${where}.header`);
+      if (headerSig.subtask_type !== 'group') throw new CanvasError(`${where}: a chord header must be a group or a list`);
+    }
     const body = kwargs.body === undefined || kwargs.body === null ? null : toSignature(kwargs.body, `${where}.body`);
     const inner = plain(kwargs.kwargs ?? {});
     sig.kwargs = { ...kwargs, kwargs: isRecord(inner) ? inner : {}, header: headerSig, body };
@@ -134,7 +137,7 @@ export function chainDict(tasks: SignatureDict[], options: Record<string, unknow
 }
 
 /** A `celery.chord` signature dict (`_chord.__init__`). */
-export function chordDict(header: SignatureDict, body: SignatureDict | null, options: Record<string, unknown> = {}): SignatureDict {
+export function chordDict(header: SignatureDict | SignatureDict[], body: SignatureDict | null, options: Record<string, unknown> = {}): SignatureDict {
   return {
     task: 'celery.chord',
     args: [],
@@ -149,8 +152,15 @@ function tasksOf(sig: SignatureDict): SignatureDict[] {
   return sig.kwargs.tasks as SignatureDict[];
 }
 
+/** The chord's header as a group: `if not isinstance(self.tasks, group): self.tasks = group(self.tasks)` (in place). */
 function headerOf(sig: SignatureDict): SignatureDict {
-  return sig.kwargs.header as SignatureDict;
+  const h = sig.kwargs.header as SignatureDict | SignatureDict[];
+  if (Array.isArray(h)) {
+    const g = groupDict(h);
+    sig.kwargs.header = g;
+    return g;
+  }
+  return h;
 }
 
 function bodyOf(sig: SignatureDict): SignatureDict | null {
@@ -617,7 +627,7 @@ export class CanvasSender {
         const bodyRes = results.pop()!;
         const opts: Record<string, unknown> = bodyRes.kind === 'task' ? { task_id: bodyRes.id } : {};
         if (rootId) opts.root_id = rootId;
-        task = chordDict(task, prevTask, opts);
+        task = chordDict(tasksOf(task), prevTask, opts); // _maybe_group: the group's tasks
         prevTask = tasks.at(-1) ?? null;
         prevRes = results.at(-1) ?? null;
       }
@@ -666,9 +676,11 @@ export class CanvasSender {
     const bodyOptions = { ...opts };
     delete bodyOptions.parent_id;
     body = cloneSig(body, [], {}, bodyOptions);
-    const headerSrc = headerOf(sig);
-    const header = cloneSig(headerSrc);
-    header.kwargs.tasks = tasksOf(headerSrc).map((t) => t);
+    // tasks = self.tasks: a group is cloned; a list becomes group(tasks, task_id=self.options['task_id'] or uuid())
+    const rawHeader = sig.kwargs.header as SignatureDict | SignatureDict[];
+    const header = Array.isArray(rawHeader)
+      ? groupDict([...rawHeader], { task_id: str(sig.options.task_id) ?? randomUUID() })
+      : cloneSig(rawHeader);
     const merged: Record<string, unknown> = { ...sig.options, ...opts, ...callbacks };
     delete merged.countdown;
     delete merged.eta;

@@ -93,9 +93,11 @@ export abstract class Canvas {
   toJSON(): SignatureDict {
     return this.toDict();
   }
-  /** Sets options (Celery's `sig.set(**options)`); returns `this`. */
+  /** Sets options (Celery's `sig.set(**options)`, `immutable` included); returns `this`. */
   set(options: SignatureOptions): this {
-    Object.assign(this.options, options);
+    const { immutable, ...rest } = options;
+    if (typeof immutable === 'boolean' && this instanceof Signature) this.immutable = immutable;
+    Object.assign(this.options, rest);
     return this;
   }
   /**
@@ -107,6 +109,14 @@ export abstract class Canvas {
     if (!host) throw new CanvasError('This signature has no client: use client.send(canvas) or client.signature(...)');
     return host.send(this, options);
   }
+}
+
+/** Options as they travel: a {@link Canvas} in them (`link`, `link_error`...) becomes its dict. */
+export function optionsDict(options: SignatureOptions): Record<string, unknown> {
+  const conv = (v: unknown): unknown => (v instanceof Canvas ? v.toDict() : Array.isArray(v) ? v.map(conv) : v);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(options)) out[k] = conv(v);
+  return out;
 }
 
 function hostOf(items: readonly Canvas[]): CanvasSenderHost | undefined {
@@ -135,7 +145,7 @@ export class Signature extends Canvas {
   }
 
   toDict(): SignatureDict {
-    return { task: this.task, args: [...this.args], kwargs: { ...this.kwargs }, options: { ...this.options }, subtask_type: null, immutable: this.immutable };
+    return { task: this.task, args: [...this.args], kwargs: { ...this.kwargs }, options: optionsDict(this.options), subtask_type: null, immutable: this.immutable };
   }
 
   /** Celery's `sig.link(callback)`: applied with this task's result when it succeeds. */
@@ -167,7 +177,7 @@ export class Chain extends Canvas {
     this.host = hostOf(this.tasks);
   }
   toDict(): SignatureDict {
-    return chainDict(this.tasks.map((t) => t.toDict()), { ...this.options });
+    return chainDict(this.tasks.map((t) => t.toDict()), optionsDict(this.options));
   }
 }
 
@@ -182,24 +192,26 @@ export class Group extends Canvas {
     this.host = hostOf(this.tasks);
   }
   toDict(): SignatureDict {
-    return groupDict(this.tasks.map((t) => t.toDict()), { ...this.options });
+    return groupDict(this.tasks.map((t) => t.toDict()), optionsDict(this.options));
   }
 }
 
 /** Celery's `chord(header, body)`: the body gets the list of the header's results, in order. */
 export class Chord extends Canvas {
-  readonly header: Canvas[];
+  /** The header (a group; the chord's `task_id` option names the group, as in Celery). */
+  readonly header: Group;
   readonly body: Canvas;
   readonly options: SignatureOptions = {};
-  constructor(header: readonly Canvas[], body: Canvas, options: SignatureOptions = {}) {
+  constructor(header: readonly Canvas[] | Group, body: Canvas, options: SignatureOptions = {}) {
     super();
-    this.header = [...header];
+    this.header = header instanceof Group ? header : new Group(header);
     this.body = body;
     Object.assign(this.options, options);
-    this.host = hostOf([...this.header, body]);
+    this.host = hostOf([...this.header.tasks, body]);
   }
+  /** As `_chord.__init__` keeps it: the header as a list of its tasks (a header group's own options are dropped, as Celery drops them). */
   toDict(): SignatureDict {
-    return chordDict(groupDict(this.header.map((t) => t.toDict())), this.body.toDict(), { ...this.options });
+    return chordDict(this.header.toDict().kwargs.tasks as SignatureDict[], this.body.toDict(), optionsDict(this.options));
   }
 }
 
@@ -218,8 +230,8 @@ export function group(...tasks: Canvas[]): Group {
   return new Group(tasks);
 }
 
-/** Celery's `chord(header, body)`. */
-export function chord(header: readonly Canvas[], body: Canvas): Chord {
+/** Celery's `chord(header, body)`; the header a list or a {@link Group}. */
+export function chord(header: readonly Canvas[] | Group, body: Canvas): Chord {
   return new Chord(header, body);
 }
 
@@ -230,7 +242,7 @@ export function chord(header: readonly Canvas[], body: Canvas): Chord {
 export function planCanvas(canvas: Canvas, replyTo: string, options: SignatureOptions = {}, ignoreResult: boolean | null = null): { sender: CanvasSender; applied: Applied } {
   const sig = toSignature(canvas.toDict());
   const sender = new CanvasSender(replyTo, null, ignoreResult);
-  const applied = sender.apply(sig, [], {}, options);
+  const applied = sender.apply(sig, [], {}, optionsDict(options));
   return { sender, applied };
 }
 
@@ -322,7 +334,8 @@ export class CanvasRunner {
     if (callbacks.length === 0 && (!chainList || chainList.length === 0)) return null;
     const sender = this.#sender(req);
     const rootId = req.rootId || req.id;
-    const opts = { parent_id: req.id, root_id: rootId };
+    // priority=None: task_inherit_parent_priority is off by default (a chord keeps the None in its body's options).
+    const opts = { parent_id: req.id, root_id: rootId, priority: null };
     if (callbacks.length > 1) {
       const sigs: SignatureDict[] = [];
       for (const s of callbacks) {

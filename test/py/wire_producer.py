@@ -137,6 +137,44 @@ def canvas(req):
         r = (add.s(1, 1).set(queue=node) | group(add.s(10).set(queue=node), add.s(20).set(queue=py))
              | collect.s().set(queue=py)).apply_async()
         return {'ids': {'body': r.id}, 'results': {'body': _get(r, timeout)}}
+    if scenario == 'capture':
+        # sends without waiting (nobody consumes req['queue']), every id fixed, to compare with Node's
+        q, ids, kind = req['queue'], req['ids'], req['kind']
+        if kind == 'chain':
+            chain(add.s(2, 2).set(queue=q, task_id=ids[0]), add.s(4).set(queue=q, task_id=ids[1]),
+                  add.s(8).set(queue=q, task_id=ids[2])).apply_async()
+        elif kind == 'group':
+            group([add.s(1, 1).set(queue=q, task_id=ids[0]), add.s(2, 2).set(queue=q, task_id=ids[1])],
+                  task_id=ids[2]).apply_async()
+        elif kind == 'chord':
+            chord([add.s(1, 1).set(queue=q, task_id=ids[0]), add.s(2, 2).set(queue=q, task_id=ids[1])],
+                  collect.s().set(queue=q, task_id=ids[3]), task_id=ids[2]).apply_async()
+        return {}
+    if scenario == 'capture_worker':
+        # the first task runs on req['first'] (the Node or the Python worker); what that worker
+        # then sends goes to req['queue'], which nobody consumes, to compare the two workers
+        q, ids, kind, first = req['queue'], req['ids'], req['kind'], req['first']
+        if kind == 'chain':
+            r = chain(add.s(2, 2).set(queue=first, task_id=ids[0]), add.s(4).set(queue=q, task_id=ids[1]),
+                      add.s(8).set(queue=q, task_id=ids[2])).apply_async()
+            r = r.parent.parent
+        elif kind == 'link':
+            r = add.apply_async((1, 2), queue=first, task_id=ids[0],
+                                link=[add.s(10).set(queue=q, task_id=ids[1]), record.si('x').set(queue=q, task_id=ids[2])])
+        elif kind == 'link_error':
+            r = fail.apply_async(('boom',), queue=first, task_id=ids[0],
+                                 link_error=record.s('errback').set(queue=q, task_id=ids[1]))
+        elif kind == 'chord':
+            r = chord([add.s(1, 1).set(queue=first, task_id=ids[0])], collect.s().set(queue=q, task_id=ids[1]),
+                      task_id=ids[2]).apply_async()
+            r = r.parent.results[0]
+        elif kind == 'chain_group':
+            r = (add.s(1, 1).set(queue=first, task_id=ids[0])
+                 | group(add.s(10).set(queue=q, task_id=ids[1]), add.s(20).set(queue=q, task_id=ids[2]))
+                 | collect.s().set(queue=q, task_id=ids[3])).apply_async()
+            while r.parent is not None:
+                r = r.parent
+        return {'first': _get(app.AsyncResult(r.id), timeout)}
     if scenario == 'get':
         return {'results': {i: _get(app.AsyncResult(i), timeout) for i in req['ids']}}
     raise ValueError(f'unknown scenario {scenario!r}')

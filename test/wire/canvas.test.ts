@@ -27,12 +27,14 @@ import {
   signature,
   TaskError,
   GroupResult,
+  type Canvas,
   type AsyncResult,
   type CeleryClient,
   type Worker,
 } from 'celery-sign';
 import { makePki, runProducer, serializer, startCeleryWorker, type CeleryWorker, type Pki, type ProducerResult } from './helpers/celery.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
+import { randomUUID } from 'node:crypto';
 
 const NODE = 'node';
 const PY = 'py';
@@ -200,6 +202,98 @@ test.serial('a Node-built chain, group and chord run on the Python worker; Node 
   ).applyAsync()) as AsyncResult;
   t.deepEqual(((await mixed.get({ timeout: 60000 })) as Record<string, unknown>).results, [2, 4, 6]);
   t.is(await pyRuns(mixed.id), 1);
+});
+
+/** The messages on a queue, their signed bodies verified and decoded, normalized where two producers must differ. */
+async function captured(queue: string): Promise<unknown[]> {
+  const verify = serializer(pki, 'verify');
+  const items = await r.lrange(queue, 0, -1);
+  await r.del(queue);
+  const out = items.map((item) => {
+    const env = JSON.parse(item) as { headers: Record<string, unknown>; properties: Record<string, unknown>; body: string; 'content-type': string };
+    const body = verify.deserialize(Buffer.from(env.body, 'base64').toString());
+    const { delivery_tag: _tag, delivery_info: _info, ...properties } = env.properties;
+    const replyTo = properties.reply_to as string;
+    const text = JSON.stringify({ contentType: env['content-type'], headers: { ...env.headers, origin: '<origin>' }, properties, body });
+    // reply_to is each producer's app.thread_oid; ignore_result is False from a
+    // producer that has the task registered, None (null) from one that has not (celery-sign).
+    return JSON.parse(text.split(JSON.stringify(replyTo)).join('"<oid>"').replace(/"ignore_result":(false|null)/, '"ignore_result":"<unset>"')) as unknown;
+  });
+  return sortById(out);
+}
+
+function sortById(messages: unknown[]): unknown[] {
+  const id = (m: unknown): string => String((m as { headers: { id: string } }).headers.id);
+  return messages.sort((a, b) => id(a).localeCompare(id(b)));
+}
+
+test.serial("the Node client's chain, group and chord messages are what Python's canvas sends (signed bodies, headers, embed, chord size)", async (t) => {
+  t.timeout(120000);
+  const q = 'capture';
+  const at = (id: string) => ({ queue: q, task_id: id });
+  const cases: [string, number, (ids: string[]) => Canvas][] = [
+    ['chain', 3, (ids) => chain(signature('wire.add', [2, 2], {}, at(ids[0]!)), signature('wire.add', [4], {}, at(ids[1]!)), signature('wire.add', [8], {}, at(ids[2]!)))],
+    ['group', 3, (ids) => group(signature('wire.add', [1, 1], {}, at(ids[0]!)), signature('wire.add', [2, 2], {}, at(ids[1]!))).set({ task_id: ids[2] })],
+    [
+      'chord',
+      4,
+      (ids) => chord([signature('wire.add', [1, 1], {}, at(ids[0]!)), signature('wire.add', [2, 2], {}, at(ids[1]!))], signature('wire.collect', [], {}, at(ids[3]!))).set({ task_id: ids[2] }),
+    ],
+  ];
+  for (const [kind, n, build] of cases) {
+    const ids = Array.from({ length: n }, () => randomUUID());
+    await scenario('capture', { kind, queue: q, ids });
+    const fromPython = await captured(q);
+    const pySize = kind === 'chord' ? await r.get(`celery-taskset-meta-${ids[2]}.s`) : null;
+    await r.del(`celery-taskset-meta-${ids[2]}.s`);
+    await client.send(build(ids));
+    const fromNode = await captured(q);
+    t.true(fromPython.length > 0, kind);
+    t.deepEqual(fromNode, fromPython, kind);
+    if (kind === 'chord') {
+      t.is(pySize, '2');
+      t.is(await r.get(`celery-taskset-meta-${ids[2]}.s`), '2');
+      t.true((await r.ttl(`celery-taskset-meta-${ids[2]}.s`)) > 86000);
+      await r.del(`celery-taskset-meta-${ids[2]}.s`);
+    }
+  }
+});
+
+test.serial('what the Node worker sends after a task (chain step, callbacks, errbacks, chord body, a chain\'s chord) is what the Python worker sends', async (t) => {
+  t.timeout(300000);
+  const q = 'capture-worker';
+  const cases: [string, number][] = [
+    ['chain', 3],
+    ['link', 3],
+    ['link_error', 2],
+    ['chord', 3],
+    ['chain_group', 4],
+  ];
+  for (const [kind, n] of cases) {
+    const got: Record<string, unknown[]> = {};
+    const sizes: Record<string, string | null> = {};
+    for (const first of [PY, NODE]) {
+      const ids = Array.from({ length: n }, () => randomUUID());
+      const out = await runProducer<{ first: ProducerResult }>(pki, redis.url(), { op: 'canvas', scenario: 'capture_worker', kind, queue: q, first, ids, timeout: 60 });
+      t.truthy(out.first.status ?? out.first.ok, kind);
+      const raw = await captured(q);
+      if (kind === 'chain_group') {
+        // the chord the worker made of the group: its size, set by that worker
+        const gid = (raw[0] as { headers: { group: string } }).headers.group;
+        sizes[first] = await r.get(`celery-taskset-meta-${gid}.s`);
+        await r.del(`celery-taskset-meta-${gid}.s`);
+      }
+      let text = JSON.stringify(raw);
+      // Fresh ids each run: name them by position; a group id made on the way (uuid()) by its first appearance.
+      ids.forEach((id, i) => (text = text.split(id).join(`<id${i}>`)));
+      const fresh = [...new Set(text.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g) ?? [])];
+      fresh.forEach((id, i) => (text = text.split(id).join(`<new${i}>`)));
+      got[first] = sortById(JSON.parse(text) as unknown[]);
+    }
+    t.true(got[PY]!.length > 0, kind);
+    t.deepEqual(got[NODE], got[PY], kind);
+    if (kind === 'chain_group') t.deepEqual(sizes, { [PY]: '2', [NODE]: '2' });
+  }
 });
 
 test.serial('canvas: false runs the task, reports the canvas it does not follow, and sends nothing', async (t) => {
