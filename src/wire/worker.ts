@@ -70,6 +70,7 @@ import {
   type BrokerConsumer,
   type BrokerTransport,
   type Delivery,
+  type OutgoingMessage,
   type ResultBackend,
 } from './transport.js';
 import './redis.js';
@@ -257,7 +258,12 @@ interface Settlement {
   meta: ResultMeta | null;
   emit?: () => void;
   /** Canvas steps (./canvas.ts): published before the result is stored; run after it, before the ack. */
-  canvas?: { before?: CanvasSender; after?: () => Promise<void> };
+  canvas?: {
+    before?: CanvasSender;
+    after?: () => Promise<void>;
+    /** What `after` becomes when `before` cannot be encoded (the task is then a FAILURE, as Celery's tracer makes it). */
+    failed?: (exc: SerializedException) => () => Promise<void>;
+  };
 }
 
 function str(v: unknown): string | null {
@@ -769,7 +775,11 @@ export class Worker extends EventEmitter {
           this.#error(err);
           throw err;
         }
-        canvas = { ...(before ? { before } : {}), after: () => runner.afterSuccess(creq, result) };
+        canvas = {
+          ...(before ? { before } : {}),
+          after: () => runner.afterSuccess(creq, result),
+          failed: (exc) => () => runner.afterFailure(creq, exc, null),
+        };
       }
       this.stats.succeeded++;
       meta = buildMeta(job.id, 'SUCCESS', result, null, request);
@@ -867,13 +877,48 @@ export class Worker extends EventEmitter {
     }
   }
 
-  /** Publishes the messages the batch's successful tasks send (chord sizes first), signed in one batch. */
+  /**
+   * Publishes the messages the batch's successful tasks send (chord sizes
+   * first), signed in one batch. A task whose messages kombu JSON cannot
+   * encode (its result, prepended to a callback's args) becomes a FAILURE
+   * with `EncodeError`, as Celery's tracer stores it.
+   */
   async #canvasBefore(batch: Settlement[]): Promise<void> {
-    const senders = batch.map((s) => s.canvas?.before).filter((x): x is CanvasSender => x !== undefined);
-    if (senders.length === 0) return;
+    const items = batch.filter((s) => s.canvas?.before !== undefined);
+    if (items.length === 0) return;
+    const transport = this.#transport;
+    if (!transport) throw new WireError('ERR_CLOSED', 'The worker is not connected');
+    let outgoing: OutgoingMessage[];
+    let ok = items;
+    try {
+      outgoing = await encodeTaskMessages(
+        items.flatMap((s) => s.canvas!.before!.messages),
+        this.security,
+      );
+    } catch {
+      outgoing = [];
+      ok = [];
+      for (const s of items) {
+        try {
+          outgoing.push(...(await encodeTaskMessages(s.canvas!.before!.messages, this.security)));
+          ok.push(s);
+        } catch (err) {
+          const exc: SerializedException = {
+            exc_type: 'EncodeError',
+            exc_message: [err instanceof Error ? err.message : String(err)],
+            exc_module: 'kombu.exceptions',
+          };
+          if (s.meta) {
+            s.meta = buildMeta(s.meta.task_id, 'FAILURE', exc, null, { group: s.meta.group_id ?? null, parentId: s.meta.parent_id ?? null });
+          }
+          const after = s.canvas!.failed?.(exc);
+          s.canvas = after ? { after } : {};
+        }
+      }
+    }
     const backend = this.#backend;
-    for (const sender of senders) for (const c of sender.chordSizes) await backend!.setChordSize!(c.groupId, c.size);
-    await this.#publish(senders.flatMap((sender) => sender.messages));
+    for (const s of ok) for (const c of s.canvas!.before!.chordSizes) await backend!.setChordSize!(c.groupId, c.size);
+    if (outgoing.length > 0) await transport.publish(outgoing);
   }
 
   /**

@@ -64,6 +64,7 @@ test.before(async () => {
       'wire.fail': ([message]) => {
         throw new TaskError('ValueError', [message]);
       },
+      'wire.unencodable': () => new Float64Array(1),
       'wire.collect': ([results], _kw, ctx) => {
         nodeRuns.set(ctx.id, (nodeRuns.get(ctx.id) ?? 0) + 1);
         return { results, parent_id: ctx.parentId, root_id: ctx.rootId, group: ctx.group };
@@ -294,6 +295,40 @@ test.serial('what the Node worker sends after a task (chain step, callbacks, err
     t.deepEqual(got[NODE], got[PY], kind);
     if (kind === 'chain_group') t.deepEqual(sizes, { [PY]: '2', [NODE]: '2' });
   }
+});
+
+test.serial('a canvas the worker cannot follow (malformed, or a type it does not run) is stored as a FAILURE and reported; the worker goes on', async (t) => {
+  t.timeout(60000);
+  workerErrors.length = 0;
+  const bad = [
+    { chain: [42] },
+    { callbacks: [{ task: 'wire.add', args: 'not a list' }] },
+    { callbacks: [{ task: 'celery.starmap', args: [], kwargs: { task: {}, it: [] }, options: {}, subtask_type: 'xstarmap', immutable: false }] },
+  ];
+  const sent = await Promise.all(bad.map((o) => client.sendTask('wire.add', [1, 2], {}, { queue: NODE, ...o })));
+  for (const res of sent) {
+    const err = await t.throwsAsync(() => res.get({ timeout: 30000 }));
+    t.like(err, { name: 'TaskFailedError', excType: 'CanvasError' });
+  }
+  const next = await client.sendTask('wire.add', [2, 2], {}, { queue: NODE });
+  t.is(await next.get({ timeout: 30000 }), 4);
+  t.true(workerErrors.length >= 3);
+  t.true(workerErrors.every((e) => (e as { code?: string }).code === 'ERR_CANVAS'), String(workerErrors));
+  workerErrors.length = 0;
+});
+
+test.serial('a result kombu JSON cannot encode for its callback: the task is stored as EncodeError and its errback runs, as the tracer does', async (t) => {
+  t.timeout(60000);
+  const ebId = randomUUID();
+  const res = await client.sendTask('wire.unencodable', [], {}, {
+    queue: NODE,
+    callbacks: [signature('wire.add', [1], {}, { queue: PY }).toDict()],
+    errbacks: [signature('wire.record', ['eb'], {}, { queue: PY, task_id: ebId }).toDict()],
+  });
+  const err = await t.throwsAsync(() => res.get({ timeout: 30000 }));
+  t.like(err, { name: 'TaskFailedError', excType: 'EncodeError' });
+  const eb = (await client.asyncResult(ebId).get({ timeout: 30000 })) as Record<string, unknown>;
+  t.deepEqual(eb.args, [res.id, 'eb']);
 });
 
 test.serial('canvas: false runs the task, reports the canvas it does not follow, and sends nothing', async (t) => {
