@@ -149,6 +149,10 @@ def canvas(req):
         elif kind == 'chord':
             chord([add.s(1, 1).set(queue=q, task_id=ids[0]), add.s(2, 2).set(queue=q, task_id=ids[1])],
                   collect.s().set(queue=q, task_id=ids[3]), task_id=ids[2]).apply_async()
+        elif kind == 'chain_group':
+            (add.s(1, 1).set(queue=q, task_id=ids[0])
+             | group(add.s(10).set(queue=q, task_id=ids[1]), add.s(20).set(queue=q, task_id=ids[2]))
+             | collect.s().set(queue=q, task_id=ids[3])).apply_async()
         return {}
     if scenario == 'capture_worker':
         # the first task runs on req['first'] (the Node or the Python worker); what that worker
@@ -174,6 +178,15 @@ def canvas(req):
                  | collect.s().set(queue=q, task_id=ids[3])).apply_async()
             while r.parent is not None:
                 r = r.parent
+        elif kind == 'chain_end_group':
+            r = (add.s(1, 1).set(queue=first, task_id=ids[0])
+                 | group(add.s(10).set(queue=q, task_id=ids[1]), add.s(20).set(queue=q, task_id=ids[2]))).apply_async()
+            r = app.AsyncResult(ids[0])
+        elif kind == 'group_of_chains':
+            r = (add.s(1, 1).set(queue=first, task_id=ids[0])
+                 | group(chain(add.s(10).set(queue=q, task_id=ids[1]), add.s(20).set(queue=q, task_id=ids[2])),
+                         add.s(30).set(queue=q, task_id=ids[3]))).apply_async()
+            r = app.AsyncResult(ids[0])
         return {'first': _get(app.AsyncResult(r.id), timeout)}
     if scenario == 'get':
         return {'results': {i: _get(app.AsyncResult(i), timeout) for i in req['ids']}}
