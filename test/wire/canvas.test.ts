@@ -348,6 +348,46 @@ test.serial('a result kombu JSON cannot encode for its callback: the task is sto
   t.deepEqual(eb.args, [res.id, 'eb']);
 });
 
+test.serial('Celery 5.4 counts chords the same way: a chord across a 5.4 Python worker and a Node worker (signing in the 5.4 wire format)', async (t) => {
+  t.timeout(180000);
+  const node54 = 'node54';
+  const queue54 = 'py54';
+  const py54 = await startCeleryWorker(pki, { env: 'celery54', broker: redis.url(), queues: [queue54], pool: 'solo' });
+  const runs54 = new Map<string, number>();
+  const w54 = createWorker({
+    broker: redis.url(),
+    backend: redis.url(),
+    security: serializer(pki, 'good', 'celery-5.4'),
+    queues: [node54],
+    tasks: {
+      'wire.add': ([x, y]) => Number(x) + Number(y),
+      'wire.collect': ([results], _kw, ctx) => {
+        runs54.set(ctx.id, (runs54.get(ctx.id) ?? 0) + 1);
+        return { results, parent_id: ctx.parentId, root_id: ctx.rootId, group: ctx.group };
+      },
+    },
+  });
+  try {
+    await w54.start();
+    for (const body of [queue54, node54]) {
+      const out = await runProducer<CanvasOut>(
+        pki,
+        redis.url(),
+        { op: 'canvas', scenario: 'chord', node: node54, py: queue54, body, n: 6, timeout: 60 },
+        { env: 'celery54' },
+      );
+      const value = out.results.body!.value as Record<string, unknown>;
+      t.truthy(value, JSON.stringify(out.results.body));
+      t.deepEqual(value.results, [0, 2, 4, 6, 8, 10], `body on ${body}`);
+      const bodyId = out.ids.body as string;
+      t.is(body === queue54 ? await pyRuns(bodyId) : runs54.get(bodyId), 1);
+    }
+  } finally {
+    await w54.stop({ timeout: 5000 });
+    await py54.stop();
+  }
+});
+
 test.serial('canvas: false runs the task, reports the canvas it does not follow, and sends nothing', async (t) => {
   t.timeout(120000);
   const queue = 'node-nocanvas';
