@@ -68,6 +68,7 @@ import { buildMeta, encodeMetas, PROPAGATE_STATES, type ResultMeta, type ResultS
 import { saferepr } from './saferepr.js';
 import type { SerializedException } from './errors.js';
 import type { ResultBackend } from './transport.js';
+import type { AsyncResult, GroupResult } from './client.js';
 
 export { CanvasError };
 export type { SignatureDict };
@@ -78,7 +79,7 @@ export type SignatureOptions = Record<string, unknown>;
 /** What can send a canvas: a client (see `CeleryClient.send`). */
 export interface CanvasSenderHost {
   /** Sends a canvas; resolves with its result handle. */
-  send(canvas: Canvas, options?: SignatureOptions): Promise<unknown>;
+  send(canvas: Canvas, options?: SignatureOptions): Promise<AsyncResult | GroupResult>;
 }
 
 /** The common shape of {@link Signature}, {@link Chain}, {@link Group}, {@link Chord}: a Celery signature. */
@@ -104,7 +105,7 @@ export abstract class Canvas {
    * Sends it with the client it was made with (`client.signature(...)`, or a
    * chain/group/chord of such signatures), as Celery's `apply_async`.
    */
-  applyAsync(options?: SignatureOptions): Promise<unknown> {
+  async applyAsync(options?: SignatureOptions): Promise<AsyncResult | GroupResult> {
     const host = this.host;
     if (!host) throw new CanvasError('This signature has no client: use client.send(canvas) or client.signature(...)');
     return host.send(this, options);
