@@ -518,6 +518,7 @@ export class CanvasSender {
     const chordParam = (opts.chord as SignatureDict | null | undefined) ?? null;
     delete opts.chord;
     delete opts.add_to_parent;
+    delete opts.group_index; // a parameter of _apply_tasks too: not passed on to the tasks
     let chordSize = 0;
     prepared.forEach((task, i) => {
       const chordObj = chordParam ?? (task.options.chord as SignatureDict | null | undefined) ?? null;
