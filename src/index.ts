@@ -73,6 +73,8 @@ export type {
   BackendOptions,
   TransportFactory,
   BackendFactory,
+  BackendTraits,
+  ReplyMessage,
 } from './wire/transport.js';
 export type { RedisTransportOptions } from './wire/redis.js';
 export type { AmqpTransportOptions } from './wire/amqp.js';

@@ -48,6 +48,7 @@ import {
   type Delivery,
   type EventMessage,
   type OutgoingMessage,
+  type ReplyMessage,
   type TransportOptions,
 } from './transport.js';
 
@@ -553,6 +554,41 @@ export class AmqpTransport implements BrokerTransport {
       })),
       exchanges.map((x) => ({ kind: 'exchange', exchange: x, exchangeType: 'topic' })),
     );
+  }
+
+  /**
+   * Publishes messages as they are, declaring nothing: the results Celery's
+   * `rpc` backend sends to a client's reply queue (default exchange, routing
+   * key = the queue). Resolves once the broker confirmed every one; one that
+   * no queue takes (the client is gone) is confirmed and dropped, as with Celery.
+   */
+  async publishReplies(messages: readonly ReplyMessage[]): Promise<void> {
+    await this.#send(
+      messages.map((m) => ({
+        exchange: m.exchange,
+        routingKey: m.routingKey,
+        content: Buffer.from(m.body, 'utf8'),
+        options: {
+          contentType: m.contentType,
+          contentEncoding: m.contentEncoding,
+          headers: {},
+          deliveryMode: m.deliveryMode,
+          priority: 0,
+          correlationId: m.correlationId,
+        },
+      })),
+      [],
+    );
+  }
+
+  /**
+   * @internal A new connection (an amqplib `ChannelModel`, typed `unknown`
+   * so that the declarations never import amqplib) with this transport's
+   * URL and settings, for a consumer of its own (`./rpc.ts`); the caller closes it.
+   */
+  openConnection(name: string): Promise<unknown> {
+    this.#check();
+    return openConnection(this.#url, this.#settings, this.#connectTimeout, name);
   }
 
   /** Starts consuming `queues` on a connection of its own. */

@@ -28,22 +28,44 @@ import {
   type TaskState,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
-import { openBackend, openTransport, type BrokerTransport, type OutgoingMessage, type ResultBackend } from './transport.js';
+import {
+  backendTraits,
+  checkBackend,
+  openBackend,
+  openTransport,
+  type BrokerTransport,
+  type OutgoingMessage,
+  type ResultBackend,
+} from './transport.js';
 import './redis.js';
 import './amqp.js';
+import './rpc.js';
 
 /** Options of {@link createClient}. */
 export interface ClientOptions {
   /** Broker URL, e.g. `redis://127.0.0.1:6379/0` or `amqp://guest:guest@127.0.0.1:5672//`. */
   broker: string;
-  /** Result backend URL (Redis); without it `AsyncResult.get` is unavailable. */
+  /**
+   * Result backend URL: `redis://...`, or `rpc://` (results as messages to
+   * this client's reply queue, with an AMQP broker); without it
+   * `AsyncResult.get` is unavailable.
+   */
   backend?: string;
   /** Signs every task body: a {@link SecureSerializer} with a key and cert, or Celery's settings. */
   security: SecurityOption;
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
-  /** Celery's `result_backend_transport_options`. */
+  /**
+   * Celery's `result_backend_transport_options`. For `rpc://`:
+   * `result_buffer_max`, the most results kept that arrived before anyone
+   * asked for them (default 8192, Celery's).
+   */
   backendTransportOptions?: Record<string, unknown>;
+  /**
+   * Seconds the `rpc://` reply queue lives unused (its `x-expires`, Celery's
+   * `result_expires`). Default 86400; `null`: forever.
+   */
+  resultExpires?: number | null;
   /** Celery's `result_serializer` of the workers: `'json'` (Celery's default) or `'auth'`. */
   resultSerializer?: ResultSerializer;
   /** Milliseconds between re-reads of pending results under pub/sub. Default 1000. */
@@ -173,6 +195,7 @@ export class CeleryClient {
       throw new ImproperlyConfigured("resultSerializer must be 'json' or 'auth'");
     }
     this.#maxBatch = Math.max(1, options.maxBatch ?? 1000);
+    if (options.backend) checkBackend(options.backend, options.broker);
   }
 
   #check(): void {
@@ -194,6 +217,11 @@ export class CeleryClient {
     const url = this.#options.backend;
     if (!url) return Promise.reject(new ImproperlyConfigured('No result backend configured: createClient({ backend })'));
     this.#backend ??= openBackend(url, {
+      oid: this.oid,
+      broker: () => this.#broker(),
+      security: this.security,
+      resultSerializer: this.#resultSerializer,
+      ...(this.#options.resultExpires !== undefined ? { resultExpires: this.#options.resultExpires } : {}),
       ...(this.#options.pollInterval !== undefined ? { pollInterval: this.#options.pollInterval } : {}),
       ...(this.#options.connectTimeout !== undefined ? { connectTimeout: this.#options.connectTimeout } : {}),
       ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
@@ -296,6 +324,8 @@ export class CeleryClient {
         let batch = this.#pending.splice(0, this.#maxBatch);
         try {
           const transport = await this.#broker();
+          // Celery's on_task_call: the rpc:// reply queue exists before a task names it.
+          if (this.#options.backend && backendTraits(this.#options.backend).onTaskCall) await (await this.#results()).onTaskCall?.();
           let outgoing: OutgoingMessage[];
           try {
             outgoing = await encodeTaskMessages(
@@ -332,6 +362,7 @@ export class CeleryClient {
   async readResult(id: string): Promise<ResultMeta | null> {
     this.#check();
     const backend = await this.#results();
+    if (backend.getMeta) return backend.getMeta(id);
     const value = await backend.get(id);
     return value === null ? null : decodeMeta(value, this.#resultSerializer, this.security);
   }
@@ -340,6 +371,11 @@ export class CeleryClient {
   async waitForResult(id: string, timeoutMs: number): Promise<ResultMeta> {
     this.#check();
     const backend = await this.#results();
+    if (backend.waitMeta) {
+      const meta = await backend.waitMeta(id, timeoutMs);
+      if (meta === null) throw new ResultTimeoutError(id, timeoutMs);
+      return meta;
+    }
     const deadline = Date.now() + timeoutMs;
     const isReady = (v: string): boolean => {
       const s = quickStatus(v);

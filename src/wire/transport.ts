@@ -12,6 +12,8 @@
  */
 import { ImproperlyConfigured } from '../errors.js';
 import type { SecurityError } from '../errors.js';
+import type { SecureSerializer } from '../serializer.js';
+import type { ResultMeta, ResultSerializer } from './results.js';
 
 /** What the protocol layer hands a transport to publish. */
 export interface OutgoingMessage {
@@ -120,6 +122,28 @@ export interface EventMessage {
   deliveryMode: number;
 }
 
+/**
+ * A message published as it is, declaring nothing: a result that Celery's
+ * `rpc` backend sends to a client's reply queue (the default exchange `''`,
+ * routing key = the queue named by the task's `reply_to`).
+ */
+export interface ReplyMessage {
+  /** The encoded meta (JSON text, or an `auth` payload). */
+  body: string;
+  /** `application/json`, or `application/data` for `auth`. */
+  contentType: string;
+  /** `utf-8`. */
+  contentEncoding: string;
+  /** `''`: the default exchange, which routes to the queue named `routingKey`. */
+  exchange: string;
+  /** The reply queue (the task message's `reply_to`). */
+  routingKey: string;
+  /** The task id (the task message's `correlation_id`). */
+  correlationId: string;
+  /** 1 (transient, Celery's default for results) or 2 (`result_persistent`). */
+  deliveryMode: number;
+}
+
 /** A connection to a broker. */
 export interface BrokerTransport {
   /** `'redis'`, `'amqp'`... */
@@ -131,6 +155,12 @@ export interface BrokerTransport {
    * acknowledges an event); resolves once the broker has them.
    */
   publishEvents?(events: readonly EventMessage[]): Promise<void>;
+  /**
+   * Publishes messages as they are, declaring nothing (the `rpc://`
+   * backend's replies); resolves once the broker has them all. A message
+   * that no queue takes is dropped by the broker, as with Celery.
+   */
+  publishReplies?(messages: readonly ReplyMessage[]): Promise<void>;
   /** Starts consuming `queues` (in this order of preference). */
   consume(queues: readonly string[], options?: ConsumeOptions): Promise<BrokerConsumer>;
   close(): Promise<void>;
@@ -141,6 +171,10 @@ export interface StoredResult {
   taskId: string;
   /** The encoded meta (JSON text, or an `auth` payload). */
   value: string;
+  /** The task message's `reply_to` (the client's reply queue, for `rpc://`). */
+  replyTo?: string;
+  /** The task message's `correlation_id` (the task id, for `rpc://`). */
+  correlationId?: string;
 }
 
 /** A result backend (Celery's `celery-task-meta-<id>` keys on Redis). */
@@ -154,6 +188,15 @@ export interface ResultBackend {
   get(taskId: string): Promise<string | null>;
   /** Waits until `isReady(value)` holds for the stored meta, or the timeout (then `null`). */
   wait(taskId: string, timeoutMs: number, isReady: (value: string) => boolean): Promise<string | null>;
+  /**
+   * Optional: called by the client before it sends tasks (Celery's
+   * `on_task_call`), e.g. to declare and consume its reply queue first.
+   */
+  onTaskCall?(): Promise<void>;
+  /** Optional: the latest meta, already decoded (a backend that decodes what it receives). */
+  getMeta?(taskId: string): Promise<ResultMeta | null>;
+  /** Optional: waits for a ready meta, already decoded, or the timeout (then `null`). */
+  waitMeta?(taskId: string, timeoutMs: number): Promise<ResultMeta | null>;
   close(): Promise<void>;
   /**
    * Celery's `set_chord_size(group_id, chord_size)` (the chord-unlock-free
@@ -213,10 +256,32 @@ export interface BackendOptions {
   connectTimeout?: number;
   /** kombu/Celery `result_backend_transport_options`: `global_keyprefix`. */
   transportOptions?: Record<string, unknown>;
+  /** The broker connection of the client or worker (for `rpc://`, whose results travel on the broker). */
+  broker?: () => Promise<BrokerTransport>;
+  /** The client's id: its reply queue (Celery's `app.thread_oid`). Only a client passes it. */
+  oid?: string;
+  /** Celery's `result_serializer`: how results are encoded (`'json'` or `'auth'`). */
+  resultSerializer?: ResultSerializer;
+  /** Verifies (and, for a worker, signs) `auth` results. */
+  security?: SecureSerializer;
+  /** Celery's `result_persistent`: results sent as persistent messages (`rpc://`). Default `false`. */
+  persistent?: boolean;
+}
+
+/** What a result backend needs of its client or worker, declared with {@link registerBackend}. */
+export interface BackendTraits {
+  /**
+   * Throws `ImproperlyConfigured` when the backend cannot work with this
+   * broker; `createClient` and `createWorker` call it.
+   */
+  check?(backendUrl: string, brokerUrl: string): void;
+  /** The client must open the backend before it sends a task (it calls {@link ResultBackend.onTaskCall}). */
+  onTaskCall?: boolean;
 }
 
 const transports = new Map<string, TransportFactory>();
 const backends = new Map<string, BackendFactory>();
+const traits = new Map<string, BackendTraits>();
 
 /**
  * Registers a broker transport for URL schemes (without the colon), e.g.
@@ -227,8 +292,25 @@ export function registerTransport(schemes: readonly string[], factory: Transport
 }
 
 /** Registers a result backend for URL schemes (without the colon). */
-export function registerBackend(schemes: readonly string[], factory: BackendFactory): void {
-  for (const s of schemes) backends.set(s.toLowerCase(), factory);
+export function registerBackend(schemes: readonly string[], factory: BackendFactory, backendTraits: BackendTraits = {}): void {
+  for (const s of schemes) {
+    backends.set(s.toLowerCase(), factory);
+    traits.set(s.toLowerCase(), backendTraits);
+  }
+}
+
+/**
+ * The traits registered for a backend URL's scheme (none for an unknown
+ * scheme: {@link openBackend} reports that).
+ */
+export function backendTraits(url: string): BackendTraits {
+  const m = typeof url === 'string' ? /^([a-z][a-z0-9+.-]*):/i.exec(url) : null;
+  return (m && traits.get(m[1]!.toLowerCase())) || {};
+}
+
+/** Throws `ImproperlyConfigured` when the backend registered for `backendUrl` cannot work with `brokerUrl`. */
+export function checkBackend(backendUrl: string, brokerUrl: string): void {
+  backendTraits(backendUrl).check?.(backendUrl, brokerUrl);
 }
 
 function schemeOf(url: string, what: string): string {

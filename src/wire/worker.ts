@@ -65,6 +65,7 @@ import {
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
 import {
+  checkBackend,
   openBackend,
   openTransport,
   type BrokerConsumer,
@@ -75,6 +76,7 @@ import {
 } from './transport.js';
 import './redis.js';
 import './amqp.js';
+import './rpc.js';
 
 /** What a handler gets besides `args` and `kwargs`. */
 export interface TaskContext {
@@ -161,7 +163,11 @@ export interface TaskRefusedEvent {
 export interface WorkerOptions {
   /** Broker URL, e.g. `redis://127.0.0.1:6379/0`. */
   broker: string;
-  /** Result backend URL; without it no result is stored. */
+  /**
+   * Result backend URL (`redis://...`, or `rpc://`: each result sent to the
+   * reply queue of the client that sent the task, with an AMQP broker);
+   * without it no result is stored.
+   */
   backend?: string;
   /** Verifies every body: a {@link SecureSerializer} with a store, or Celery's settings. */
   security: SecurityOption;
@@ -185,6 +191,8 @@ export interface WorkerOptions {
   resultSerializer?: ResultSerializer;
   /** Seconds results are kept (Celery's `result_expires`). Default 86400; `null`: forever. */
   resultExpires?: number | null;
+  /** Celery's `result_persistent`: `rpc://` results sent as persistent messages. Default `false`. */
+  resultPersistent?: boolean;
   /** This worker's name. Default `celery-sign@<hostname>`. */
   hostname?: string;
   /** Milliseconds to connect. Default 10000. */
@@ -337,6 +345,7 @@ export class Worker extends EventEmitter {
     }
     this.#requireBinding = options.requireHeaderBinding === true;
     this.#canvas = options.canvas !== false;
+    if (options.backend) checkBackend(options.backend, options.broker);
     if (this.#canvas) {
       this.#canvasRunner = new CanvasRunner(randomUUID(), this.security, this.#resultSerializer, () => this.#backend, {
         publish: (sender) => this.#publish(sender.messages),
@@ -365,6 +374,7 @@ export class Worker extends EventEmitter {
     const what: string[] = [];
     if (this.#canvas) what.push('the tasks of chains, callbacks and chords (canvas: false turns this off)');
     if (this.#options.events) what.push("events (event_serializer = 'auth')");
+    if (this.#options.backend && this.#resultSerializer === 'auth') what.push("results (result_serializer = 'auth')");
     return what;
   }
 
@@ -408,6 +418,10 @@ export class Worker extends EventEmitter {
       if (this.#options.backend) {
         this.#backend = await openBackend(this.#options.backend, {
           resultExpires: this.#options.resultExpires === undefined ? 86400 : this.#options.resultExpires,
+          broker: async () => this.#transport!,
+          security: this.security,
+          resultSerializer: this.#resultSerializer,
+          ...(this.#options.resultPersistent !== undefined ? { persistent: this.#options.resultPersistent } : {}),
           ...(connectTimeout !== undefined ? { connectTimeout } : {}),
           ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
         });
@@ -977,7 +991,18 @@ export class Worker extends EventEmitter {
         }
       }
     }
-    await backend.store(withMeta.map((s, i) => ({ taskId: s.meta!.task_id, value: values[i]! })));
+    await backend.store(
+      withMeta.map((s, i) => {
+        const p = s.delivery.properties;
+        return {
+          taskId: s.meta!.task_id,
+          value: values[i]!,
+          // For rpc://: the reply queue and correlation id, as Celery's destination_for reads them.
+          ...(typeof p.reply_to === 'string' ? { replyTo: p.reply_to } : {}),
+          ...(typeof p.correlation_id === 'string' ? { correlationId: p.correlation_id } : {}),
+        };
+      }),
+    );
   }
 
   #checkIdle(): void {

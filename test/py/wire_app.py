@@ -17,6 +17,8 @@ comes from the environment, so that one module serves both venvs:
     WIRE_VISIBILITY        broker visibility_timeout in seconds (default: kombu's 3600)
     WIRE_PREFETCH          worker_prefetch_multiplier (default 4, Celery's)
     WIRE_ACKS_LATE         "1": task_acks_late = True
+    WIRE_RESULT_SERIALIZER result_serializer and result_accept_content (default json)
+    WIRE_TRACK_STARTED     "1": task_track_started = True
 
 Nothing else is changed from Celery's defaults: task_serializer 'auth',
 accept_content ['auth'] (what setup_security demands), results in JSON (Celery's
@@ -54,8 +56,8 @@ app = Celery('wire_app', broker=BROKER, backend=BACKEND)
 conf = dict(
     task_serializer='auth',
     accept_content=['auth'],
-    result_serializer='json',
-    result_accept_content=['json'],
+    result_serializer=os.environ.get('WIRE_RESULT_SERIALIZER', 'json'),
+    result_accept_content=[os.environ.get('WIRE_RESULT_SERIALIZER', 'json')],
     security_key=os.environ['WIRE_KEY'],
     security_key_password=(os.environ.get('WIRE_KEY_PASSWORD') or '').encode() or None,
     security_certificate=os.environ['WIRE_CERT'],
@@ -65,6 +67,7 @@ conf = dict(
     worker_hijack_root_logger=False,
     worker_prefetch_multiplier=int(os.environ.get('WIRE_PREFETCH', '4')),
     task_acks_late=os.environ.get('WIRE_ACKS_LATE') == '1',
+    task_track_started=os.environ.get('WIRE_TRACK_STARTED') == '1',
 )
 if os.environ.get('WIRE_VISIBILITY'):
     conf['broker_transport_options'] = {'visibility_timeout': float(os.environ['WIRE_VISIBILITY'])}
@@ -123,6 +126,13 @@ def count(self, i):
     """Counts its runs per task id in the hash ``wire:runs`` (to find a task run twice)."""
     _runs_client().hincrby('wire:runs', self.request.id, 1)
     return i
+
+
+@app.task(name='wire.sleep')
+def sleep(seconds, value=None):
+    import time
+    time.sleep(seconds)
+    return value
 
 
 # --- canvas (test/wire/canvas.test.ts) ---

@@ -11,6 +11,9 @@ stdin, one line of JSON on stdout.
     {"op": "bulk", "name", "count", "queue", "kwargs"?}
         -> {"ids": [...], "elapsed": s}     task i gets args [i]; one producer connection
     {"op": "version"} -> {"celery", "kombu"}
+    {"op": "rpc_declare", "oid"} -> {"ok": true, "name", "durable", "auto_delete", "exclusive", "expires"}
+        declares the rpc:// reply queue of the client ``oid`` exactly as Celery's
+        RPCBackend.binding declares it (PRECONDITION_FAILED if it exists otherwise)
 """
 import json
 import sys
@@ -68,6 +71,14 @@ def main():
                                   queue=req['queue'], producer=producer, ignore_result=False)
                 ids.append(r.id)
         out = {'ids': ids, 'elapsed': time.perf_counter() - start}
+    elif op == 'rpc_declare':
+        backend = app.backend
+        backend.__dict__['oid'] = req['oid']  # RPCBackend.oid is a cached_property (app.thread_oid)
+        with app.connection_for_write() as conn:
+            queue = backend.binding(conn.default_channel)
+            queue.declare()
+            out = {'ok': True, 'name': queue.name, 'durable': queue.durable, 'auto_delete': queue.auto_delete,
+                   'exclusive': queue.exclusive, 'expires': queue.expires}
     elif op == 'canvas':
         out = canvas(req)
     else:

@@ -56,7 +56,7 @@ async function pythonToNode(redis: RedisServer, pki: Pki, r: Redis): Promise<[nu
     createWorker({
       broker: rabbit.url,
       backend: redis.url(),
-      security: serializer(pki, 'verify'),
+      security: serializer(pki),
       queues: [queue],
       concurrency: 64,
       tasks: { 'wire.add': (a, kw) => Number(a[0]) + Number(a[1] ?? kw.y ?? 0) },
@@ -104,7 +104,7 @@ async function nodeToNode(redis: RedisServer, pki: Pki, r: Redis, client: Celery
     createWorker({
       broker: rabbit.url,
       backend: redis.url(),
-      security: serializer(pki, 'verify'),
+      security: serializer(pki),
       queues: [queue],
       concurrency: 64,
       tasks: { 'wire.add': (a, kw) => Number(a[0]) + Number(a[1] ?? kw.y ?? 0) },

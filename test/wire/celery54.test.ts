@@ -69,7 +69,7 @@ test.serial('Celery 5.4 producer -> Node worker: runs, and Celery 5.4 reads the 
   const worker: Worker = createWorker({
     broker: redis.url(),
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki, 'good', 'celery-5.4'),
     queues: ['node54'],
     tasks: {
       'wire.add': ([x, y]) => Number(x) + Number(y),

@@ -40,7 +40,7 @@ test.before(async () => {
   worker = createWorker({
     broker: redis.url(),
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: [QUEUE],
     concurrency: 64,
     tasks: {
@@ -176,7 +176,7 @@ test.serial('10,000 tasks from a Python producer: none lost, none run twice', as
   worker = createWorker({
     broker: redis.url(),
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: [QUEUE],
     concurrency: 64,
     tasks: {

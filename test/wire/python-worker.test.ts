@@ -159,7 +159,7 @@ test.serial('a Python and a Node worker share one queue (BRPOP and BLMOVE waits 
   const node = createWorker({
     broker: redis.url(),
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: [QUEUE],
     concurrency: 2,
     tasks: {

@@ -121,7 +121,7 @@ async function pushTasks(tr: RedisTransport, queue: string, n: number): Promise<
 function countingWorker(server: RedisServer, queue: string, r: Redis, runsKey: string, extra: { visibilityTimeout?: number; transportOptions?: Record<string, unknown> } = {}) {
   return createWorker({
     broker: server.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: [queue],
     concurrency: 8,
     ...extra,

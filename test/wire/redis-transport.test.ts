@@ -358,7 +358,7 @@ test.serial("restore sweep of a worker: malformed entries become 'error' events,
     const bad = await plantBadEntries('bad7w', Date.now() / 1000 - 30);
     worker = createWorker({
       broker: redis.url(),
-      security: serializer(pki, 'verify'),
+      security: serializer(pki),
       queues: ['bad7w'],
       visibilityTimeout: 10,
       tasks: { 'wire.add': ([x]) => void ran.push(Number(x)) },

@@ -34,7 +34,7 @@ test('a broker crash and restart mid-stream loses no acknowledged task', async (
   const worker = createWorker({
     broker: redis.url(),
     backend: redis.url(),
-    security: serializer(pki, 'verify'),
+    security: serializer(pki),
     queues: ['restart'],
     concurrency: 32,
     // A message whose ack was lost in the crash comes back after 5 s.
