@@ -401,11 +401,14 @@ export class CanvasRunner {
     return this.#publishWithSizes(sender);
   }
 
-  async #store(metas: ResultMeta[]): Promise<void> {
+  /** `store_result`; `replyTo`: the request's `reply_to` (where `rpc://` sends it; the correlation id is the task id). */
+  async #store(metas: ResultMeta[], replyTo: string | null = null): Promise<void> {
     const backend = this.#backend();
     if (!backend || metas.length === 0) return;
     const values = await encodeMetas(metas, this.#serializer, this.#security);
-    await backend.store(metas.map((m, i) => ({ taskId: m.task_id, value: values[i]! })));
+    await backend.store(
+      metas.map((m, i) => ({ taskId: m.task_id, value: values[i]!, ...(replyTo ? { replyTo, correlationId: m.task_id } : {}) })),
+    );
   }
 
   async #state(id: string): Promise<string | null> {
@@ -448,7 +451,9 @@ export class CanvasRunner {
       const group = typeof o.group_id === 'string' ? o.group_id : null;
       const parentId = typeof o.parent_id === 'string' ? o.parent_id : null;
       const alreadyFailed = 'chord' in o && id !== null && PROPAGATE_STATES.has((await this.#state(id)) ?? '');
-      if (id !== null) await this.#store([buildMeta(id, 'FAILURE', exc, traceback, { group, parentId })]);
+      if (id !== null) {
+        await this.#store([buildMeta(id, 'FAILURE', exc, traceback, { group, parentId })], typeof o.reply_to === 'string' ? o.reply_to : null);
+      }
       if ('chord' in o && !alreadyFailed && id !== null) {
         await this.#chordPart(
           {
