@@ -12,6 +12,7 @@
  *   a failed part gives the body a ChordError and runs its errback;
  * - a chain whose group the Node worker turns into a chord;
  * - a Node-built chain, group and chord run by the Python worker;
+ * - over RabbitMQ with `rpc://` results, a Python chain on the Node worker;
  * - `canvas: false` reports a canvas it does not follow; a worker that would
  *   publish without a key is refused at start().
  */
@@ -32,8 +33,10 @@ import {
   type CeleryClient,
   type Worker,
 } from 'celery-sign';
-import { makePki, runProducer, serializer, startCeleryWorker, type CeleryWorker, type Pki, type ProducerResult } from './helpers/celery.js';
+import { makePki, runProducer, runScript, serializer, startCeleryWorker, type CeleryWorker, type Pki, type ProducerResult } from './helpers/celery.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
+import { startRabbit } from './helpers/rabbitmq-server.js';
+import { amqpEnv } from './helpers/amqp.js';
 import { randomUUID } from 'node:crypto';
 
 const NODE = 'node';
@@ -385,6 +388,38 @@ test.serial('Celery 5.4 counts chords the same way: a chord across a 5.4 Python 
   } finally {
     await w54.stop({ timeout: 5000 });
     await py54.stop();
+  }
+});
+
+test.serial('over RabbitMQ with rpc:// results: a Python chain runs on the Node worker; a failing one stores the failure for the rest at its reply_to', async (t) => {
+  t.timeout(180000);
+  const rabbit = await startRabbit();
+  const queue = 'node-amqp';
+  const w = createWorker({
+    broker: rabbit.url,
+    backend: 'rpc://',
+    security: serializer(pki),
+    queues: [queue],
+    tasks: {
+      'wire.add': ([x, y]) => Number(x) + Number(y),
+      'wire.fail': ([message]) => {
+        throw new TaskError('ValueError', [message]);
+      },
+    },
+  });
+  try {
+    await w.start();
+    const run = (name: string) =>
+      runScript<CanvasOut>('wire_producer.py', { op: 'canvas', scenario: name, node: queue, timeout: 60 }, { processEnv: amqpEnv(pki, rabbit, 'rpc://') });
+    const chainOut = await run('chain');
+    t.deepEqual(chainOut.results.last, { ok: true, value: 16 });
+    t.deepEqual(chainOut.results.first, { ok: true, value: 4 });
+    const failOut = await run('chain_fail');
+    t.like(failOut.results.first, { ok: false, type: 'ValueError', message: 'broken' });
+    t.like(failOut.results.last, { ok: false, type: 'ValueError', message: 'broken', status: 'FAILURE' });
+  } finally {
+    await w.stop({ timeout: 5000 });
+    await rabbit.stop();
   }
 });
 
