@@ -52,6 +52,8 @@ export type {
   TaskRefusedEvent,
 } from './wire/worker.js';
 export type { EventOptions } from './wire/events.js';
+export type { RemoteControlOptions, ControlEvent, RequestInfo, BroadcastSpec, BroadcastListener } from './wire/control.js';
+export type { RateLimit } from './wire/ratelimit.js';
 export { TaskFailedError, ResultTimeoutError, TaskError, WireError } from './wire/errors.js';
 export type { SerializedException } from './wire/errors.js';
 

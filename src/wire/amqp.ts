@@ -39,6 +39,7 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { ImproperlyConfigured, SecurityError } from '../errors.js';
 import { makeFramesTolerant, UNDECODABLE_HEADERS, type ConnectionModule, type FrameModule } from './amqp-codec.js';
+import type { BroadcastListener, BroadcastSpec } from './control.js';
 import { WireError } from './errors.js';
 import {
   registerTransport,
@@ -272,10 +273,10 @@ async function openConnection(
 /** An entity to declare, as kombu's `maybe_declare` declares a Celery queue or the events exchange. */
 type Entity =
   | { kind: 'queue'; queue: string; exchange: string; exchangeType: string; routingKey: string; arguments: Record<string, unknown> | undefined }
-  | { kind: 'exchange'; exchange: string; exchangeType: string };
+  | { kind: 'exchange'; exchange: string; exchangeType: string; durable?: boolean };
 
 function entityId(e: Entity): string {
-  return e.kind === 'queue' ? `q\x00${e.queue}\x00${e.exchange}\x00${e.routingKey}` : `x\x00${e.exchange}`;
+  return e.kind === 'queue' ? `q\x00${e.queue}\x00${e.exchange}\x00${e.routingKey}` : `x\x00${e.exchange}\x00${e.durable ?? true}`;
 }
 
 /**
@@ -308,7 +309,12 @@ async function declareEntities(model: ChannelModel, entities: readonly Entity[])
     for (const e of entities) {
       if (e.exchange !== '') {
         await attempt(
-          () => ch!.assertExchange(e.exchange, e.exchangeType, { durable: true, autoDelete: false, internal: false }),
+          () =>
+            ch!.assertExchange(e.exchange, e.exchangeType, {
+              durable: e.kind === 'exchange' ? e.durable ?? true : true,
+              autoDelete: false,
+              internal: false,
+            }),
           () => ch!.checkExchange(e.exchange),
         );
       }
@@ -557,6 +563,30 @@ export class AmqpTransport implements BrokerTransport {
   }
 
   /**
+   * Remote control replies: to the requester's direct exchange (declared as
+   * kombu's pidbox declares it: direct, not durable), transient
+   * (`delivery_mode` 1), with the `{ticket, clock}` headers.
+   */
+  async publishControlReplies(replies: readonly EventMessage[]): Promise<void> {
+    const exchanges = [...new Set(replies.map((e) => e.exchange))];
+    await this.#send(
+      replies.map((e) => ({
+        exchange: e.exchange,
+        routingKey: e.routingKey,
+        content: Buffer.from(e.body, 'utf8'),
+        options: {
+          contentType: e.contentType,
+          contentEncoding: e.contentEncoding,
+          headers: e.headers,
+          deliveryMode: e.deliveryMode,
+          priority: 0,
+        },
+      })),
+      exchanges.map((x) => ({ kind: 'exchange', exchange: x, exchangeType: 'direct', durable: false })),
+    );
+  }
+
+  /**
    * Publishes messages as they are, declaring nothing: the results Celery's
    * `rpc` backend sends to a client's reply queue (default exchange, routing
    * key = the queue). Resolves once the broker confirmed every one; one that
@@ -579,6 +609,112 @@ export class AmqpTransport implements BrokerTransport {
       })),
       [],
     );
+  }
+
+  /**
+   * Remote control: on a connection of its own, declares the fanout exchange
+   * (not durable) and the node's queue as kombu's pidbox declares them
+   * (exclusive, auto-delete, not durable, `x-message-ttl` and `x-expires`),
+   * binds it, consumes it without acknowledgement and hands each message to
+   * `onMessage`. A lost connection is re-established in the background
+   * (`onError` hears why); a queue held by another connection (a node of
+   * the same name: `RESOURCE_LOCKED`) is reported and retried.
+   */
+  async listenBroadcast(
+    spec: BroadcastSpec,
+    onMessage: (d: Delivery) => void,
+    onError: (err: unknown) => void,
+  ): Promise<BroadcastListener> {
+    this.#check();
+    let closed = false;
+    let model: ChannelModel | undefined;
+    let gen = 0;
+    const open = async (): Promise<void> => {
+      const m = await openConnection(this.#url, this.#settings, this.#connectTimeout, 'celery-sign-pidbox');
+      try {
+        const ch = await m.createChannel();
+        ch.on('error', () => undefined);
+        await ch.assertExchange(spec.exchange, 'fanout', { durable: false, autoDelete: false, internal: false });
+        const args: Record<string, unknown> = {};
+        if (spec.messageTtl !== null) args['x-message-ttl'] = spec.messageTtl;
+        if (spec.expires !== null) args['x-expires'] = spec.expires;
+        await ch.assertQueue(spec.queue, { durable: false, exclusive: true, autoDelete: true, arguments: args });
+        await ch.bindQueue(spec.queue, spec.exchange, '');
+        const g = ++gen;
+        await ch.consume(spec.queue, (msg) => {
+          if (msg === null) {
+            void closeQuietly(m);
+            return;
+          }
+          try {
+            onMessage(toDelivery(g, spec.queue, msg));
+          } catch (err) {
+            onError(err);
+          }
+        }, { noAck: true });
+      } catch (err) {
+        await closeQuietly(m);
+        if (/RESOURCE.LOCKED/.test(errorText(err))) {
+          // kombu's W_PIDBOX_IN_USE
+          throw new WireError(
+            'ERR_BROKER',
+            `A node named ${JSON.stringify(spec.queue.slice(0, -spec.exchange.length - 1))} is already using this process mailbox (${spec.queue}): give each worker a unique hostname; remote control waits for the mailbox`,
+            { cause: err },
+          );
+        }
+        throw brokerError(`Cannot listen for remote control on ${spec.queue}`, err);
+      }
+      model = m;
+      m.on('close', () => {
+        if (model === m) model = undefined;
+        if (!closed) reconnect();
+      });
+      if (closed) await closeQuietly(m);
+    };
+    let reconnecting: Promise<void> | undefined;
+    let lastError = '';
+    // The same failure again (a node of the same name holds the queue) is reported once.
+    const report = (err: unknown): void => {
+      const text = errorText(err);
+      if (text !== lastError) onError(err);
+      lastError = text;
+    };
+    const reconnect = (): void => {
+      if (reconnecting || closed) return;
+      reconnecting = (async () => {
+        let wait = 100;
+        while (!closed && !model) {
+          await new Promise((r) => setTimeout(r, wait));
+          wait = Math.min(wait * 2, 10000);
+          if (closed) break;
+          try {
+            await open();
+            lastError = '';
+          } catch (err) {
+            report(err);
+          }
+        }
+      })().finally(() => {
+        reconnecting = undefined;
+      });
+    };
+    try {
+      await open();
+    } catch (err) {
+      // A queue held by another node of this name: reported, retried in the background.
+      if (!/already using this process mailbox/.test(errorText(err))) throw err;
+      report(err);
+      reconnect();
+    }
+    return {
+      close: async () => {
+        closed = true;
+        const m = model;
+        model = undefined;
+        await closeQuietly(m);
+        await reconnecting?.catch(() => undefined);
+      },
+    };
   }
 
   /**

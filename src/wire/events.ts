@@ -77,7 +77,7 @@ export class EventDispatcher {
   readonly #transport: BrokerTransport;
   readonly #security: SecureSerializer;
   readonly #exchange: string;
-  readonly #taskEvents: boolean;
+  #taskEvents: boolean;
   readonly #batch: boolean;
   readonly #limit: number;
   readonly #interval: number;
@@ -116,6 +116,16 @@ export class EventDispatcher {
   /** Whether task events are sent. */
   get taskEvents(): boolean {
     return this.#taskEvents;
+  }
+
+  /** Turns task events on or off (the `enable_events` / `disable_events` control commands). */
+  set taskEvents(on: boolean) {
+    this.#taskEvents = on;
+  }
+
+  /** Sends a `worker-heartbeat` now (the `heartbeat` control command). */
+  beat(): void {
+    if (this.#enabled) this.#beat?.('worker-heartbeat');
   }
 
   /** Checks that the serializer can sign (events are signed with the worker's key). */

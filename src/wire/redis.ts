@@ -53,6 +53,7 @@ import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import { ImproperlyConfigured, SecurityError } from '../errors.js';
 import { dumps as kombuDumps, loads as kombuLoads } from '../json.js';
 import { WireError } from './errors.js';
+import type { BroadcastListener, BroadcastSpec } from './control.js';
 import { TASK_KEY_PREFIX } from './results.js';
 import {
   registerBackend,
@@ -298,6 +299,14 @@ return 0
 const RENEW_LOCK = new Script(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+`);
+
+// kombu 5.7's REFRESH_BINDING. KEYS: binding table, _kombu.binding_deadlines ; ARGV: member, exchange, ttl ms
+const REFRESH_BINDING = new Script(`
+redis.call('SADD', KEYS[1], ARGV[1])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[2], 'GT', ms + tonumber(ARGV[3]), ARGV[2])
 `);
 
 /** Longest time the restore lock outlives a sweep that died (ms); renewed every third of it. */
@@ -682,6 +691,91 @@ export class RedisTransport implements BrokerTransport {
     for (const e of events) pipe.publish(this.key(this.fanoutTopic(e.exchange, e.routingKey)), redisEventEnvelope(e));
     const res = await pipe.exec();
     for (const [err] of res ?? []) if (err) throw err;
+  }
+
+  /**
+   * Remote control (kombu's fanout over PUBLISH/SUBSCRIBE): PSUBSCRIBEs the
+   * exchange's topic (`/{db}.celery.pidbox`) on a connection of its own and
+   * hands each envelope to `onMessage`; records the queue's binding as kombu
+   * 5.7 does for a queue with `x-expires` (`_kombu.binding.<exchange>` and a
+   * deadline in `_kombu.binding_deadlines`, refreshed while it listens) and
+   * removes it at close, as kombu deletes an auto-delete fanout queue.
+   * ioredis subscribes again after a reconnect.
+   */
+  async listenBroadcast(
+    spec: BroadcastSpec,
+    onMessage: (d: Delivery) => void,
+    onError: (err: unknown) => void,
+  ): Promise<BroadcastListener> {
+    this.#check();
+    const sub = await connect(this.#url, this.#connectTimeout, 'celery-sign-pidbox');
+    const topic = this.key(this.fanoutTopic(spec.exchange, ''));
+    sub.on('pmessage', (_pattern: string, _channel: string, message: string) => {
+      try {
+        onMessage(parseEnvelope(message, spec.queue, null));
+      } catch (err) {
+        onError(err);
+      }
+    });
+    const member = ['', '', spec.queue].join(this.#settings.sep);
+    const table = this.key(`_kombu.binding.${spec.exchange}`);
+    const bind = async (): Promise<void> => {
+      // kombu's REFRESH_BINDING: the deadline is max(2 x x-expires, 1 h) from the server's clock.
+      const ttl = Math.max((spec.expires ?? 0) * 2, 3600_000);
+      await REFRESH_BINDING.run(this.#client, [table, this.key('_kombu.binding_deadlines')], [member, spec.exchange, ttl]);
+    };
+    // The binding is bookkeeping (kombu's fanout does not read it): its failure (a Redis < 6.2 has no ZADD GT) is reported, not fatal.
+    await bind().catch(onError);
+    try {
+      await sub.psubscribe(topic);
+    } catch (err) {
+      sub.disconnect();
+      throw new WireError('ERR_BROKER', `Cannot listen for remote control: ${errorText(err)}`, { cause: err });
+    }
+    const refresh = setInterval(() => void bind().catch(onError), 20 * 60_000);
+    refresh.unref();
+    let closed = false;
+    return {
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        clearInterval(refresh);
+        await quit(sub);
+        if (!this.#closed) {
+          await this.#client
+            .pipeline()
+            .srem(table, member)
+            .srem(this.key(`_kombu.binding_permanent.${spec.exchange}`), member)
+            .exec()
+            .catch(() => undefined);
+        }
+      },
+    };
+  }
+
+  /**
+   * Remote control replies, as kombu delivers to a direct exchange: `LPUSH`
+   * of the envelope on every queue bound in `_kombu.binding.<exchange>` with
+   * the routing key (the requester's reply queue); none bound: dropped, as
+   * kombu drops it.
+   */
+  async publishControlReplies(replies: readonly EventMessage[]): Promise<void> {
+    this.#check();
+    for (const m of replies) {
+      const members = await this.#client.smembers(this.key(`_kombu.binding.${m.exchange}`));
+      const sep = this.#settings.sep;
+      const queues = new Set(
+        members
+          .map((x) => x.split(sep))
+          .filter((p) => p.length === 3 && p[0] === m.routingKey)
+          .map((p) => p[2]!),
+      );
+      if (queues.size === 0) continue;
+      const pipe = this.#client.pipeline();
+      for (const q of queues) pipe.lpush(this.key(this.listFor(q, 0)), redisEventEnvelope(m));
+      const res = await pipe.exec();
+      for (const [err] of res ?? []) if (err) throw err;
+    }
   }
 
   /**

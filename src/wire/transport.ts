@@ -12,6 +12,7 @@
  */
 import { ImproperlyConfigured } from '../errors.js';
 import type { SecurityError } from '../errors.js';
+import type { BroadcastListener, BroadcastSpec } from './control.js';
 import type { SecureSerializer } from '../serializer.js';
 import type { ResultMeta, ResultSerializer } from './results.js';
 
@@ -164,6 +165,15 @@ export interface BrokerTransport {
   /** Starts consuming `queues` (in this order of preference). */
   consume(queues: readonly string[], options?: ConsumeOptions): Promise<BrokerConsumer>;
   close(): Promise<void>;
+  /**
+   * Remote control (`./control.ts`): declares the node's queue bound to a
+   * fanout exchange and hands each message to `onMessage` (no
+   * acknowledgement: kombu's pidbox consumes with `no_ack`). Reconnects by
+   * itself; `onError` hears what goes wrong meanwhile.
+   */
+  listenBroadcast?(spec: BroadcastSpec, onMessage: (d: Delivery) => void, onError: (err: unknown) => void): Promise<BroadcastListener>;
+  /** Remote control replies: each to its direct exchange and routing key (the requester's reply queue). */
+  publishControlReplies?(replies: readonly EventMessage[]): Promise<void>;
 }
 
 /** A result to store, already encoded the way the backend's serializer writes it. */

@@ -31,6 +31,16 @@
  * With `events` the worker publishes Celery's worker and task events,
  * signed (`./events.ts`).
  *
+ * With `remoteControl` (on by default, as Celery's
+ * `worker_enable_remote_control`) the worker joins Celery's pidbox and
+ * answers `celery inspect` / `celery control` (`./control.ts`): only signed
+ * commands are acted upon, a refused one is a `'security'` event (its `queue`
+ * is the node's `<hostname>.celery.pidbox`), an executed one a `'control'`
+ * event ({@link ControlEvent}); replies are signed. Revoked ids are kept as
+ * Celery keeps them (a task revoked before it arrives is not run), and
+ * `rateLimits` / `rate_limit` hold tasks back with token buckets
+ * (`./ratelimit.ts`).
+ *
  * @module
  */
 import { randomUUID } from 'node:crypto';
@@ -39,6 +49,8 @@ import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
 import { checkBinding } from './binding.js';
+import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
+import { RateLimits, type RateLimit } from './ratelimit.js';
 import { CanvasError, CanvasRunner, hasCanvas, type CanvasRequest } from './canvas.js';
 import type { CanvasSender } from './canvas-engine.js';
 import { WireError, type SerializedException } from './errors.js';
@@ -57,6 +69,7 @@ import { ReplayGuard } from './replay.js';
 import { saferepr } from './saferepr.js';
 import {
   buildMeta,
+  decodeMeta,
   encodeMetas,
   serializeException,
   tracebackOf,
@@ -122,6 +135,7 @@ export interface SecurityEvent {
   task: string | null;
   /** The verified signer, when the signature was good but the content was refused. */
   signer?: string;
+  /** The queue it came from (a refused remote control command: the node's `<hostname>.celery.pidbox`). */
   queue: string;
   /** What happened to the message: `'ack'` (Celery's decode-error path) or `'reject'` (invalid task). */
   action: 'ack' | 'reject';
@@ -232,6 +246,21 @@ export interface WorkerOptions {
    * an `'error'` event.
    */
   canvas?: boolean;
+  /**
+   * Join Celery's remote control (the pidbox), as a Celery worker does
+   * (`worker_enable_remote_control`): answer `celery inspect` and
+   * `celery control` (`ping`, `active`, `stats`, `revoke`, `rate_limit`,
+   * `shutdown`...; see `./control.ts`). Commands are accepted only signed
+   * (verified against the store), replies are signed, so `security` then
+   * needs a key and a certificate. Default `true`; `false` turns it off.
+   */
+  remoteControl?: boolean | RemoteControlOptions;
+  /**
+   * Per-task rate limits (Celery's task `rate_limit`: `'10/s'`, `'10/m'`,
+   * `'10/h'`), by task name; the `rate_limit` control command changes them
+   * at run time. Default: none.
+   */
+  rateLimits?: Record<string, RateLimit>;
 }
 
 /** Options of {@link Worker.stop}. */
@@ -258,6 +287,10 @@ interface Job {
   abandoned: boolean;
   controller?: AbortController;
   timer?: NodeJS.Timeout;
+  /** Seconds since the epoch when it started running. */
+  started?: number;
+  /** Aborts it as revoked with `terminate` (remote control). */
+  terminate?: (signum: number) => void;
 }
 
 interface Settlement {
@@ -296,6 +329,13 @@ export class Worker extends EventEmitter {
   readonly #canvas: boolean;
   #canvasRunner: CanvasRunner | undefined;
   #events: EventDispatcher | undefined;
+  #control: ControlNode | undefined;
+  readonly #revoked = new RevokedSet();
+  readonly #rateLimits: RateLimits;
+  #rateTimer: NodeJS.Timeout | undefined;
+  readonly #total = new Map<string, number>();
+  readonly #timeLimits = new Map<string, { soft: number | null; hard: number | null }>();
+  #startedAt = 0;
   #prefetchSent = 0;
   #prefetchSyncing = false;
   #transport: BrokerTransport | undefined;
@@ -345,6 +385,11 @@ export class Worker extends EventEmitter {
     }
     this.#requireBinding = options.requireHeaderBinding === true;
     this.#canvas = options.canvas !== false;
+    try {
+      this.#rateLimits = new RateLimits(options.rateLimits ?? {});
+    } catch (err) {
+      throw new ImproperlyConfigured(`Invalid rate limit: ${(err as Error).message}`);
+    }
     if (options.backend) checkBackend(options.backend, options.broker);
     if (this.#canvas) {
       this.#canvasRunner = new CanvasRunner(randomUUID(), this.security, this.#resultSerializer, () => this.#backend, {
@@ -374,6 +419,7 @@ export class Worker extends EventEmitter {
     const what: string[] = [];
     if (this.#canvas) what.push('the tasks of chains, callbacks and chords (canvas: false turns this off)');
     if (this.#options.events) what.push("events (event_serializer = 'auth')");
+    if (this.#options.remoteControl !== false) what.push('remote control replies (remoteControl: false turns this off)');
     if (this.#options.backend && this.#resultSerializer === 'auth') what.push("results (result_serializer = 'auth')");
     return what;
   }
@@ -443,6 +489,8 @@ export class Worker extends EventEmitter {
       throw err;
     }
     this.#state = 'running';
+    this.#startedAt = Date.now();
+    await this.#startControl();
     // Celery's heartbeat: `active` tasks now, `processed` tasks started so far.
     this.#events?.start(() => ({
       active: this.#running.size,
@@ -650,7 +698,7 @@ export class Worker extends EventEmitter {
       expires: parseIsoDate(h.expires),
       abandoned: false,
     };
-    if (this.#expired(job)) return;
+    if (this.#expired(job) || this.#revokedOnArrival(job)) return;
     // Celery's strategy: task-received once the task is known and not revoked.
     this.#events?.send('task-received', {
       uuid: id,
@@ -711,7 +759,245 @@ export class Worker extends EventEmitter {
     return true;
   }
 
+  /** Celery's `Request.revoked()` on arrival: a revoked id is not run (REVOKED stored, message acked). */
+  #revokedOnArrival(job: Job): boolean {
+    if (!this.#revoked.has(job.id)) return false;
+    this.#settleRevoked(job);
+    return true;
+  }
+
+  /** Celery's `_announce_revoked('revoked')` for a task it holds and has not started. */
+  #settleRevoked(job: Job): void {
+    this.stats.revoked++;
+    const h = job.delivery.headers;
+    const meta = buildMeta(
+      job.id,
+      'REVOKED',
+      { exc_type: 'TaskRevokedError', exc_message: ['revoked'], exc_module: 'celery.exceptions' },
+      null,
+      { group: str(h.group), parentId: str(h.parent_id) },
+    );
+    const runner = this.#canvasRunner;
+    const req = this.#canvasRequest(job);
+    this.#settle({
+      delivery: job.delivery,
+      action: 'ack',
+      meta,
+      // mark_as_revoked: a chord part counts (REVOKED); no errbacks, the chain's rest is not failed.
+      ...(runner && job.embed.chord !== null
+        ? { canvas: { after: () => runner.afterRevoked(req, meta.result as SerializedException) } }
+        : {}),
+      emit: () => {
+        this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: false });
+        this.emit('task-revoked', { id: job.id, name: job.name, reason: 'revoked' } satisfies TaskRefusedEvent);
+      },
+    });
+  }
+
+  /** Joins the pidbox (remote control); a failure is reported, the worker runs on without it. */
+  async #startControl(): Promise<void> {
+    const rc = this.#options.remoteControl;
+    if (rc === false || !this.#transport || !ControlNode.supported(this.#transport)) return;
+    const node = new ControlNode(this.#transport, this.security, this.#controlHost(), rc === true || rc === undefined ? {} : rc);
+    try {
+      await node.start();
+      this.#control = node;
+    } catch (err) {
+      this.#error(err);
+    }
+  }
+
+  /** Celery's `Request.info()`. */
+  #info(job: Job): RequestInfo {
+    const d = job.delivery;
+    return {
+      id: job.id,
+      name: job.name,
+      args: job.args,
+      kwargs: job.kwargs,
+      type: job.name,
+      hostname: this.hostname,
+      time_start: job.started ?? null,
+      acknowledged: false,
+      delivery_info: { exchange: d.exchange, routing_key: d.routingKey, priority: d.priority, redelivered: d.redelivered },
+      worker_pid: job.started !== undefined ? process.pid : null,
+    };
+  }
+
+  /** What the worker lends its pidbox node (`./control.ts`). */
+  #controlHost(): ControlHost {
+    return {
+      hostname: this.hostname,
+      rateLimits: this.#rateLimits,
+      revoked: this.#revoked,
+      active: () => [...this.#running].filter((j) => !j.abandoned).map((j) => this.#info(j)),
+      reserved: () => this.#ready.map((j) => this.#info(j)),
+      scheduled: () =>
+        [...this.#eta].map((j) => ({ eta: str(j.delivery.headers.eta), priority: j.delivery.priority, request: this.#info(j) })),
+      taskNames: () => [...this.#tasks.keys()],
+      queues: () => [...this.#queues],
+      stats: () => this.#controlStats(),
+      conf: () => {
+        const o = this.#options;
+        const rc = typeof o.remoteControl === 'object' ? o.remoteControl : {};
+        return {
+          broker_url: censorUrl(o.broker),
+          ...(o.backend ? { result_backend: censorUrl(o.backend) } : {}),
+          task_serializer: 'auth',
+          accept_content: ['auth'],
+          result_serializer: this.#resultSerializer,
+          result_expires: o.resultExpires === undefined ? 86400 : o.resultExpires,
+          task_acks_late: true,
+          worker_concurrency: this.#concurrency,
+          worker_prefetch_multiplier: Math.max(1, Math.floor(o.prefetchMultiplier ?? 4)),
+          worker_enable_remote_control: true,
+          worker_send_task_events: this.#events?.taskEvents ?? false,
+          ...(this.#events ? { event_serializer: 'auth' } : {}),
+          control_exchange: rc.exchange ?? 'celery',
+          task_queues: [...this.#queues],
+        };
+      },
+      revoke: (ids, terminate, sig) => this.#revoke(ids, terminate, sig),
+      setTimeLimits: (name, soft, hard) => {
+        if (!this.#tasks.has(name)) return false;
+        this.#timeLimits.set(name, { soft, hard });
+        return true;
+      },
+      rateLimitChanged: () => {
+        clearTimeout(this.#rateTimer);
+        this.#rateTimer = undefined;
+        this.#pump();
+      },
+      taskEvents: (enable) => {
+        const ev = this.#events;
+        if (!ev) return null;
+        if (ev.taskEvents === enable) return false;
+        ev.taskEvents = enable;
+        return true;
+      },
+      heartbeat: () => this.#events?.beat(),
+      shutdown: () => {
+        setImmediate(() => void this.stop().catch((err: unknown) => this.#error(err)));
+      },
+      refused: (d, error) => {
+        this.stats.refused++;
+        const event: SecurityEvent = { code: error.code, reason: error.message, taskId: null, task: null, queue: d.queue, action: 'ack', error };
+        this.emit('security', event);
+      },
+      executed: (e: ControlEvent) => this.emit('control', e),
+      error: (err) => this.#error(err),
+    };
+  }
+
+  /** Celery's `_revoke` for this worker: held tasks settled as REVOKED, running ones terminated, the rest marked in the backend. */
+  async #revoke(ids: readonly string[], terminate: boolean, sig: number): Promise<string[]> {
+    const want = new Set(ids);
+    const known: string[] = [];
+    for (const j of [...this.#eta]) {
+      if (!want.has(j.id)) continue;
+      clearTimeout(j.timer);
+      this.#eta.delete(j);
+      this.#etaHeld--;
+      known.push(j.id);
+      this.#settleRevoked(j);
+    }
+    if (known.length > 0) this.#syncPrefetch();
+    for (let i = this.#ready.length - 1; i >= 0; i--) {
+      const j = this.#ready[i]!;
+      if (!want.has(j.id)) continue;
+      this.#ready.splice(i, 1);
+      known.push(j.id);
+      this.#settleRevoked(j);
+    }
+    const running = new Set<string>();
+    for (const j of this.#running) {
+      if (!want.has(j.id) || j.abandoned) continue;
+      running.add(j.id);
+      if (terminate) {
+        known.push(j.id);
+        j.terminate?.(sig);
+      }
+    }
+    // Celery 5.7: an id this worker does not hold is marked REVOKED when it has no result yet
+    // (a key-value backend; rpc:// results go only to a task's reply_to: nothing to mark).
+    const backend = this.#backend;
+    if (backend && !/^rpc:/i.test(this.#options.backend ?? '')) {
+      const others = ids.filter((id) => !running.has(id) && !known.includes(id));
+      const marks: ResultMeta[] = [];
+      for (const id of others) {
+        try {
+          const stored = await backend.get(id);
+          if (stored !== null) {
+            const meta = await decodeMeta(stored, this.#resultSerializer, this.security);
+            if (!['PENDING', 'RECEIVED', 'RETRY', 'REJECTED'].includes(meta.status)) continue;
+          }
+          const meta = buildMeta(id, 'REVOKED', { exc_type: 'TaskRevokedError', exc_message: ['revoked'], exc_module: 'celery.exceptions' }, null);
+          marks.push(meta);
+        } catch (err) {
+          this.#error(err);
+        }
+      }
+      if (marks.length > 0) {
+        try {
+          const values = await encodeMetas(marks, this.#resultSerializer, this.security);
+          await backend.store(marks.map((m, i) => ({ taskId: m.task_id, value: values[i]! })));
+        } catch (err) {
+          this.#error(err);
+        }
+      }
+    }
+    this.#pump();
+    return [...new Set(known)];
+  }
+
+  /** `inspect stats`: the fields Celery's worker reports (see `./control.ts`). */
+  #controlStats(): Record<string, unknown> {
+    const total: Record<string, number> = {};
+    for (const [k, v] of this.#total) total[k] = v;
+    let rusage: Record<string, number> | string;
+    try {
+      const u = process.resourceUsage();
+      rusage = {
+        utime: u.userCPUTime / 1e6,
+        stime: u.systemCPUTime / 1e6,
+        maxrss: u.maxRSS,
+        ixrss: u.sharedMemorySize,
+        idrss: u.unsharedDataSize,
+        isrss: u.unsharedStackSize,
+        minflt: u.minorPageFault,
+        majflt: u.majorPageFault,
+        nswap: u.swappedOut,
+        inblock: u.fsRead,
+        oublock: u.fsWrite,
+        msgsnd: u.ipcSent,
+        msgrcv: u.ipcReceived,
+        nsignals: u.signalsCount,
+        nvcsw: u.voluntaryContextSwitches,
+        nivcsw: u.involuntaryContextSwitches,
+      };
+    } catch {
+      rusage = 'N/A';
+    }
+    return {
+      total,
+      pid: process.pid,
+      uptime: Math.round((Date.now() - this.#startedAt) / 1000),
+      pool: {
+        implementation: 'celery_sign:EventLoop',
+        'max-concurrency': this.#concurrency,
+        processes: [process.pid],
+        'max-tasks-per-child': null,
+        'put-guarded-by-semaphore': false,
+        timeouts: [],
+      },
+      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}),
+      prefetch_count: this.#prefetchSent,
+      rusage,
+    };
+  }
+
   #pump(): void {
+    if (this.#rateLimits.size > 0) return this.#pumpLimited();
     while (this.#running.size < this.#concurrency && this.#ready.length > 0 && this.#state === 'running') {
       const job = this.#ready.shift()!;
       if (this.#expired(job)) continue;
@@ -720,19 +1006,64 @@ export class Worker extends EventEmitter {
     }
   }
 
+  /**
+   * `#pump` with rate limits (Celery's token buckets, `./ratelimit.ts`): a
+   * task whose bucket is empty stays held, the next ready task goes first,
+   * and the worker looks again when the first bucket refills.
+   */
+  #pumpLimited(): void {
+    let wait = Infinity;
+    const skipped = new Set<string>();
+    for (let i = 0; i < this.#ready.length && this.#running.size < this.#concurrency && this.#state === 'running'; ) {
+      const job = this.#ready[i]!;
+      if (skipped.has(job.name)) {
+        i++;
+        continue;
+      }
+      const ms = this.#rateLimits.take(job.name);
+      if (ms > 0) {
+        skipped.add(job.name);
+        wait = Math.min(wait, ms);
+        i++;
+        continue;
+      }
+      this.#ready.splice(i, 1);
+      if (this.#expired(job)) continue;
+      this.#running.add(job);
+      void this.#run(job);
+    }
+    if (wait !== Infinity && this.#state === 'running') {
+      clearTimeout(this.#rateTimer);
+      this.#rateTimer = setTimeout(() => {
+        this.#rateTimer = undefined;
+        this.#pump();
+      }, Math.min(wait, 2 ** 31 - 1));
+    }
+  }
+
   async #run(job: Job): Promise<void> {
     const h = job.delivery.headers;
     const controller = new AbortController();
     job.controller = controller;
     const limits = Array.isArray(h.timelimit) ? (h.timelimit as unknown[]) : [];
-    const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : null;
-    const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : null;
+    const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : (this.#timeLimits.get(job.name)?.hard ?? null);
+    const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : (this.#timeLimits.get(job.name)?.soft ?? null);
     const timers: NodeJS.Timeout[] = [];
     let hardReject: ((err: unknown) => void) | undefined;
     const hardLimit = new Promise<never>((_, reject) => {
       hardReject = reject;
     });
     hardLimit.catch(() => undefined);
+    let terminated: number | null = null;
+    job.terminate = (sig: number) => {
+      if (terminated !== null) return;
+      terminated = sig;
+      const err = Object.assign(new Error(`Terminated(${sig})`), { name: 'Terminated' });
+      controller.abort(err);
+      hardReject?.(err);
+    };
+    job.started = Date.now() / 1000;
+    this.#total.set(job.name, (this.#total.get(job.name) ?? 0) + 1);
     if (soft) timers.push(setTimeout(() => controller.abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
     if (hard) {
       timers.push(
@@ -819,6 +1150,20 @@ export class Worker extends EventEmitter {
     } finally {
       for (const t of timers) clearTimeout(t);
       this.#running.delete(job);
+    }
+    if (terminated !== null) {
+      // Revoked with terminate (remote control, Celery's Request.terminate): REVOKED, acknowledged.
+      const sig: number = terminated;
+      this.stats.failed--;
+      this.stats.revoked++;
+      meta = buildMeta(job.id, 'REVOKED', { exc_type: 'TaskRevokedError', exc_message: ['terminated'], exc_module: 'celery.exceptions' }, null, request);
+      // _announce_revoked -> mark_as_revoked: the chord part counts as REVOKED; no errbacks.
+      const revokedExc = meta.result as SerializedException;
+      canvas = runner && job.embed.chord !== null ? { after: () => runner.afterRevoked(creq, revokedExc) } : undefined;
+      emit = () => {
+        this.#events?.send('task-revoked', { uuid: job.id, terminated: true, signum: sig, expired: false });
+        this.emit('task-revoked', { id: job.id, name: job.name, reason: 'terminated' } satisfies TaskRefusedEvent);
+      };
     }
     if (!job.abandoned) {
       const ignore = h.ignore_result === true;
@@ -1035,6 +1380,8 @@ export class Worker extends EventEmitter {
     this.#state = 'stopping';
     const timeout = options.timeout ?? 30000;
     const deadline = Date.now() + timeout;
+    clearTimeout(this.#rateTimer);
+    await this.#control?.close(Math.min(5000, timeout)).catch(() => undefined);
     const within = async (p: Promise<unknown>): Promise<void> => {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([p, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
@@ -1097,6 +1444,36 @@ export class Worker extends EventEmitter {
   #whenStopped(): Promise<void> {
     return new Promise((r) => this.#stopWaiters.push(r));
   }
+}
+
+/** kombu's `Connection.info()` of the broker URL, without the password (`inspect stats`). */
+function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>): Record<string, unknown> {
+  let u: URL | undefined;
+  try {
+    u = new URL(url);
+  } catch {
+    u = undefined;
+  }
+  const scheme = u?.protocol.replace(/:$/, '').toLowerCase() ?? '';
+  const amqp = scheme.includes('amqp');
+  const path = u ? decodeURIComponent(u.pathname.replace(/^\//, '')) : '';
+  return {
+    hostname: u ? u.hostname.replace(/^\[|\]$/g, '') || 'localhost' : null,
+    userid: u?.username ? decodeURIComponent(u.username) : amqp ? 'guest' : null,
+    virtual_host: amqp ? path || '/' : path || '0',
+    port: u?.port ? Number(u.port) : amqp ? (scheme.endsWith('s') ? 5671 : 5672) : 6379,
+    insist: false,
+    ssl: scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
+    transport: transport ?? scheme,
+    connect_timeout: connectTimeout / 1000,
+    transport_options: transportOptions,
+    login_method: amqp ? 'PLAIN' : null,
+    uri_prefix: null,
+    heartbeat: amqp ? 60 : null,
+    failover_strategy: 'round-robin',
+    alternates: [],
+    credential_provider: null,
+  };
 }
 
 /** Whether the serializer has a key and a certificate (signs an empty batch). */

@@ -77,6 +77,7 @@ test.serial('messages are verified in batches (one native call per batch)', asyn
     concurrency: 64,
     batchSize: 256,
     canvas: false, // verify-only (a store, no key)
+    remoteControl: false,
     tasks: { 't.echo': ([i]) => i },
   });
   await w.start();
@@ -114,6 +115,7 @@ test.serial('an item with ERR_INTERNAL is not a refusal: it goes back to the que
     security,
     queues: ['fault'],
     canvas: false, // verify-only (a store, no key)
+    remoteControl: false,
     tasks: { 't.record': ([i]) => (runs.push(Number(i)), i) },
   });
   const errors: unknown[] = [];
@@ -298,7 +300,7 @@ test.serial('a worker that would publish and cannot sign fails at start(); a ver
   const err = await t.throwsAsync(w.start(), { name: 'ImproperlyConfigured' });
   t.regex(err!.message, /signs what it publishes.*no key and certificate.*chains, callbacks and chords \(canvas: false/);
   t.false(w.running);
-  const lax = worker('verify-only', { 't.ok': () => 'ok' }, { security: verifyOnly, canvas: false });
+  const lax = worker('verify-only', { 't.ok': () => 'ok' }, { security: verifyOnly, canvas: false, remoteControl: false });
   await lax.start();
   try {
     t.is(await (await client.sendTask('t.ok', [], {}, { queue: 'verify-only' })).get({ timeout: 10000 }), 'ok');

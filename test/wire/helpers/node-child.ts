@@ -46,6 +46,7 @@ async function main(): Promise<void> {
     // A verify-only worker: a store, no key, so it publishes nothing.
     security: new SecureSerializer({ store: new FSCertStore(cfg.storeDir!) }),
     canvas: false,
+    remoteControl: false,
     queues: cfg.queues ?? ['celery'],
     concurrency: cfg.concurrency ?? 4,
     ...(cfg.visibilityTimeout !== undefined ? { visibilityTimeout: cfg.visibilityTimeout } : {}),
