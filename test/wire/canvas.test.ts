@@ -432,6 +432,7 @@ test.serial('canvas: false runs the task, reports the canvas it does not follow,
     backend: redis.url(),
     security: serializer(pki, 'verify'),
     canvas: false,
+    remoteControl: false, // verify-only: it publishes nothing
     queues: [queue],
     tasks: { 'wire.add': ([x, y]) => Number(x) + Number(y) },
   });
