@@ -33,7 +33,9 @@ export { setThreads, threadCount, backend } from './native.js';
 export type { BackendName } from './backend/types.js';
 
 // The Celery wire layer: client, worker, their options, events and errors.
-export { createClient, CeleryClient, AsyncResult } from './wire/client.js';
+export { createClient, CeleryClient, AsyncResult, GroupResult } from './wire/client.js';
+export { signature, chain, group, chord, Signature, Chain, Group, Chord, Canvas, CanvasError } from './wire/canvas.js';
+export type { SignatureOptions, SignatureDict, CanvasSenderHost } from './wire/canvas.js';
 export type { ClientOptions, GetOptions } from './wire/client.js';
 export type { TaskOptions, TaskEmbed } from './wire/protocol.js';
 export type { ResultMeta, TaskState, ResultSerializer } from './wire/results.js';
@@ -70,6 +72,8 @@ export type {
   ConsumeOptions,
   ResultBackend,
   StoredResult,
+  ChordPart,
+  ChordJoin,
   TransportOptions,
   BackendOptions,
   TransportFactory,

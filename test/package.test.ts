@@ -68,6 +68,18 @@ const EXPORTS = [
   'createWorker',
   'registerBackend',
   'registerTransport',
+  // the canvas: signatures, chain, group, chord
+  'Canvas',
+  'CanvasError',
+  'Chain',
+  'Chord',
+  'Group',
+  'GroupResult',
+  'Signature',
+  'chain',
+  'chord',
+  'group',
+  'signature',
 ].sort();
 
 /** kombu's JSON: its value types and dumps/loads. */

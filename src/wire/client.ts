@@ -14,6 +14,8 @@ import { ImproperlyConfigured } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
 import { ResultTimeoutError, TaskFailedError, WireError } from './errors.js';
 import { bindHeaders } from './binding.js';
+import { CanvasError, planCanvas, Signature, type Canvas, type SignatureOptions } from './canvas.js';
+import type { Applied } from './canvas-engine.js';
 import { buildTaskMessage, encodeTaskMessages, type TaskMessage, type TaskOptions } from './protocol.js';
 import {
   decodeMeta,
@@ -131,6 +133,37 @@ export class AsyncResult {
   }
 }
 
+/** A handle on the results of a group's tasks (Celery's `GroupResult`). */
+export class GroupResult {
+  /** The group id (the `group` header of its tasks). */
+  readonly id: string;
+  /** The tasks' results, in the group's order (a nested group's are a `GroupResult`). */
+  readonly results: (AsyncResult | GroupResult)[];
+
+  /** @internal */
+  constructor(id: string, results: (AsyncResult | GroupResult)[]) {
+    this.id = id;
+    this.results = results;
+  }
+
+  /** Waits for every task; resolves with their results in order (Celery's `GroupResult.get()`). */
+  async get(options: GetOptions = {}): Promise<unknown[]> {
+    const deadline = Date.now() + (options.timeout ?? Infinity);
+    const out: unknown[] = [];
+    for (const r of this.results) {
+      const left = deadline - Date.now();
+      out.push(await r.get({ ...options, ...(Number.isFinite(left) ? { timeout: Math.max(1, left) } : {}) }));
+    }
+    return out;
+  }
+
+  /** Whether every task has finished. */
+  async ready(): Promise<boolean> {
+    for (const r of this.results) if (!(await r.ready())) return false;
+    return true;
+  }
+}
+
 interface Pending {
   message: TaskMessage;
   resolve: () => void;
@@ -229,6 +262,49 @@ export class CeleryClient {
       this.#schedule();
     });
     return new AsyncResult(message.headers.id as string, this);
+  }
+
+  /**
+   * A task signature bound to this client (Celery's
+   * `signature(name, args, kwargs, options)`):
+   * `client.signature('tasks.add', [2, 2]).applyAsync()`.
+   * Options are Celery's `apply_async` options, as Celery names them.
+   */
+  signature(task: string, args?: readonly unknown[], kwargs?: Record<string, unknown>, options?: SignatureOptions): Signature {
+    const sig = new Signature(task, args, kwargs, options);
+    sig.host = this;
+    return sig;
+  }
+
+  /**
+   * Sends a canvas (a signature, `chain`, `group` or `chord`) as Celery's
+   * `apply_async` does, every message signed; `options` are `apply_async`'s
+   * (Celery's names: `queue`, `countdown`, `task_id`...). Resolves once the
+   * broker has them all, with the result handle Celery returns: the last
+   * task's `AsyncResult` for a chain, a {@link GroupResult} for a group, the
+   * body's `AsyncResult` for a chord. A chord needs the Redis result backend
+   * (its size is set there first).
+   */
+  async send(canvas: Canvas, options: SignatureOptions = {}): Promise<AsyncResult | GroupResult> {
+    this.#check();
+    const { sender, applied } = planCanvas(canvas, this.oid, options, this.security.wireFormat === 'celery-5.4' ? false : null);
+    if (sender.chordSizes.length > 0) {
+      const backend = await this.#results();
+      if (!backend.setChordSize) throw new CanvasError('Starting chords requires a result backend that counts chords (Redis)');
+      for (const c of sender.chordSizes) await backend.setChordSize(c.groupId, c.size);
+    }
+    await Promise.all(
+      sender.messages.map((message) => {
+        if (this.#options.headerBinding) bindHeaders(message);
+        return new Promise<void>((resolve, reject) => {
+          this.#pending.push({ message, resolve, reject });
+          this.#schedule();
+        });
+      }),
+    );
+    const toResult = (a: Applied): AsyncResult | GroupResult =>
+      a.kind === 'task' ? new AsyncResult(a.id, this) : new GroupResult(a.id, a.results.map(toResult));
+    return toResult(applied);
   }
 
   /** A handle on the result of a task sent before. */

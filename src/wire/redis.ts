@@ -61,6 +61,8 @@ import {
   type BackendOptions,
   type BrokerConsumer,
   type BrokerTransport,
+  type ChordJoin,
+  type ChordPart,
   type ConsumeOptions,
   type Delivery,
   type EventMessage,
@@ -1266,6 +1268,105 @@ class RedisConsumer implements BrokerConsumer {
   }
 }
 
+// Celery 5.7's chord scripts (celery/backends/redis.py), verbatim, so that Node and
+// Python workers count one chord together.
+// KEYS: .j, .t, .s, .d, group key, .c ; ARGV: tid, value, ordered, score, expires, group_expires, claim_expires, token
+const CHORD_PART_RETURN = new Script(`
+local jkey, tkey, skey, dkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local tid, value, ordered, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local expires, group_expires = tonumber(ARGV[5]), tonumber(ARGV[6])
+local claim_expires = tonumber(ARGV[7])
+local claim_token = ARGV[8]
+
+-- Prevent late duplicates from recreating chord state after successful cleanup.
+local done_marker = redis.call('GET', ckey)
+if done_marker == 'done' then
+    return {-1, 0, 0, 0}
+end
+
+-- Key the check on the task id and header index, so it doesn't merge two
+-- header entries that share the task id of a reused frozen signature.
+local member = tid .. ':' .. score
+if redis.call('SISMEMBER', dkey, member) == 0 then
+    if ordered == '1' then
+        redis.call('ZADD', jkey, score, value)
+    else
+        redis.call('RPUSH', jkey, value)
+    end
+    redis.call('SADD', dkey, member)
+end
+local readycount
+if ordered == '1' then
+    readycount = redis.call('ZCOUNT', jkey, '-inf', '+inf')
+else
+    readycount = redis.call('LLEN', jkey)
+end
+if expires > 0 then
+    for _, key in ipairs({jkey, tkey, skey, dkey}) do
+        redis.call('EXPIRE', key, expires)
+    end
+    if group_expires > 0 then
+        redis.call('EXPIRE', gkey, group_expires)
+    end
+end
+
+local totaldiff = redis.call('GET', tkey)
+local size = redis.call('GET', skey)
+local claimed = 0
+if size and readycount == tonumber(size) + tonumber(totaldiff or 0) then
+    if redis.call('SET', ckey, claim_token, 'NX', 'EX', claim_expires) then
+        claimed = 1
+    end
+end
+
+return {readycount, totaldiff, size, claimed}
+`);
+
+const CHORD_CLEANUP = new Script(`
+local ckey = KEYS[1]
+local jkey = KEYS[2]
+local tkey = KEYS[3]
+local skey = KEYS[4]
+local dkey = KEYS[5]
+local token = ARGV[1]
+local done_expires = tonumber(ARGV[2])
+
+if redis.call('GET', ckey) == token then
+    redis.call('DEL', jkey, tkey, skey, dkey)
+    if done_expires and done_expires > 0 then
+        redis.call('SET', ckey, 'done', 'EX', done_expires)
+    end
+    return 1
+end
+return 0
+`);
+
+const CHORD_CLAIM_EXTEND = new Script(`
+local ckey, skey = KEYS[1], KEYS[2]
+local token = ARGV[1]
+local expires = tonumber(ARGV[2])
+if redis.call('GET', ckey) == token then
+    return redis.call('EXPIRE', ckey, expires)
+end
+if not redis.call('GET', ckey) and redis.call('EXISTS', skey) == 1 then
+    return redis.call('SET', ckey, token, 'EX', expires, 'NX') and 1 or 0
+end
+return 0
+`);
+
+/** Celery's `group_keyprefix`. */
+const GROUP_KEY_PREFIX = 'celery-taskset-meta-';
+/**
+ * Celery's defaults in `on_chord_part_return`: the claim lives
+ * `max(5, int(result_chord_join_timeout * 2))` = 6 s, the done marker
+ * `max(claim * 2, 300)` = 300 s, and the publish lease
+ * (`_chord_publish_claim_expires` with `task_publish_retry_policy`'s 3 retries and
+ * `broker_connection_timeout` 4 s) = 21 s.
+ */
+const CHORD_CLAIM_EXPIRES = 6;
+const CHORD_DONE_EXPIRES = 300;
+const CHORD_PUBLISH_EXPIRES = 21;
+
 /** Celery's Redis result backend: `celery-task-meta-<id>` keys, announced with PUBLISH. */
 export class RedisBackend implements ResultBackend {
   readonly #url: string;
@@ -1281,6 +1382,7 @@ export class RedisBackend implements ResultBackend {
   #flushScheduled = false;
   #poller: NodeJS.Timeout | undefined;
   #closed = false;
+  readonly #backendOptions: Record<string, unknown>;
 
   private constructor(url: string, client: RedisClient, options: BackendOptions) {
     this.#url = url;
@@ -1290,6 +1392,7 @@ export class RedisBackend implements ResultBackend {
     this.#connectTimeout = options.connectTimeout ?? 10000;
     const p = options.transportOptions?.global_keyprefix;
     this.#prefix = typeof p === 'string' ? p : '';
+    this.#backendOptions = options.transportOptions ?? {};
   }
 
   /** Connects to the result backend at `url`. */
@@ -1443,6 +1546,59 @@ export class RedisBackend implements ResultBackend {
       this.#readNow([...this.#waiters.keys()]).catch(() => undefined);
     }, this.#pollInterval);
     this.#poller.unref();
+  }
+
+  /** The key of a group's chord data (`get_key_for_group(gid, suffix)`). */
+  groupKey(groupId: string, suffix = ''): string {
+    return this.#prefix + GROUP_KEY_PREFIX + groupId + suffix;
+  }
+
+  /** Celery's `set_chord_size`: DEL `.c` (a new run of a frozen chord), SET `.s` size with `chord_expires`. */
+  async setChordSize(groupId: string, size: number): Promise<void> {
+    if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
+    await this.#client.del(this.groupKey(groupId, '.c'));
+    const expires = Math.max(0, Math.floor(this.#expires));
+    if (expires > 0) await this.#client.set(this.groupKey(groupId, '.s'), String(size), 'EX', expires);
+    else await this.#client.set(this.groupKey(groupId, '.s'), String(size));
+  }
+
+  /**
+   * Celery's `on_chord_part_return` (the Redis backend's, without
+   * `chord_unlock`): CHORD_PART_RETURN_LUA, and when this part completes the
+   * chord and claims it, the parts (ZRANGE `.j`, or LRANGE with
+   * `result_chord_ordered: false`) unless the header was saved as a GroupResult.
+   */
+  async chordPartReturn(part: ChordPart): Promise<ChordJoin | null> {
+    if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
+    const gid = part.groupId;
+    const [jkey, tkey, skey, dkey, gkey, ckey] = ['.j', '.t', '.s', '.d', '', '.c'].map((x) => this.groupKey(gid, x)) as [
+      string, string, string, string, string, string,
+    ];
+    const ordered = this.#backendOptions.result_chord_ordered !== false;
+    const expires = Math.max(0, Math.floor(this.#expires));
+    const token = randomUUID().replace(/-/g, '');
+    const out = (await CHORD_PART_RETURN.run(
+      this.#client,
+      [jkey, tkey, skey, dkey, gkey, ckey],
+      [part.taskId, part.value, ordered ? 1 : 0, part.groupIndex ?? '+inf', expires, expires, CHORD_CLAIM_EXPIRES, token],
+    )) as [number, string | null, string | null, number];
+    const [readycount, totaldiff, size, claimed] = out;
+    if (readycount === -1 || !size) return null;
+    const total = Number(size) + Number(totaldiff ?? 0);
+    if (readycount !== total || !claimed) return null;
+    let values: string[] | null = null;
+    if ((await this.#client.exists(gkey)) === 0) {
+      values = ordered ? await this.#client.zrange(jkey, 0, -1) : await this.#client.lrange(jkey, 0, total);
+    }
+    const client = this.#client;
+    return {
+      values,
+      extendClaim: async () => Number(await CHORD_CLAIM_EXTEND.run(client, [ckey, skey], [token, CHORD_PUBLISH_EXPIRES])) === 1,
+      cleanup: async () => Number(await CHORD_CLEANUP.run(client, [ckey, jkey, tkey, skey, dkey], [token, CHORD_DONE_EXPIRES])) === 1,
+      dropSize: async () => {
+        await client.del(skey);
+      },
+    };
   }
 
   /** Rejects pending waits with `WireError` `ERR_CLOSED` and closes both connections. */

@@ -208,6 +208,39 @@ export interface ResultBackend {
   /** Optional: waits for a ready meta, already decoded, or the timeout (then `null`). */
   waitMeta?(taskId: string, timeoutMs: number): Promise<ResultMeta | null>;
   close(): Promise<void>;
+  /**
+   * Celery's `set_chord_size(group_id, chord_size)` (the chord-unlock-free
+   * path of the Redis backend). Optional: a backend without it cannot run chords.
+   */
+  setChordSize?(groupId: string, size: number): Promise<void>;
+  /**
+   * The counting step of Celery's `on_chord_part_return`: records one header
+   * part's encoded `[1, task_id, state, result]`; resolves `null` unless this
+   * part completed the chord and claimed the right to publish its body.
+   */
+  chordPartReturn?(part: ChordPart): Promise<ChordJoin | null>;
+}
+
+/** One finished chord header task, as `on_chord_part_return` records it. */
+export interface ChordPart {
+  groupId: string;
+  taskId: string;
+  /** `request.group_index`; `null` is Celery's `'+inf'`. */
+  groupIndex: number | null;
+  /** `backend.encode([1, task_id, state, result])` in the result serializer. */
+  value: string;
+}
+
+/** A completed chord, claimed by this worker: the header's parts and the claim's steps. */
+export interface ChordJoin {
+  /** The parts in header order (encoded as stored), or `null` when the header was saved as a GroupResult (nested groups). */
+  values: string[] | null;
+  /** Extends the claim for the time a publish may take; `false`: the claim was lost, do not publish. */
+  extendClaim(): Promise<boolean>;
+  /** After publishing the body: removes the chord's keys and marks it done (late duplicates are ignored). */
+  cleanup(): Promise<boolean>;
+  /** After a chord error: drops the chord size, so a late copy of a header task does not fail it again. */
+  dropSize(): Promise<void>;
 }
 
 /** Options every transport factory receives. */

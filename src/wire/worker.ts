@@ -48,6 +48,7 @@
  *
  * @module
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
@@ -55,6 +56,8 @@ import type { SecureSerializer } from '../serializer.js';
 import { BINDING_KEY, bindHeaders, checkBinding } from './binding.js';
 import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
 import { RateLimits, type RateLimit } from './ratelimit.js';
+import { CanvasError, CanvasRunner, hasCanvas, type CanvasRequest } from './canvas.js';
+import type { CanvasSender } from './canvas-engine.js';
 import { WireError, type SerializedException } from './errors.js';
 import { EventDispatcher, type EventOptions } from './events.js';
 import {
@@ -101,6 +104,7 @@ import {
   type BrokerConsumer,
   type BrokerTransport,
   type Delivery,
+  type OutgoingMessage,
   type ResultBackend,
 } from './transport.js';
 import './redis.js';
@@ -128,7 +132,7 @@ export interface TaskContext {
   readonly priority: number;
   /** The broker delivered it before (a restored or requeued message). */
   readonly redelivered: boolean;
-  /** callbacks, errbacks, chain, chord (not acted upon by this worker). */
+  /** callbacks, errbacks, chain, chord (followed by the worker unless `canvas: false`). */
   readonly embed: TaskEmbed;
   /** This worker's name. */
   readonly hostname: string;
@@ -347,6 +351,13 @@ interface Settlement {
   action: 'ack' | 'reject';
   meta: ResultMeta | null;
   emit?: () => void;
+  /** Canvas steps (./canvas.ts): published before the result is stored; run after it, before the ack. */
+  canvas?: {
+    before?: CanvasSender;
+    after?: () => Promise<void>;
+    /** What `after` becomes when `before` cannot be encoded (the task is then a FAILURE, as Celery's tracer makes it). */
+    failed?: (exc: SerializedException) => () => Promise<void>;
+  };
 }
 
 function str(v: unknown): string | null {
@@ -371,6 +382,7 @@ export class Worker extends EventEmitter {
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
   readonly #canvas: boolean;
+  #canvasRunner: CanvasRunner | undefined;
   #events: EventDispatcher | undefined;
   #control: ControlNode | undefined;
   readonly #revoked = new RevokedSet();
@@ -437,6 +449,24 @@ export class Worker extends EventEmitter {
       throw new ImproperlyConfigured(`Invalid rate limit: ${(err as Error).message}`);
     }
     if (options.backend) checkBackend(options.backend, options.broker);
+    if (this.#canvas) {
+      this.#canvasRunner = new CanvasRunner(randomUUID(), this.security, this.#resultSerializer, () => this.#backend, {
+        publish: (sender) => this.#publish(sender.messages),
+        error: (err) => this.#error(err),
+      });
+    }
+  }
+
+  /** The request as the canvas steps read it. */
+  #canvasRequest(job: Job): CanvasRequest {
+    const h = job.delivery.headers;
+    return {
+      id: job.id,
+      rootId: str(h.root_id),
+      group: str(h.group),
+      groupIndex: Number.isInteger(h.group_index) ? (h.group_index as number) : null,
+      embed: job.embed,
+    };
   }
 
   /**
@@ -778,10 +808,15 @@ export class Worker extends EventEmitter {
       { group: str(job.delivery.headers.group), parentId: str(job.delivery.headers.parent_id) },
     );
     const event: TaskRefusedEvent = { id: job.id, name: job.name, reason: 'expired' };
+    const runner = this.#canvasRunner;
+    const req = this.#canvasRequest(job);
     this.#settle({
       delivery: job.delivery,
       action: 'ack',
       meta,
+      ...(runner && job.embed.chord !== null
+        ? { canvas: { after: () => runner.afterRevoked(req, meta.result as SerializedException) } }
+        : {}),
       emit: () => {
         this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: true });
         this.emit('task-revoked', event);
@@ -808,10 +843,16 @@ export class Worker extends EventEmitter {
       null,
       { group: str(h.group), parentId: str(h.parent_id) },
     );
+    const runner = this.#canvasRunner;
+    const req = this.#canvasRequest(job);
     this.#settle({
       delivery: job.delivery,
       action: 'ack',
       meta,
+      // mark_as_revoked: a chord part counts (REVOKED); no errbacks, the chain's rest is not failed.
+      ...(runner && job.embed.chord !== null
+        ? { canvas: { after: () => runner.afterRevoked(req, meta.result as SerializedException) } }
+        : {}),
       emit: () => {
         this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: false });
         this.emit('task-revoked', { id: job.id, name: job.name, reason: 'revoked' } satisfies TaskRefusedEvent);
@@ -1132,9 +1173,35 @@ export class Worker extends EventEmitter {
     const started = performance.now();
     let meta: ResultMeta;
     let emit: () => void;
+    let canvas: Settlement['canvas'];
+    const runner = this.#canvasRunner;
+    const creq = this.#canvasRequest(job);
+    if (!runner && hasCanvas(job.embed)) {
+      this.#error(
+        new CanvasError(
+          `Task ${job.id} (${job.name}) carries a canvas (callbacks, errbacks, chain or chord) and this worker has canvas: false: it runs the task and does not follow the canvas`,
+        ),
+      );
+    }
     try {
       const result = await Promise.race([Promise.resolve().then(() => job.handler(job.args, job.kwargs, ctx)), hardLimit]);
       const runtime = performance.now() - started;
+      if (runner) {
+        // Celery's tracer: callbacks and the chain's next task are sent before the result is stored.
+        // A canvas it cannot follow is the tracer's internal error: the task is stored as a FAILURE.
+        let before: CanvasSender | null;
+        try {
+          before = runner.onSuccess(creq, result);
+        } catch (err) {
+          this.#error(err);
+          throw err;
+        }
+        canvas = {
+          ...(before ? { before } : {}),
+          after: () => runner.afterSuccess(creq, result),
+          failed: (exc) => () => runner.afterFailure(creq, exc, null),
+        };
+      }
       this.stats.succeeded++;
       meta = buildMeta(job.id, 'SUCCESS', result, null, request);
       emit = () => {
@@ -1156,6 +1223,7 @@ export class Worker extends EventEmitter {
         }
         const traceback = tracebackOf(err);
         meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
+        if (runner) canvas = { after: () => runner.afterFailure(creq, exc, traceback) };
         const excRepr = exceptionRepr(exc);
         emit = () => {
           this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
@@ -1172,6 +1240,9 @@ export class Worker extends EventEmitter {
       this.stats.failed--;
       this.stats.revoked++;
       meta = buildMeta(job.id, 'REVOKED', { exc_type: 'TaskRevokedError', exc_message: ['terminated'], exc_module: 'celery.exceptions' }, null, request);
+      // _announce_revoked -> mark_as_revoked: the chord part counts as REVOKED; no errbacks.
+      const revokedExc = meta.result as SerializedException;
+      canvas = runner && job.embed.chord !== null ? { after: () => runner.afterRevoked(creq, revokedExc) } : undefined;
       emit = () => {
         this.#events?.send('task-revoked', { uuid: job.id, terminated: true, signum: sig, expired: false });
         this.emit('task-revoked', { id: job.id, name: job.name, reason: 'terminated' } satisfies TaskRefusedEvent);
@@ -1179,7 +1250,7 @@ export class Worker extends EventEmitter {
     }
     if (!job.abandoned) {
       const ignore = h.ignore_result === true;
-      this.#settle({ delivery: job.delivery, action: 'ack', meta: ignore ? null : meta, emit });
+      this.#settle({ delivery: job.delivery, action: 'ack', meta: ignore ? null : meta, emit, ...(canvas ? { canvas } : {}) });
     }
     this.#pump();
     this.#checkIdle();
@@ -1257,8 +1328,10 @@ export class Worker extends EventEmitter {
   async #flushSettled(): Promise<void> {
     try {
       while (this.#settleQueue.length > 0) {
-        const batch = this.#settleQueue.splice(0, 512);
+        let batch = this.#settleQueue.splice(0, 512);
         try {
+          // The canvas first (Celery's tracer sends callbacks and the chain before storing).
+          await this.#canvasBefore(batch);
           await this.#storeResults(batch);
         } catch (err) {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
@@ -1267,6 +1340,7 @@ export class Worker extends EventEmitter {
           this.#release(batch.length);
           continue;
         }
+        batch = await this.#canvasAfter(batch);
         const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
         const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
         try {
@@ -1289,6 +1363,75 @@ export class Worker extends EventEmitter {
       this.#kickSettle();
       this.#checkIdle();
     }
+  }
+
+  /**
+   * Publishes the messages the batch's successful tasks send (chord sizes
+   * first), signed in one batch. A task whose messages kombu JSON cannot
+   * encode (its result, prepended to a callback's args) becomes a FAILURE
+   * with `EncodeError`, as Celery's tracer stores it.
+   */
+  async #canvasBefore(batch: Settlement[]): Promise<void> {
+    const items = batch.filter((s) => s.canvas?.before !== undefined);
+    if (items.length === 0) return;
+    const transport = this.#transport;
+    if (!transport) throw new WireError('ERR_CLOSED', 'The worker is not connected');
+    let outgoing: OutgoingMessage[];
+    let ok = items;
+    try {
+      outgoing = await encodeTaskMessages(
+        items.flatMap((s) => s.canvas!.before!.messages),
+        this.security,
+      );
+    } catch {
+      outgoing = [];
+      ok = [];
+      for (const s of items) {
+        try {
+          outgoing.push(...(await encodeTaskMessages(s.canvas!.before!.messages, this.security)));
+          ok.push(s);
+        } catch (err) {
+          const exc: SerializedException = {
+            exc_type: 'EncodeError',
+            exc_message: [err instanceof Error ? err.message : String(err)],
+            exc_module: 'kombu.exceptions',
+          };
+          if (s.meta) {
+            s.meta = buildMeta(s.meta.task_id, 'FAILURE', exc, null, { group: s.meta.group_id ?? null, parentId: s.meta.parent_id ?? null });
+          }
+          const after = s.canvas!.failed?.(exc);
+          s.canvas = after ? { after } : {};
+        }
+      }
+    }
+    const backend = this.#backend;
+    for (const s of ok) for (const c of s.canvas!.before!.chordSizes) await backend!.setChordSize!(c.groupId, c.size);
+    if (outgoing.length > 0) await transport.publish(outgoing);
+  }
+
+  /**
+   * Runs the steps after the store (chord parts, the failed chain's rest,
+   * errbacks). A settlement whose step failed is not acknowledged: it is
+   * given back to the broker by the visibility timeout and runs again.
+   * Returns the settlements to acknowledge.
+   */
+  async #canvasAfter(batch: Settlement[]): Promise<Settlement[]> {
+    const failed = new Set<Settlement>();
+    await Promise.all(
+      batch.map(async (s) => {
+        if (!s.canvas?.after) return;
+        try {
+          await s.canvas.after();
+        } catch (err) {
+          this.#error(err);
+          failed.add(s);
+        }
+      }),
+    );
+    if (failed.size === 0) return batch;
+    this.#forget([...failed].map((s) => s.delivery));
+    this.#release(failed.size);
+    return batch.filter((s) => !failed.has(s));
   }
 
   async #storeResults(batch: Settlement[]): Promise<void> {

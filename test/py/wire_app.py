@@ -135,6 +135,23 @@ def sleep(seconds, value=None):
     return value
 
 
+# --- canvas (test/wire/canvas.test.ts) ---
+
+@app.task(name='wire.collect', bind=True)
+def collect(self, results):
+    """A chord body: counts its runs per task id in ``wire:runs`` and returns what it got."""
+    _runs_client().hincrby('wire:runs', self.request.id, 1)
+    return {'results': results, 'parent_id': self.request.parent_id, 'root_id': self.request.root_id,
+            'group': self.request.group}
+
+
+@app.task(name='wire.record', bind=True)
+def record(self, *args):
+    """An errback or callback: returns its arguments and where it came from."""
+    return {'args': list(args), 'parent_id': self.request.parent_id, 'root_id': self.request.root_id,
+            'group': self.request.group, 'group_index': self.request.group_index}
+
+
 @app.task(name='wire.retry', bind=True)
 def retry(self, *args, to=None, countdown=0, times=1, **kwargs):
     """Counts its runs per task id in ``wire:runs``; retries (``self.retry``)
