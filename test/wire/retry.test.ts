@@ -9,6 +9,7 @@
  * - a task sent by Python and retried by the Node worker runs again (and
  *   succeeds) on a Python worker, and a Python worker's retry runs again on
  *   the Node worker (runs counted per task id);
+ * - a retried task keeps its chain: the next task runs after the retry succeeds;
  * - spent retries: `MaxRetriesExceededError` (celery.exceptions), or `exc`;
  * - `autoretryFor`, `dontAutoretryFor`, `retryBackoff`, `retryJitter`;
  * - `retries: false` makes no key necessary and `ctx.retry` fail the task;
@@ -448,4 +449,16 @@ test.serial('over AMQP with rpc:// results: a Python client waiting on a task th
   } finally {
     await w.stop();
   }
+});
+
+test.serial('a retried task keeps its chain: after the retry succeeds, the next task runs (on a Python worker) with its result', async (t) => {
+  t.timeout(60000);
+  const nextId = `chain-next-${Date.now()}`;
+  const next = { task: 'wire.echo', args: ['next'], kwargs: {}, options: { queue: PY_Q, task_id: nextId }, subtask_type: null, immutable: false };
+  const out = await send([{ name: 'wire.retry', args: ['chained'], kwargs: { times: 1 }, options: { queue: NODE_Q, chain: [next] } }]);
+  t.deepEqual(out.results[0], { ok: true, value: { retries: 1, worker: 'node', args: ['chained'] } });
+  t.is(await eventually(async () => (await r.get(`celery-task-meta-${nextId}`)) !== null && (await metaOf(nextId)).status === 'SUCCESS', true, 30000), true);
+  const meta = await metaOf(nextId);
+  t.like(meta.result, { args: [{ retries: 1, worker: 'node', args: ['chained'] }, 'next'], request: { parent_id: out.ids[0], retries: 0 } });
+  t.is(contexts.get(out.ids[0]!)!.length, 2);
 });
