@@ -31,6 +31,7 @@ Options:
   --chart FILE   where to write the chart (default bench/results/quick.svg with
                  --quick; a full run writes bench/results/throughput.svg and BENCHMARKS.md)
   --write        with --quick, also rewrite BENCHMARKS.md and bench/results/
+  --from FILE    measure nothing: show a saved --json result (its table and chart)
   -h, --help     this text
 
 Example:
@@ -42,6 +43,7 @@ Example:
     'no-python': { type: 'boolean' },
     chart: { type: 'string' },
     write: { type: 'boolean' },
+    from: { type: 'string' },
   },
   async run(p, io) {
     const script = join(PACKAGE_ROOT, 'bench', 'run.ts');
@@ -59,9 +61,12 @@ Example:
     if (flag(p, 'json')) args.push('--json');
     if (flag(p, 'write')) args.push('--write');
     if (flag(p, 'no-python')) args.push('--no-python');
+    const from = str(p, 'from');
+    if (from !== undefined) args.push('--from', resolve(from));
     const threads = str(p, 'threads');
     if (threads !== undefined) args.push('--threads', threads);
-    const chart = str(p, 'chart') ?? (flag(p, 'quick') && !flag(p, 'write') ? join(PACKAGE_ROOT, 'bench', 'results', 'quick.svg') : undefined);
+    const chartOpt = str(p, 'chart');
+    const chart = chartOpt !== undefined ? resolve(chartOpt) : (flag(p, 'quick') || from !== undefined) && !flag(p, 'write') ? join(PACKAGE_ROOT, 'bench', 'results', 'quick.svg') : undefined;
     if (chart !== undefined) args.push('--chart', chart);
     const child = spawn(process.execPath, ['--import', tsx, script, ...args], {
       cwd: PACKAGE_ROOT,
