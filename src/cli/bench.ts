@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
-import { CliError, EXIT, flag, str, type Command } from './common.js';
+import { CliError, EXIT, flag, int, str, UsageError, type Command } from './common.js';
 
 /** The package's root: lib/cli/ -> ../.. */
 export const PACKAGE_ROOT = resolve(__dirname, '..', '..');
@@ -63,8 +63,11 @@ Example:
     if (flag(p, 'no-python')) args.push('--no-python');
     const from = str(p, 'from');
     if (from !== undefined) args.push('--from', resolve(from));
-    const threads = str(p, 'threads');
-    if (threads !== undefined) args.push('--threads', threads);
+    if (str(p, 'threads') !== undefined) {
+      const threads = int(p, 'threads', 0);
+      if (threads < 1) throw new UsageError('--threads must be at least 1');
+      args.push('--threads', String(threads));
+    }
     const chartOpt = str(p, 'chart');
     const chart = chartOpt !== undefined ? resolve(chartOpt) : (flag(p, 'quick') || from !== undefined) && !flag(p, 'write') ? join(PACKAGE_ROOT, 'bench', 'results', 'quick.svg') : undefined;
     if (chart !== undefined) args.push('--chart', chart);

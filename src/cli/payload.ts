@@ -93,7 +93,7 @@ Example:
         throw new CliError('the input is not JSON (pass --binary to sign its bytes)');
       }
     }
-    const s = new SecureSerializer({ key, cert, digest, wireFormat });
+    const s = new SecureSerializer({ key, cert, digest, wireFormat, ...(flag(p, 'binary') ? { serializer: 'raw' } : {}) });
     let payload: string;
     try {
       payload = s.serialize(data);
