@@ -293,6 +293,36 @@ test('keygen encrypts with --password-file; certgen needs the password and never
   }
 });
 
+test('keygen --encrypt asks for the password on a terminal without echoing it', async (t) => {
+  const { dir, cleanup } = tmp();
+  try {
+    const key = join(dir, 'tty.key');
+    const password = 'typed-on-a-tty-0x2a';
+    const ptyRun = (argv: string[], answers: string[]) => new Promise<{ status: number; output: string }>((resolve, reject) => {
+      const child = spawn(pythonPath('current'), [join(ROOT, 'test', 'py', 'cli_pty.py')], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv() });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      child.once('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`cli_pty.py exited ${code}: ${err}`))));
+      child.stdin.end(JSON.stringify({ argv: [process.execPath, MAIN, ...argv], answers, timeout: 60 }));
+    });
+    const r = await ptyRun(['keygen', '--bits', '2048', '--encrypt', '--out', key], [password, password]);
+    t.is(r.status, 0, r.output);
+    t.regex(r.output, /^Password for the new key: \r?\nAgain: \r?\nwrote /);
+    t.false(r.output.includes(password), 'the password is not echoed');
+    t.is(new PrivateKey(readFileSync(key), password).bits, 2048);
+    t.throws(() => new PrivateKey(readFileSync(key), 'other'), { code: 'ERR_INVALID_KEY' });
+    const mismatch = await ptyRun(['keygen', '--bits', '2048', '--encrypt', '--out', join(dir, 'no.key')], ['one-secret', 'two-secret']);
+    t.is(mismatch.status, 3);
+    t.regex(mismatch.output, /celery-sign keygen: the passwords do not match/);
+    t.false(mismatch.output.includes('one-secret') || mismatch.output.includes('two-secret'));
+    t.false(existsSync(join(dir, 'no.key')));
+  } finally {
+    cleanup();
+  }
+});
+
 test('certgen issues a certificate with a CA key and certificate, and writes a CSR that cryptography verifies', async (t) => {
   const { dir, cleanup } = tmp();
   try {

@@ -71,13 +71,16 @@ Example:
     const chartOpt = str(p, 'chart');
     const chart = chartOpt !== undefined ? resolve(chartOpt) : (flag(p, 'quick') || from !== undefined) && !flag(p, 'write') ? join(PACKAGE_ROOT, 'bench', 'results', 'quick.svg') : undefined;
     if (chart !== undefined) args.push('--chart', chart);
+    // The process's own streams go to the child as they are, so that its
+    // progress line shows when stderr is a terminal (bench/measure.ts Progress).
+    const own = io.stdout === process.stdout && io.stderr === process.stderr;
     const child = spawn(process.execPath, ['--import', tsx, script, ...args], {
       cwd: PACKAGE_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: own ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
       env: io.env,
     });
-    child.stdout.pipe(io.stdout, { end: false });
-    child.stderr.pipe(io.stderr, { end: false });
+    child.stdout?.pipe(io.stdout, { end: false });
+    child.stderr?.pipe(io.stderr, { end: false });
     const code = await new Promise<number>((done) => child.on('close', (c, sig) => done(sig ? EXIT.RUNTIME : (c ?? EXIT.RUNTIME))));
     if (code === 2) return EXIT.USAGE;
     return code === 0 ? EXIT.OK : EXIT.RUNTIME;

@@ -139,10 +139,11 @@ export async function promptPassword(io: Io, prompt: string, confirm: boolean): 
   }
   const ask = (text: string) =>
     new Promise<string>((resolve, reject) => {
-      io.stderr.write(text);
-      let buf = '';
+      // Raw mode (no echo) before the prompt shows: nothing typed after it is echoed.
       stdin.setRawMode(true);
       stdin.resume();
+      io.stderr.write(text);
+      let buf = '';
       const onData = (d: Buffer) => {
         for (const ch of d.toString('utf8')) {
           if (ch === '\r' || ch === '\n') {
