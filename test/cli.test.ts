@@ -443,7 +443,11 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
   let child: ReturnType<typeof spawn> | null = null;
   try {
     const mod = join(dir, 'tasks.mjs');
-    writeFileSync(mod, `export const tasks = {\n  'wire.add': ([x, y]) => x + y,\n  'cli.hello': (args, kwargs, ctx) => ({ hello: kwargs.name, id: ctx.id }),\n};\n`);
+    writeFileSync(
+      mod,
+      `export const tasks = {\n  'wire.add': ([x, y]) => x + y,\n  'cli.hello': (args, kwargs, ctx) => ({ hello: kwargs.name, id: ctx.id }),\n` +
+        `  'cli.slow': async ([ms]) => { console.log('cli.slow started'); await new Promise((r) => setTimeout(r, ms)); return 'finished'; },\n};\n`,
+    );
     const env = cleanEnv({
       CELERY_BROKER_URL: redis.url(0),
       CELERY_RESULT_BACKEND: redis.url(0),
@@ -462,7 +466,7 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     await new Promise<void>((resolve, reject) => {
       const tm = setTimeout(() => reject(new Error(`worker not ready: ${out} ${err}`)), 30000);
       const check = () => {
-        if (/ ready: 2 tasks \(wire\.add, cli\.hello\), queues cli/.test(out)) {
+        if (/ ready: 3 tasks \(wire\.add, cli\.hello, cli\.slow\), queues cli/.test(out)) {
           clearTimeout(tm);
           resolve();
         }
@@ -482,7 +486,20 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     });
     t.deepEqual(res.results[0], { ok: true, value: 42 });
     t.deepEqual(res.results[1], { ok: true, value: { hello: 'celery', id: res.ids[1] } });
+    // Warm shutdown: a task running when SIGTERM comes finishes, and its result is stored.
+    const slow = runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'cli.slow', args: [1500], kwargs: {}, options: { queue: 'cli' } }], wait: true, timeout: 30 });
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (out.includes('cli.slow started')) {
+          child!.stdout!.off('data', check);
+          resolve();
+        }
+      };
+      child!.stdout!.on('data', check);
+      check();
+    });
     child.kill('SIGTERM');
+    t.deepEqual((await slow).results[0], { ok: true, value: 'finished' });
     t.is(await exited, 0, err);
     t.regex(out, /SIGTERM: warm shutdown/);
     t.regex(out, / stopped\n$/);
@@ -492,6 +509,13 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     const badEnv = { ...env, CELERY_ACCEPT_CONTENT: 'json' };
     assertOneLineError(t, await cli(['worker', mod], { env: badEnv }), 3, /security settings: accept_content: must be exactly \['auth'\]/);
     assertOneLineError(t, await cli(['worker', join(dir, 'nope.mjs')], { env }), 3, /cannot load .*nope\.mjs/);
+    // A CommonJS module; a broker that cannot be reached: exit 4, one line.
+    const cjs = join(dir, 'tasks.cjs');
+    writeFileSync(cjs, "module.exports = { tasks: { 'c.one': () => 1 } };\n");
+    assertOneLineError(t, await cli(['worker', cjs, '--broker', 'redis://127.0.0.1:1/0'], { env }), 4, /cannot start the worker: Cannot connect to Redis/);
+    const none = join(dir, 'none.cjs');
+    writeFileSync(none, 'module.exports = { version: 1 };\n');
+    assertOneLineError(t, await cli(['worker', none], { env }), 3, /exports no task/);
   } finally {
     if (child && child.exitCode === null) child.kill('SIGKILL');
     cleanup();
