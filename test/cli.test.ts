@@ -92,6 +92,9 @@ test('--help at the top lists every command and the exit codes; every command ha
     t.regex(r.stdout, new RegExp(`^Usage: celery-sign ${c}`), c);
     t.regex(r.stdout, /Exit codes:/, c);
   }
+  // Executable, with a shebang: npx and a linked checkout run it directly.
+  t.is(statSync(MAIN).mode & 0o111, 0o111);
+  t.true(readFileSync(MAIN, 'utf8').startsWith('#!/usr/bin/env node\n'));
   const v = await cli(['--version']);
   t.is(v.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
 });

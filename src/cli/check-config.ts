@@ -122,7 +122,7 @@ export function checkConfig(conf: Record<string, unknown>, now = new Date()): Ch
     if (matches) add('ok', 'key matches certificate', 'a signature by security_key verifies with security_certificate');
     else add('problem', 'key matches certificate', "security_key is not the key of security_certificate: every message this side signs would be refused (ERR_BAD_SIGNATURE)");
   }
-  if (cert && store) {
+  if (cert && store && store.size > 0) {
     if (store.has(cert.id)) add('ok', 'certificate in store', `${cert.id} is in security_cert_store`);
     else add('warn', 'certificate in store', `${cert.id} is not in security_cert_store: the workers that use this store refuse what this side signs (ERR_UNKNOWN_CERTIFICATE)`);
   }
