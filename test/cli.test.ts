@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { Redis } from 'ioredis';
 import { Certificate, PrivateKey } from 'celery-sign';
 import * as fx from './helpers/fixtures.js';
 import { ROOT, pythonPath, type PythonEnv } from './helpers/python.js';
@@ -435,6 +436,36 @@ test('bench: shows a saved result (table and chart path) through bench/run.ts; i
     assertOneLineError(t, await cli(['bench', '--quick', '--threads', '0']), 2, /--threads must be at least 1/);
   } finally {
     cleanup();
+  }
+});
+
+test('inspect and verify read a whole kombu message as a Python producer left it in a Redis queue', async (t) => {
+  t.timeout(120000);
+  const redis = await startRedis();
+  const pki = makePki();
+  const client = new Redis(redis.url(0), { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    const sent = await runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'wire.add', args: [4, 5], kwargs: {}, options: { queue: 'held' } }], wait: false });
+    await client.connect();
+    const raw = await client.lindex('held', 0);
+    t.truthy(raw);
+    const message = JSON.parse(raw!);
+    t.is(message['content-type'], 'application/data');
+    const i = await cli(['inspect', '--store', pki.storeDir, '--json'], { input: raw! });
+    t.is(i.code, 0, i.stderr);
+    const info = JSON.parse(i.stdout);
+    t.like(info, { wireFormat: 'celery-5.5', signer: new Certificate(readFileSync(pki.cert)).id, contentType: 'application/json', verified: true });
+    t.regex(info.preview, /^\[\[4, 5\], \{\}, \{/); // protocol 2: [args, kwargs, embed]
+    const v = await cli(['verify', '--store', pki.storeDir, '--json'], { input: raw! });
+    t.is(v.code, 0, v.stderr);
+    t.deepEqual(JSON.parse(v.stdout).value[0], [4, 5]);
+    t.is(message.headers.id, sent.ids[0]);
+    // An unsigned message is named as such.
+    assertOneLineError(t, await cli(['inspect'], { input: JSON.stringify({ ...message, 'content-type': 'application/json' }) }), 3, /not application\/data: it is not signed/);
+  } finally {
+    client.disconnect();
+    pki.cleanup();
+    await redis.stop();
   }
 });
 

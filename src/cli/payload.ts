@@ -127,13 +127,35 @@ function fieldsAfter(raw: Buffer, at: number): { contentType: string; contentEnc
 }
 
 /**
+ * The auth payload of the input: the payload itself, or, for a whole kombu
+ * message as a broker holds it (the JSON of a Redis list element: `body`,
+ * `content-type`, `properties.body_encoding`), its body.
+ */
+export function payloadText(input: Buffer): string {
+  const text = input.toString('utf8').trim();
+  if (!text.startsWith('{')) return text;
+  let msg: unknown;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    throw new CliError('not a Celery auth payload, nor a kombu message (JSON that does not parse)');
+  }
+  const m = msg as { body?: unknown; 'content-type'?: unknown; properties?: { body_encoding?: unknown } };
+  if (typeof m.body !== 'string') throw new CliError('a JSON input must be a kombu message with a string body');
+  if (m['content-type'] !== undefined && m['content-type'] !== 'application/data') {
+    throw new CliError(`the message's content type is ${JSON.stringify(m['content-type'])}, not application/data: it is not signed by the auth serializer`);
+  }
+  return m.properties?.body_encoding === 'base64' ? Buffer.from(m.body, 'base64').toString('latin1').trim() : m.body.trim();
+}
+
+/**
  * Splits a payload into its fields. Celery 5.5 writes
  * `b64(b64(signer) SEP b64(signature) SEP type SEP encoding SEP body)`; 5.4
  * the signer and the signature raw, the signature `bits / 8` bytes long
  * (taken from the store when the signer is in it, else the usual sizes tried).
  */
 export function unpack(payload: Buffer, store: CertStore | null): Unpacked {
-  const text = payload.toString('latin1').trim();
+  const text = payloadText(payload);
   if (text === '' || !/^[A-Za-z0-9+/=\s]*$/.test(text)) throw new CliError('not a Celery auth payload: not base64');
   const raw = Buffer.from(text.replace(/\s+/g, ''), 'base64');
   const first = raw.indexOf(SEP);
@@ -166,7 +188,13 @@ export function unpack(payload: Buffer, store: CertStore | null): Unpacked {
 function verifyWith(store: CertStore, payload: Buffer, digest: Digest, contentType: string | null) {
   const s = new SecureSerializer({ store, digest, ...(contentType ? { accept: [contentType] } : {}) });
   try {
-    const value = s.deserialize(payload.toString('latin1').trim());
+    payloadText(payload);
+  } catch (e) {
+    if (e instanceof CliError) return { ok: false as const, code: 'ERR_MALFORMED_PAYLOAD', message: e.message };
+    throw e;
+  }
+  try {
+    const value = s.deserialize(payloadText(payload));
     return { ok: true as const, value };
   } catch (e) {
     if (e instanceof SecurityError) return { ok: false as const, code: e.code, message: e.message.split('\n')[0]! };
@@ -183,7 +211,8 @@ export const verifyCmd: Command = {
   summary: 'verify a payload against a certificate store and print its body',
   help: `Usage: celery-sign verify --store DIR-OR-GLOB [options] [PAYLOAD]
 
-Verifies PAYLOAD (a file, or stdin when absent or -) as a Celery worker does:
+Verifies PAYLOAD (a file, or stdin when absent or -; a payload or a whole kombu
+message as a Redis queue holds it) as a Celery worker does:
 the signer's certificate from the store, the signature, then the body decoded.
 Prints the signer and the body; exit status 1 with the error code
 (ERR_BAD_SIGNATURE, ERR_UNKNOWN_CERTIFICATE, ...) if it does not verify.
@@ -223,7 +252,8 @@ export const inspectCmd: Command = {
   summary: 'show what a payload is: wire format, signer, content type, body',
   help: `Usage: celery-sign inspect [--store DIR-OR-GLOB] [options] [PAYLOAD]
 
-Shows PAYLOAD (a file, or stdin when absent or -) without needing any key:
+Shows PAYLOAD (a file, or stdin when absent or -) without needing any key (a
+payload, or a whole kombu message as a Redis queue holds it: its body is read):
 its wire format (Celery 5.5 or 5.4), the signer id, the signature size, the
 content type and encoding, the body size and a preview. With --store, also
 whether it verifies against those certificates and, if not, the error code;
