@@ -520,6 +520,21 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     });
     t.deepEqual(res.results[0], { ok: true, value: 42 });
     t.deepEqual(res.results[1], { ok: true, value: { hello: 'celery', id: res.ids[1] } });
+    // A message from a signer not in the store: refused, one line on stderr with the code.
+    await runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'wire.add', args: [1, 1], kwargs: {}, options: { queue: 'cli' } }], wait: false }, { signer: 'unknown' });
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (err.includes('\n')) {
+          child!.stderr!.off('data', check);
+          resolve();
+        }
+      };
+      child!.stderr!.on('data', check);
+      check();
+    });
+    t.regex(err, /^celery-sign worker: refused [0-9a-f-]{36}: ERR_UNKNOWN_CERTIFICATE: .*\n$/);
+    t.false(err.includes('PRIVATE KEY'));
+
     // Warm shutdown: a task running when SIGTERM comes finishes, and its result is stored.
     const slow = runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'cli.slow', args: [1500], kwargs: {}, options: { queue: 'cli' } }], wait: true, timeout: 30 });
     await new Promise<void>((resolve) => {
@@ -537,7 +552,7 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     t.is(await exited, 0, err);
     t.regex(out, /SIGTERM: warm shutdown/);
     t.regex(out, / stopped\n$/);
-    t.is(err, '');
+    t.is(err.split('\n').length, 2, err); // the one refusal, nothing else
 
     // Settings with a problem: refused before connecting, one line.
     const badEnv = { ...env, CELERY_ACCEPT_CONTENT: 'json' };
