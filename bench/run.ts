@@ -7,7 +7,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { setThreads, threadCount } from 'celery-sign';
 import { celerySignContenders } from './contenders/celery-sign.js';
 import { nodeCryptoContenders } from './contenders/node-crypto.js';
@@ -54,6 +54,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --only IDS     measure only these contenders (comma-separated: ${CONTENDER_IDS.join(',')}),
                  e.g. --only cs-many,cs-js,node-cb,node-pool for the fallback against its peers
   --from FILE    measure nothing: report a saved --json result (with --write, rewrite the docs)
+  --chart FILE   also write this run's SVG chart to FILE (and print its path)
   -h, --help     this text
 
 Python Celery: $CELERY_SIGN_PYTHON if set, else .venv/bin/python, else /tmp/pyvenv/bin/python.`;
@@ -67,11 +68,12 @@ interface Options {
   python: boolean;
   threads: number;
   from: string | null;
+  chart: string | null;
   argv: string[];
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { fallback: true, only: null, quick: false, json: false, write: false, python: true, threads: availableParallelism(), from: null, argv };
+  const o: Options = { fallback: true, only: null, quick: false, json: false, write: false, python: true, threads: availableParallelism(), from: null, chart: null, argv };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') o.quick = true;
@@ -85,6 +87,11 @@ function parseArgs(argv: string[]): Options {
       const unknown = ids.filter((x) => !(CONTENDER_IDS as readonly string[]).includes(x));
       if (ids.length === 0 || unknown.length > 0) throw new UsageError(`--only needs contender ids among ${CONTENDER_IDS.join(', ')}, not ${JSON.stringify(v)}`);
       o.only = new Set(ids as ContenderId[]);
+    }
+    else if (a === '--chart' || a.startsWith('--chart=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (!v) throw new UsageError('--chart needs a file');
+      o.chart = v;
     }
     else if (a === '--from') {
       const v = argv[++i];
@@ -124,6 +131,11 @@ function output(results: BenchResults, opts: Options, progress: Progress): void 
     const existing = existsSync(mdPath) ? readFileSync(mdPath, 'utf8') : null;
     writeFileSync(mdPath, mergeMarkdown(existing, renderMarkdownReport(results, 'bench/results/throughput.svg')));
     log(progress, opts.json, `wrote BENCHMARKS.md, bench/results/throughput.svg${opts.from ? '' : ' and bench/results/latest.json'}`);
+  }
+  if (opts.chart) {
+    mkdirSync(dirname(resolve(opts.chart)), { recursive: true });
+    writeFileSync(opts.chart, throughputSvg(results));
+    log(progress, opts.json, `chart: ${resolve(opts.chart)}`);
   }
   if (opts.json) {
     for (const t of results.targets) process.stderr.write(`${targetStatus(t)}  ${t.title}: ${targetMeasured(t)} (${t.required})\n`);

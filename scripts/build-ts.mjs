@@ -2,7 +2,7 @@
 // that re-exports it, so that `import` and `require` share one copy of every
 // class (no dual-package hazard: `instanceof SecurityError` holds in both).
 import { execFileSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,9 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
   stdio: 'inherit',
 });
 writeFileSync(join(lib, 'package.json'), '{\n  "type": "commonjs"\n}\n');
+// The `celery-sign` command (package.json bin): executable, as npx and a
+// linked checkout run it directly (npm sets the mode only when it installs).
+chmodSync(join(lib, 'cli', 'main.js'), 0o755);
 
 const names = Object.keys(createRequire(import.meta.url)(join(lib, 'index.js')))
   .filter((n) => n !== 'default' && n !== '__esModule')

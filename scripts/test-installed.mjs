@@ -23,7 +23,9 @@
 //     optional dependencies, which it cannot fetch offline, exactly as it
 //     skips a platform that does not match. So celery-sign's own packages
 //     never come from a registry;
-//  3. there: signs and verifies from an ESM and from a CommonJS program
+//  3. there: runs the installed `celery-sign` command (npx celery-sign --help,
+//     a keygen -> certgen -> id -> sign -> verify -> inspect round trip, exit
+//     codes); signs and verifies from an ESM and from a CommonJS program
 //     (backend 'native', no fallback warning, the binary loaded from the
 //     platform package), and compiles a strict TypeScript program (nodenext,
 //     strict, skipLibCheck false) with typescript and @types/node copied from
@@ -412,6 +414,44 @@ export { value, name };
     tsc.status === 0,
     tsc.stdout + tsc.stderr,
   );
+
+  cliChecks(appNative);
+}
+
+// The installed `celery-sign` command (issue 13): npx finds it, and a
+// keygen -> certgen -> id -> sign -> verify -> inspect round trip runs on it.
+function cliChecks(dir) {
+  const npx = npm(['exec', '--offline', '--', 'celery-sign', '--help'], { cwd: dir, env: userEnv });
+  check('npx celery-sign --help runs the installed command', npx.status === 0 && /^Usage: celery-sign COMMAND/m.test(npx.stdout) && /Exit codes:/.test(npx.stdout), npx.stdout + npx.stderr);
+  const bin = join(dir, 'node_modules', '.bin', process.platform === 'win32' ? 'celery-sign.cmd' : 'celery-sign');
+  if (!check('node_modules/.bin/celery-sign is installed', existsSync(bin))) return;
+  const cs = (args, input) => run(process.platform === 'win32' ? bin : bin, args, { cwd: dir, env: userEnv, input });
+  const keyPath = join(dir, 'cli.key');
+  const certPath = join(dir, 'cli.pem');
+  const kg = cs(['keygen', '--bits', '2048', '--out', keyPath]);
+  check('celery-sign keygen writes a key, mode 0600', kg.status === 0 && (process.platform === 'win32' || (statSync(keyPath).mode & 0o777) === 0o600), kg.stdout + kg.stderr);
+  const again = cs(['keygen', '--bits', '2048', '--out', keyPath]);
+  check('celery-sign keygen refuses to overwrite without --force (exit 3, one line)', again.status === 3 && again.stderr.trim().split('\n').length === 1, again.stderr);
+  const cg = cs(['certgen', '--key', keyPath, '--cn', 'installed', '--days', '7', '--out', certPath, '--json']);
+  const made = cg.status === 0 ? JSON.parse(cg.stdout) : null;
+  check('celery-sign certgen prints the signer id', made !== null && /^installed \d+$/.test(made.id), cg.stdout + cg.stderr);
+  const id = cs(['id', '--json', certPath]);
+  check('celery-sign id gives the same id', id.status === 0 && made !== null && JSON.parse(id.stdout)[0].id === made.id, id.stdout + id.stderr);
+  const signed = cs(['sign', '--key', keyPath, '--cert', certPath], '{"n": 1}');
+  const store = join(dir, 'cli-store');
+  mkdirSync(store, { recursive: true });
+  cpSync(certPath, join(store, 'cli.pem'));
+  const verified = cs(['verify', '--store', store, '--json'], signed.stdout);
+  check('celery-sign sign | verify round trip', signed.status === 0 && verified.status === 0 && JSON.stringify(JSON.parse(verified.stdout).value) === '{"n":1}', signed.stderr + verified.stdout + verified.stderr);
+  const inspected = cs(['inspect', '--json', '--store', store], signed.stdout);
+  const info = inspected.status === 0 ? JSON.parse(inspected.stdout) : {};
+  check('celery-sign inspect shows the wire format and signer', info.wireFormat === 'celery-5.5' && made !== null && info.signer === made.id && info.verified === true, inspected.stdout + inspected.stderr);
+  const raw = Buffer.from(signed.stdout.trim(), 'base64');
+  raw[raw.length - 2] ^= 1;
+  const bad = cs(['verify', '--store', store], raw.toString('base64'));
+  check('celery-sign verify of a tampered payload: exit 1, one line with the code', bad.status === 1 && /^celery-sign verify: does not verify: ERR_BAD_SIGNATURE/.test(bad.stderr) && bad.stderr.trim().split('\n').length === 1, bad.stderr);
+  const bench = cs(['bench', '--quick']);
+  check('celery-sign bench in an installed package says it needs the repository (exit 3, one line)', bench.status === 3 && /needs? .*repository|runs in a clone/.test(bench.stderr) && bench.stderr.trim().split('\n').length === 1, bench.stderr);
 }
 
 // ---------------------------------------------------------------- 4. the main package alone
