@@ -544,22 +544,7 @@ export class AmqpTransport implements BrokerTransport {
 
   /** Publishes events to their (topic) exchange, declared once per connection as Celery's dispatcher declares it. */
   async publishEvents(events: readonly EventMessage[]): Promise<void> {
-    const exchanges = [...new Set(events.map((e) => e.exchange))];
-    await this.#send(
-      events.map((e) => ({
-        exchange: e.exchange,
-        routingKey: e.routingKey,
-        content: Buffer.from(e.body, 'utf8'),
-        options: {
-          contentType: e.contentType,
-          contentEncoding: e.contentEncoding,
-          headers: e.headers,
-          deliveryMode: e.deliveryMode,
-          priority: 0,
-        },
-      })),
-      exchanges.map((x) => ({ kind: 'exchange', exchange: x, exchangeType: 'topic' })),
-    );
+    await this.#publishToExchanges(events, { exchangeType: 'topic' });
   }
 
   /**
@@ -568,9 +553,14 @@ export class AmqpTransport implements BrokerTransport {
    * (`delivery_mode` 1), with the `{ticket, clock}` headers.
    */
   async publishControlReplies(replies: readonly EventMessage[]): Promise<void> {
-    const exchanges = [...new Set(replies.map((e) => e.exchange))];
+    await this.#publishToExchanges(replies, { exchangeType: 'direct', durable: false });
+  }
+
+  /** Events and control replies: each to its exchange, declared once per connection as `declare` says. */
+  async #publishToExchanges(messages: readonly EventMessage[], declare: { exchangeType: string; durable?: boolean }): Promise<void> {
+    const exchanges = [...new Set(messages.map((e) => e.exchange))];
     await this.#send(
-      replies.map((e) => ({
+      messages.map((e) => ({
         exchange: e.exchange,
         routingKey: e.routingKey,
         content: Buffer.from(e.body, 'utf8'),
@@ -582,7 +572,7 @@ export class AmqpTransport implements BrokerTransport {
           priority: 0,
         },
       })),
-      exchanges.map((x) => ({ kind: 'exchange', exchange: x, exchangeType: 'direct', durable: false })),
+      exchanges.map((x) => ({ kind: 'exchange', exchange: x, ...declare })),
     );
   }
 
