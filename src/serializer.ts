@@ -255,7 +255,8 @@ export class SecureSerializer {
     const n = payloads.length;
     const out: DeserializeResult[] = new Array(n);
     if (n === 0) return out;
-    const ctx = this.#batchContext();
+    // A batch opened and decoded within this call (no await between) needs no copy of the decoders.
+    const ctx = this.#batchContext(n <= SMALL_HERE);
     if (n <= SMALL_SPLIT && backend === 'native' && smallBytes(payloads) <= SMALL_BYTES) {
       return this.#deserializeSmall(payloads, out, ctx);
     }
@@ -310,8 +311,8 @@ export class SecureSerializer {
     return out;
   }
 
-  #batchContext(): BatchContext {
-    const decoders = new Map(this.#registry.decoders);
+  #batchContext(now: boolean): BatchContext {
+    const decoders = now ? this.#registry.decoders : new Map(this.#registry.decoders);
     const jsonTypes: string[] = [];
     for (const [contentType, decoder] of decoders) {
       if (decoder === jsonLoads && this.#accept.has(contentType)) jsonTypes.push(contentType);

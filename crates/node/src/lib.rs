@@ -22,6 +22,7 @@ use celery_sign_core::{
     envelope, CertStore, Certificate, Digest, Error as CoreError, ErrorCode, PrivateKey, WireFormat,
 };
 use napi::bindgen_prelude::*;
+use napi::sys;
 use napi_derive::napi;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -486,13 +487,14 @@ impl NativeSerializer {
     /// `openPacked` on the calling thread, for a batch too small to pay for
     /// a round trip through the pool (the event loop waits for it, as for
     /// `open`). The buffer is read in place.
-    #[napi(catch_unwind)]
-    pub fn open_packed_sync(
+    #[napi(ts_return_type = "OpenedBatch", catch_unwind)]
+    pub fn open_packed_sync<'env>(
         &self,
+        env: &'env Env,
         data: &[u8],
         lengths: &[u32],
         json_types: Vec<String>,
-    ) -> Result<OpenedBatch> {
+    ) -> Result<Unknown<'env>> {
         guard(|| {
             let store = self.shared.store()?;
             let offsets = packed_offsets(data.len(), lengths)?;
@@ -504,7 +506,9 @@ impl NativeSerializer {
                 &json_types,
                 batch::Place::Here,
             )?;
-            Ok(out.into_js())
+            let value = out.into_napi(env.raw())?;
+            // SAFETY: a value just made on this environment.
+            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
         })
     }
 
@@ -538,11 +542,7 @@ impl NativeSerializer {
                         &json_types,
                         batch::Place::Here,
                     );
-                    Box::new(move |env| {
-                        let o = r?.into_js();
-                        // SAFETY: env is the live environment of the JavaScript thread.
-                        unsafe { ToNapiValue::to_napi_value(env, o) }
-                    })
+                    Box::new(move |env| r?.into_napi(env))
                 }),
             )?;
             // SAFETY: a promise just made on this environment.
@@ -682,15 +682,39 @@ pub struct OpenManyTask {
     json_types: Vec<String>,
 }
 
-/// Interns short strings (content types, encodings, signer ids) of a batch.
+/// Interns short strings (content types, encodings, signer ids) of a batch:
+/// by a look through the few first ones (a small batch has three), by a
+/// hash map once there are more.
 #[derive(Default)]
 struct Interner {
     index: HashMap<Vec<u8>, usize>,
+    /// Indices of the interned strings while there are few (`index` empty).
+    few: Vec<usize>,
     strings: Vec<String>,
 }
 
+/// Interned strings looked up one by one, before `Interner` hashes them.
+const FEW: usize = 8;
+
 impl Interner {
     fn intern(&mut self, bytes: &[u8]) -> f64 {
+        if self.index.is_empty() {
+            if let Some(&i) = self
+                .few
+                .iter()
+                .find(|&&i| self.strings[i].as_bytes() == bytes)
+            {
+                return i as f64;
+            }
+            if self.few.len() < FEW {
+                let i = self.push(String::from_utf8_lossy(bytes).into_owned());
+                self.few.push(i as usize);
+                return i;
+            }
+            for &i in &self.few {
+                self.index.insert(self.strings[i].as_bytes().to_vec(), i);
+            }
+        }
         if let Some(&i) = self.index.get(bytes) {
             return i as f64;
         }
@@ -757,7 +781,89 @@ impl OpenManyTask {
     }
 }
 
+/// Below this many bytes of buffer and meta, a batch's output is copied into
+/// memory V8 allocates rather than handed over as external memory: for a
+/// few KiB the copy is cheaper than the external buffers and their
+/// finalizers (which V8's collector also has to sweep).
+const COPY_BELOW: usize = 64 * 1024;
+
+fn napi_check(status: sys::napi_status, what: &str) -> Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(napi::Error::new(Status::from(status), what.to_owned()))
+    }
+}
+
 impl OpenManyOutput {
+    /// As a JavaScript `OpenedBatch` (see [`COPY_BELOW`]).
+    fn into_napi(self, env: sys::napi_env) -> Result<sys::napi_value> {
+        if self.buffer.len() + self.meta.len() * 8 > COPY_BELOW {
+            // SAFETY: env is the live environment of the JavaScript thread.
+            return unsafe { ToNapiValue::to_napi_value(env, self.into_js()) };
+        }
+        let mut obj = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        let mut meta_bytes = std::ptr::null_mut();
+        let mut meta_buffer = std::ptr::null_mut();
+        let mut meta = std::ptr::null_mut();
+        let mut ignored = std::ptr::null_mut();
+        let len = self.meta.len();
+        // SAFETY: plain napi calls on the JavaScript thread's environment;
+        // the copies write `len * 8` bytes into an ArrayBuffer just made
+        // that long, and read the Vec's own bytes.
+        unsafe {
+            napi_check(sys::napi_create_object(env, &mut obj), "creating a batch")?;
+            napi_check(
+                sys::napi_create_buffer_copy(
+                    env,
+                    self.buffer.len(),
+                    self.buffer.as_ptr().cast(),
+                    &mut ignored,
+                    &mut buffer,
+                ),
+                "creating a batch's buffer",
+            )?;
+            napi_check(
+                sys::napi_create_arraybuffer(env, len * 8, &mut meta_bytes, &mut meta_buffer),
+                "creating a batch's meta",
+            )?;
+            if len > 0 {
+                std::ptr::copy_nonoverlapping(
+                    self.meta.as_ptr().cast::<u8>(),
+                    meta_bytes.cast::<u8>(),
+                    len * 8,
+                );
+            }
+            napi_check(
+                sys::napi_create_typedarray(
+                    env,
+                    sys::TypedarrayType::float64_array,
+                    len,
+                    meta_buffer,
+                    0,
+                    &mut meta,
+                ),
+                "creating a batch's meta",
+            )?;
+            let strings = ToNapiValue::to_napi_value(env, self.strings)?;
+            let literals: Vec<Literal> = self.literals.into_iter().map(Literal).collect();
+            let literals = ToNapiValue::to_napi_value(env, literals)?;
+            for (name, value) in [
+                (c"buffer", buffer),
+                (c"meta", meta),
+                (c"strings", strings),
+                (c"literals", literals),
+            ] {
+                napi_check(
+                    sys::napi_set_named_property(env, obj, name.as_ptr(), value),
+                    "filling a batch",
+                )?;
+            }
+        }
+        Ok(obj)
+    }
+
     fn into_js(self) -> OpenedBatch {
         OpenedBatch {
             buffer: self.buffer.into(),
