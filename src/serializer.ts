@@ -254,6 +254,12 @@ export class SecureSerializer {
    * Verifies and decodes a batch in one native call over the thread pool.
    * Results are positional; a bad payload gives `{ ok: false, error }` and
    * never affects its neighbours.
+   *
+   * A small batch skips the pool, whose round trip costs more than a few
+   * verifications: one payload is verified on the calling thread (as by
+   * {@link SecureSerializer.deserialize}), and up to 48 (of at most 64 KiB in
+   * all) are shared between the calling thread and the native thread of
+   * {@link SecureSerializer.deserializeAsync}.
    */
   async deserializeMany(payloads: readonly Bytes[]): Promise<DeserializeResult[]> {
     this.#needStore();
