@@ -49,7 +49,8 @@ const SPARE_IDLE_MS = 2000;
  * the pool's threads, the event loop woken) costs several verifications'
  * worth of time, and the pool's lowered priority makes it wait longest on a
  * busy machine. So on the native backend a batch of at most `SMALL_HERE`
- * payloads is opened on the calling thread, as `deserialize` would; one of at
+ * payloads is opened on the calling thread, by `deserialize`'s own native
+ * call (`#deserializeOne`: cheaper for one payload than a batch layout); one of at
  * most `SMALL_SPLIT` is split with the native thread of `deserializeAsync`
  * (see crates/node/src/queue.rs), which opens the first half while this
  * thread opens the rest. Either only while the payloads add up to at most
@@ -267,10 +268,8 @@ export class SecureSerializer {
     const out: DeserializeResult[] = new Array(n);
     if (n === 0) return out;
     if (n <= SMALL_SPLIT && backend === 'native' && smallBytes(payloads) <= SMALL_BYTES) {
-      if (n <= SMALL_HERE) {
-        // Opened and decoded within this call (no await between): no copy of the decoders needed.
-        const c = this.#openChunk(payloads, 0, n, this.#batchContext(true), 'here');
-        this.#collect(c.opened as OpenedBatch | null, out, c, this.#batchContext(true));
+      if (n === 1) {
+        out[0] = this.#deserializeOne(payloads[0]!);
         return out;
       }
       return this.#deserializeSmall(payloads, out, this.#batchContext(false));
@@ -303,6 +302,30 @@ export class SecureSerializer {
       throw err;
     }
     return out;
+  }
+
+  /**
+   * A batch of one: `deserialize`'s own path on the calling thread (the
+   * cheapest there is for one payload: no batch layout to build and read
+   * back), its refusal in the result rather than thrown.
+   */
+  #deserializeOne(payload: Bytes): DeserializeResult {
+    const refused = sizeRefusal(payload, this.maxPayloadSize);
+    if (refused !== null) return { ok: false, error: refused };
+    const bytes = toBytes(payload, 'payload');
+    let opened: Opened;
+    try {
+      opened = call(() => this.#native.open(bytes));
+    } catch (err) {
+      // A refusal of this payload is its result; anything else fails the call, as in a larger batch.
+      if (err instanceof SecurityError) return { ok: false, error: err };
+      throw err;
+    }
+    try {
+      return { ok: true, value: this.#decodeOpened(opened), signer: opened.signer };
+    } catch (err) {
+      return { ok: false, error: asSecurityError(err) };
+    }
   }
 
   /**
