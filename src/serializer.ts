@@ -272,9 +272,9 @@ export class SecureSerializer {
         out[0] = this.#deserializeOne(payloads[0]!);
         return out;
       }
-      return this.#deserializeSmall(payloads, out, this.#batchContext(false));
+      return this.#deserializeSmall(payloads, out, this.#batchContext());
     }
-    const ctx = this.#batchContext(false);
+    const ctx = this.#batchContext();
     // Large batches go down in chunks (by count and by bytes), two in flight:
     // the native threads verify one chunk while this thread decodes the
     // bodies of the previous.
@@ -350,8 +350,8 @@ export class SecureSerializer {
     return out;
   }
 
-  #batchContext(now: boolean): BatchContext {
-    const decoders = now ? this.#registry.decoders : new Map(this.#registry.decoders);
+  #batchContext(): BatchContext {
+    const decoders = new Map(this.#registry.decoders);
     const jsonTypes: string[] = [];
     for (const [contentType, decoder] of decoders) {
       if (decoder === jsonLoads && this.#accept.has(contentType)) jsonTypes.push(contentType);
