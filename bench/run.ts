@@ -4,6 +4,7 @@
  *   npm run bench -- --quick          under a minute; the README's main-job command
  *   npm run bench                     the full suite (~10 min on 2 cores); rewrites BENCHMARKS.md and the chart
  *   options: --json  --threads N  --write  --no-python  --help
+ *   npm run bench:small               small batches (1, 16, 256) against the sync deserialize, both SIMD modes (bench/small.ts)
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';

@@ -65,6 +65,20 @@ export declare class NativeSerializer {
    * are pre-scanned on the native threads as well (see `OpenedBatch`).
    */
   openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: Array<string>): Promise<OpenedBatch>
+  /**
+   * `openPacked` on the calling thread, for a batch too small to pay for
+   * a round trip through the pool (the event loop waits for it, as for
+   * `open`). The buffer is read in place.
+   */
+  openPackedSync(data: Uint8Array, lengths: Uint32Array, jsonTypes: Array<string>): OpenedBatch
+  /**
+   * `openPacked` on this JavaScript thread's native thread (the queue of
+   * `openAsync`, see `queue`) instead of the pool: for a small batch,
+   * which the event loop splits with it. The payloads are copied (a
+   * small batch is a few KiB). Results come quickest while the caller
+   * polls (`pollQueued`).
+   */
+  openPackedQueued(data: Uint8Array, lengths: Uint32Array, jsonTypes: Array<string>): Promise<OpenedBatch>
 }
 
 /** The stable error codes, in the order the batch status numbers use (1-based). */

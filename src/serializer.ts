@@ -3,7 +3,7 @@ import { Certificate, CertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
 import type { SecurityErrorCode } from './errors.js';
-import { call, callAsync, expectResult, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
+import { backend, call, callAsync, expectResult, native, STATUS_CODES, type NativeSerializer, type Opened, type OpenedBatch } from './native.js';
 import { checkDigest, checkWireFormat, type WireFormat } from './options.js';
 import {
   INSECURE_CONTENT_TYPES,
@@ -43,6 +43,29 @@ const MAX_SPARE_BYTES = 32 * 1024 * 1024;
 
 /** How long spare buffers are kept after the last batch (ms). */
 const SPARE_IDLE_MS = 2000;
+
+/**
+ * Small batches (issue 11): a round through the native pool (a libuv thread,
+ * the pool's threads, the event loop woken) costs several verifications'
+ * worth of time, and the pool's lowered priority makes it wait longest on a
+ * busy machine. So on the native backend a batch of at most `SMALL_HERE`
+ * payloads is opened on the calling thread, by `deserialize`'s own native
+ * call (`#deserializeOne`: cheaper for one payload than a batch layout); one of at
+ * most `SMALL_SPLIT` is split with the native thread of `deserializeAsync`
+ * (see crates/node/src/queue.rs), which opens the first half while this
+ * thread opens the rest. Either only while the payloads add up to at most
+ * `SMALL_BYTES`, so that the event loop is never held for long; anything
+ * larger goes through the pool.
+ */
+const SMALL_HERE = 1;
+const SMALL_SPLIT = 48;
+const SMALL_BYTES = 64 * 1024;
+
+/** The size of the small batches' pack buffer (`#scratch`). */
+const SCRATCH_BYTES = SMALL_BYTES + 4;
+
+/** Where a chunk is opened: the native pool, the calling thread, the native queue thread. */
+type Place = 'pool' | 'here' | 'queue';
 
 /** Numbers per item in a native batch's `meta` (see crates/node: OpenedBatch). */
 const META_STRIDE = 9;
@@ -98,7 +121,8 @@ interface Chunk {
   end: number;
   /** Items refused for their size before anything was copied, by index from `start`; null if none. */
   tooLarge: Array<SecurityError | undefined> | null;
-  opened: Promise<OpenedBatch> | null;
+  /** Pending for the pool and the queue; already there when opened on the calling thread. */
+  opened: Promise<OpenedBatch> | OpenedBatch | null;
 }
 
 const FORCE = { force: true } as const;
@@ -127,6 +151,8 @@ export class SecureSerializer {
    * external memory, brings V8's next collection nearer.
    */
   readonly #spare: Buffer[] = [];
+  /** The pack buffer of small batches (opened on this thread, or copied by the queue before the call returns). */
+  #scratch: Buffer | null = null;
   /** Drops the spare buffers once batches stop coming. */
   #spareTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -229,12 +255,25 @@ export class SecureSerializer {
    * Verifies and decodes a batch in one native call over the thread pool.
    * Results are positional; a bad payload gives `{ ok: false, error }` and
    * never affects its neighbours.
+   *
+   * A small batch skips the pool, whose round trip costs more than a few
+   * verifications: one payload is verified on the calling thread (as by
+   * {@link SecureSerializer.deserialize}), and up to 48 (of at most 64 KiB in
+   * all) are shared between the calling thread and the native thread of
+   * {@link SecureSerializer.deserializeAsync}.
    */
   async deserializeMany(payloads: readonly Bytes[]): Promise<DeserializeResult[]> {
     this.#needStore();
     const n = payloads.length;
     const out: DeserializeResult[] = new Array(n);
     if (n === 0) return out;
+    if (n <= SMALL_SPLIT && backend === 'native' && smallBytes(payloads) <= SMALL_BYTES) {
+      if (n === 1) {
+        out[0] = this.#deserializeOne(payloads[0]!);
+        return out;
+      }
+      return this.#deserializeSmall(payloads, out, this.#batchContext());
+    }
     const ctx = this.#batchContext();
     // Large batches go down in chunks (by count and by bytes), two in flight:
     // the native threads verify one chunk while this thread decodes the
@@ -259,7 +298,53 @@ export class SecureSerializer {
       }
     } catch (err) {
       // Nothing left out unobserved.
-      for (const c of inflight) c.opened?.catch(() => {});
+      for (const c of inflight) if (c.opened instanceof Promise) c.opened.catch(() => {});
+      throw err;
+    }
+    return out;
+  }
+
+  /**
+   * A batch of one: `deserialize`'s own path on the calling thread (the
+   * cheapest there is for one payload: no batch layout to build and read
+   * back), its refusal in the result rather than thrown.
+   */
+  #deserializeOne(payload: Bytes): DeserializeResult {
+    const refused = sizeRefusal(payload, this.maxPayloadSize);
+    if (refused !== null) return { ok: false, error: refused };
+    const bytes = toBytes(payload, 'payload');
+    let opened: Opened;
+    try {
+      opened = call(() => this.#native.open(bytes));
+    } catch (err) {
+      // A refusal of this payload is its result; anything else fails the call, as in a larger batch.
+      if (err instanceof SecurityError) return { ok: false, error: err };
+      throw err;
+    }
+    try {
+      return { ok: true, value: this.#decodeOpened(opened), signer: opened.signer };
+    } catch (err) {
+      return { ok: false, error: asSecurityError(err) };
+    }
+  }
+
+  /**
+   * A small batch (see `SMALL_HERE`): the first half goes to the native
+   * queue thread, the rest is opened and decoded here meanwhile.
+   */
+  async #deserializeSmall(payloads: readonly Bytes[], out: DeserializeResult[], ctx: BatchContext): Promise<DeserializeResult[]> {
+    const n = payloads.length;
+    const first = n > SMALL_HERE ? this.#openChunk(payloads, 0, n >> 1, ctx, 'queue') : null;
+    try {
+      for (let next = first?.end ?? 0; next < n; ) {
+        const c = this.#openChunk(payloads, next, n - next, ctx, 'here');
+        next = c.end;
+        this.#collect(c.opened as OpenedBatch | null, out, c, ctx);
+      }
+      if (first !== null) this.#collect(first.opened === null ? null : await first.opened, out, first, ctx);
+    } catch (err) {
+      // Nothing left out unobserved.
+      if (first?.opened instanceof Promise) first.opened.catch(() => {});
       throw err;
     }
     return out;
@@ -280,7 +365,7 @@ export class SecureSerializer {
    * `maxPayloadSize` are refused here, measured without a copy, and go down
    * as empty items.
    */
-  #openChunk(payloads: readonly Bytes[], start: number, items: number, ctx: BatchContext): Chunk {
+  #openChunk(payloads: readonly Bytes[], start: number, items: number, ctx: BatchContext, place: Place = 'pool'): Chunk {
     const max = this.maxPayloadSize;
     const budget = batchLimits.bytes;
     const stop = Math.min(payloads.length, start + items);
@@ -306,7 +391,9 @@ export class SecureSerializer {
     const chunk: Chunk = { start, end, tooLarge, opened: null };
     if (packed === 0) return chunk;
     const lengths = new Uint32Array(end - start);
-    const data = this.#takeBuffer(room + 4);
+    // Off the pool the buffer is done with when the call returns: one scratch buffer serves.
+    const scratch = place !== 'pool' && room + 4 <= SCRATCH_BYTES;
+    const data = scratch ? (this.#scratch ??= Buffer.allocUnsafe(SCRATCH_BYTES)) : this.#takeBuffer(room + 4);
     let at = 0;
     for (let i = start; i < end; i++) {
       if (tooLarge?.[i - start] !== undefined) continue;
@@ -316,8 +403,8 @@ export class SecureSerializer {
         len = data.write(p, at, 'utf8');
         // Fewer than 4 bytes left after the write: it may have stopped short.
         if (data.length - at - len < 4) {
-          this.#giveBuffer(data);
-          return this.#openChunkMeasured(payloads, chunk, ctx);
+          if (!scratch) this.#giveBuffer(data);
+          return this.#openChunkMeasured(payloads, chunk, ctx, place);
         }
       } else {
         data.set(p, at);
@@ -325,6 +412,15 @@ export class SecureSerializer {
       }
       lengths[i - start] = len;
       at += len;
+    }
+    if (place !== 'pool') {
+      // Read in place (here) or copied before the call returns (queue).
+      try {
+        chunk.opened = this.#openElsewhere(data, lengths, ctx, place);
+      } finally {
+        if (!scratch) this.#giveBuffer(data);
+      }
+      return chunk;
     }
     const opened = callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes));
     // Once the call has settled the native threads no longer read the buffer.
@@ -334,6 +430,14 @@ export class SecureSerializer {
     );
     chunk.opened = opened;
     return chunk;
+  }
+
+  /** A small chunk's native call: on this thread, or queued for the native queue thread (polled for). */
+  #openElsewhere(data: Buffer, lengths: Uint32Array, ctx: BatchContext, place: 'here' | 'queue'): Promise<OpenedBatch> | OpenedBatch {
+    if (place === 'here') return call(() => this.#native.openPackedSync(data, lengths, ctx.jsonTypes));
+    const opened = callAsync(() => this.#native.openPackedQueued(data, lengths, ctx.jsonTypes));
+    expectResult();
+    return opened;
   }
 
   #takeBuffer(size: number): Buffer {
@@ -369,7 +473,7 @@ export class SecureSerializer {
    * {@link #openChunk} with every payload measured first (one has non-ASCII
    * text): the chunk may end sooner, to keep within the byte budget.
    */
-  #openChunkMeasured(payloads: readonly Bytes[], chunk: Chunk, ctx: BatchContext): Chunk {
+  #openChunkMeasured(payloads: readonly Bytes[], chunk: Chunk, ctx: BatchContext, place: Place): Chunk {
     const { start, tooLarge } = chunk;
     const budget = batchLimits.bytes;
     const all = new Uint32Array(chunk.end - start);
@@ -396,7 +500,10 @@ export class SecureSerializer {
       }
     }
     chunk.end = end;
-    chunk.opened = callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes));
+    chunk.opened =
+      place === 'pool'
+        ? callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes))
+        : this.#openElsewhere(data, lengths, ctx, place);
     return chunk;
   }
 
@@ -533,6 +640,21 @@ function sizeRefusal(payload: Bytes, max: number): SecurityError | null {
     return null;
   }
   return len > max ? tooLarge(String(len), max) : null;
+}
+
+/**
+ * The size of a small batch's payloads for the `SMALL_BYTES` bound: a string
+ * counts its UTF-16 length (its UTF-8 length for the ASCII of base64), a
+ * Buffer its bytes; anything else counts nothing here (`toBytes` refuses it).
+ */
+function smallBytes(payloads: readonly Bytes[]): number {
+  let total = 0;
+  for (let i = 0; i < payloads.length; i++) {
+    const p = payloads[i];
+    if (typeof p === 'string') total += p.length;
+    else if (p instanceof Uint8Array) total += p.length;
+  }
+  return total;
 }
 
 function tooLarge(bytes: string, max: number): SecurityError {

@@ -110,16 +110,17 @@ test('a pool the system refuses (no room for thread stacks): ERR_INTERNAL of tha
   const r = await run(
     `
 out(await attempt(() => threadCount()));
-out(await attempt(() => s.deserializeMany([s.serialize([1])])));
+out(await attempt(() => s.deserializeMany(Array.from({ length: 100 }, () => s.serialize([1])))));
 out(await attempt(() => s.serializeMany([[1], [2]])));
 out(await attempt(() => s.deserializeAsync(s.serialize([3]))));
 out(await attempt(() => s.deserialize(s.serialize([4]))));
 out(await attempt(() => threadCount()));
+out(await attempt(async () => (await s.deserializeMany([s.serialize([5])]))[0]));
 `,
     { RUST_MIN_STACK: String(2 ** 46) },
   );
   t.deepEqual({ code: r.code, signal: r.signal }, { code: 0, signal: null }, r.stderr);
-  const [count, many, sealMany, queued, single, again] = r.lines as { ok?: unknown; err?: { name: string; code: string; message: string } }[];
+  const [count, many, sealMany, queued, single, again, small] = r.lines as { ok?: unknown; err?: { name: string; code: string; message: string } }[];
   for (const x of [count, many, sealMany, again]) {
     t.is(x!.err?.name, 'SecurityError', JSON.stringify(x));
     t.is(x!.err?.code, 'ERR_INTERNAL');
@@ -128,6 +129,7 @@ out(await attempt(() => threadCount()));
   // The queue's own thread is refused too: the same code, its own message.
   t.is(queued!.err?.code, 'ERR_INTERNAL', JSON.stringify(queued));
   t.regex(queued!.err!.message, /could not start the native thread of deserializeAsync/);
-  // A single call needs no thread.
+  // A single call needs no thread; nor does a batch of one (opened on the calling thread).
   t.deepEqual(single, { ok: [4] });
+  t.like(small, { ok: { ok: true, value: [5] } });
 });

@@ -6,6 +6,7 @@ use crate::cert::Certificate;
 use crate::digest::Digest;
 use crate::envelope::{self, Opened, Unverified, WireFormat};
 use crate::error::{forget_panic, Error, ErrorCode, Result};
+use crate::jsonscan::{self, Scanned};
 use crate::key::PrivateKey;
 use crate::mb::{self, MbKey, LANES};
 use crate::rsa;
@@ -211,6 +212,37 @@ pub struct OpenedBatch {
     /// Decoded payloads, item `i` at `bases[i]..`; result ranges are absolute.
     pub buffer: Vec<u8>,
     pub results: Vec<Result<Opened>>,
+    /// By item, what the kombu-JSON pre-scan found (`None`: not scanned);
+    /// empty when the batch asked for no scan. A scanned body may have been
+    /// rewritten in place (literals lifted): its range in `results` is the
+    /// new one.
+    pub scanned: Vec<Option<Scanned>>,
+}
+
+/// The pre-scan of one body, as the batch runs it (the binding may wrap
+/// [`jsonscan::scan`], e.g. with a test probe).
+pub type ScanFn = dyn Fn(&mut [u8]) -> Scanned + Sync;
+
+/// How a batch is opened: what a serializer fixes once (digest, size limit)
+/// and what a call adds (which inner content types get the kombu-JSON
+/// pre-scan, in the same pass as their verification).
+pub struct Opener<'a> {
+    pub digest: Digest,
+    pub max_payload: usize,
+    /// Content types whose UTF-8 bodies are pre-scanned; empty: none.
+    pub json_types: &'a [&'a [u8]],
+    /// The scan to run on them.
+    pub scan: &'a ScanFn,
+}
+
+/// Where a batch runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Place {
+    /// Fanned out over the thread pool (the caller waits).
+    Pool,
+    /// On the calling thread, item after item in chunks of the SIMD lanes:
+    /// for a batch too small to pay for a round trip through the pool.
+    Here,
 }
 
 /// Decodes and verifies every payload on the pool. Fails as a whole only
@@ -222,8 +254,31 @@ pub fn open_many(
     payloads: Items<'_>,
     max_payload: usize,
 ) -> Result<OpenedBatch> {
-    let pool = pool()?;
+    let opener = Opener {
+        digest,
+        max_payload,
+        json_types: &[],
+        scan: &jsonscan::scan,
+    };
+    open_batch(store, &opener, payloads, Place::Pool)
+}
+
+/// Decodes, verifies and (for the opener's JSON types) pre-scans every
+/// payload, in one pass, at `place`. Fails as a whole only when the pool is
+/// wanted and cannot be built; an item whose processing panics (a bug) gets
+/// `ERR_INTERNAL` in its own slot, its neighbours their own results.
+pub fn open_batch(
+    store: &CertStore,
+    opener: &Opener<'_>,
+    payloads: Items<'_>,
+    place: Place,
+) -> Result<OpenedBatch> {
+    let pool = match place {
+        Place::Pool => Some(pool()?),
+        Place::Here => None,
+    };
     let n = payloads.len();
+    let max_payload = opener.max_payload;
     // One buffer for every decoded payload; oversize items get no room.
     let mut bases = Vec::with_capacity(n + 1);
     let mut total = 0usize;
@@ -236,58 +291,78 @@ pub fn open_many(
     }
     bases.push(total);
     let mut buffer = vec![0u8; total];
-    let mut slots: Vec<&mut [u8]> = Vec::with_capacity(n);
+    let mut slots: Vec<(usize, &mut [u8])> = Vec::with_capacity(n);
     let mut rest: &mut [u8] = &mut buffer;
     for i in 0..n {
         let (head, tail) = rest.split_at_mut(bases[i + 1] - bases[i]);
-        slots.push(head);
+        slots.push((i, head));
         rest = tail;
     }
     let now = crate::cert::now_unix_ms();
-    let chunk = chunk_len(n, pool.current_num_threads());
-    let open = |items: &mut [(usize, &mut [u8])]| {
-        open_chunk(store, digest, payloads, max_payload, now, &bases, items)
+    let open =
+        |items: &mut [(usize, &mut [u8])]| open_chunk(store, opener, payloads, now, &bases, items);
+    // A chunk that panics (a bug) is run again one by one: only the item
+    // that panics gets ERR_INTERNAL. Its slot may hold half-decoded bytes;
+    // nothing reads them.
+    let guarded = |items: &mut [(usize, &mut [u8])]| -> Vec<Done> {
+        match catch_unwind(AssertUnwindSafe(|| open(items))) {
+            Ok(results) => results,
+            Err(payload) => {
+                forget_panic(payload);
+                items
+                    .chunks_mut(1)
+                    .flat_map(|one| {
+                        catch_unwind(AssertUnwindSafe(|| open(one)))
+                            .unwrap_or_else(|p| vec![(Err(Error::from_panic(p)), None)])
+                    })
+                    .collect()
+            }
+        }
     };
-    let results: Vec<Result<Opened>> = pool.install(|| {
-        slots
-            .into_par_iter()
-            .enumerate()
-            .chunks(chunk)
-            .flat_map_iter(|mut items| {
-                match catch_unwind(AssertUnwindSafe(|| open(&mut items))) {
-                    Ok(results) => results,
-                    Err(payload) => {
-                        forget_panic(payload);
-                        // Again one by one: only the item that panics gets
-                        // ERR_INTERNAL. Its slot may hold half-decoded bytes;
-                        // nothing reads them.
-                        items
-                            .chunks_mut(1)
-                            .flat_map(|one| {
-                                catch_unwind(AssertUnwindSafe(|| open(one)))
-                                    .unwrap_or_else(|p| vec![Err(Error::from_panic(p))])
-                            })
-                            .collect()
-                    }
-                }
+    let done: Vec<Done> = match pool {
+        Some(pool) => {
+            let chunk = chunk_len(n, pool.current_num_threads());
+            pool.install(|| {
+                slots
+                    .into_par_iter()
+                    .chunks(chunk)
+                    .flat_map_iter(|mut items| guarded(&mut items))
+                    .collect()
             })
-            .collect()
-    });
-    Ok(OpenedBatch { buffer, results })
+        }
+        None => slots.chunks_mut(LANES).flat_map(guarded).collect(),
+    };
+    let scanning = !opener.json_types.is_empty();
+    let mut results = Vec::with_capacity(n);
+    let mut scanned = Vec::with_capacity(if scanning { n } else { 0 });
+    for (r, s) in done {
+        results.push(r);
+        if scanning {
+            scanned.push(s);
+        }
+    }
+    Ok(OpenedBatch {
+        buffer,
+        results,
+        scanned,
+    })
 }
 
+/// One item's outcome: its result and, if its body was pre-scanned, the scan.
+type Done = (Result<Opened>, Option<Scanned>);
+
 /// Opens the items of one task: decodes them, checks their signatures
-/// together (the SIMD lanes), finishes the valid ones. Result ranges are
-/// made absolute (`bases`).
+/// together (the SIMD lanes), finishes the valid ones and pre-scans the
+/// bodies of the opener's JSON types, while they are hot in the cache.
+/// Result ranges are made absolute (`bases`).
 fn open_chunk(
     store: &CertStore,
-    digest: Digest,
+    opener: &Opener<'_>,
     payloads: Items<'_>,
-    max_payload: usize,
     now: i64,
     bases: &[usize],
     items: &mut [(usize, &mut [u8])],
-) -> Vec<Result<Opened>> {
+) -> Vec<Done> {
     #[cfg(test)]
     if items
         .iter()
@@ -295,10 +370,11 @@ fn open_chunk(
     {
         panic!("test: a panic opening one item");
     }
+    let digest = opener.digest;
     let pending: Vec<Result<Unverified>> = items
         .iter_mut()
         .map(|(i, slot)| {
-            envelope::open_unverified(store, payloads.item(*i), max_payload, slot, now)
+            envelope::open_unverified(store, payloads.item(*i), opener.max_payload, slot, now)
         })
         .collect();
     let checks: Vec<Check<'_>> = pending
@@ -316,18 +392,36 @@ fn open_chunk(
     let mut verdicts = verify_all(digest, &checks).into_iter();
     pending
         .into_iter()
-        .zip(items.iter())
+        .zip(items.iter_mut())
         .map(|(p, (i, slot))| {
-            let opened = p?.opened;
+            let opened = match p {
+                Ok(p) => p.opened,
+                Err(e) => return (Err(e), None),
+            };
             if verdicts.next() != Some(true) {
-                return Err(Error::new(ErrorCode::BadSignature, "Bad signature"));
+                return (
+                    Err(Error::new(ErrorCode::BadSignature, "Bad signature")),
+                    None,
+                );
             }
             let mut o = envelope::finish(slot, opened);
+            let wanted = o.body_is_utf8
+                && opener
+                    .json_types
+                    .iter()
+                    .any(|t| *t == &slot[o.content_type.clone()]);
+            let scanned = if wanted {
+                let s = (opener.scan)(&mut slot[o.body.clone()]);
+                o.body = o.body.start..o.body.start + s.len.min(o.body.len());
+                Some(s)
+            } else {
+                None
+            };
             let base = bases[*i];
             o.content_type = o.content_type.start + base..o.content_type.end + base;
             o.content_encoding = o.content_encoding.start + base..o.content_encoding.end + base;
             o.body = o.body.start + base..o.body.end + base;
-            Ok(o)
+            (Ok(o), scanned)
         })
         .collect()
 }
@@ -440,8 +534,16 @@ mod tests {
         let mut items: Vec<&[u8]> = vec![b"garbage"; 40];
         items[17] = PANIC_PAYLOAD;
         let packed = Packed::from_items(&items);
+        let opener = Opener {
+            digest: Digest::Sha256,
+            max_payload: 1 << 20,
+            json_types: &[],
+            scan: &jsonscan::scan,
+        };
+        let here = open_batch(&store, &opener, packed.items(), Place::Here).unwrap();
         let out = open_many(&store, Digest::Sha256, packed.items(), 1 << 20).unwrap();
-        for (i, r) in out.results.iter().enumerate() {
+        for (i, r) in out.results.iter().chain(&here.results).enumerate() {
+            let i = i % 40;
             let code = r.as_ref().unwrap_err().code;
             if i == 17 {
                 assert_eq!(code, ErrorCode::Internal);
@@ -449,8 +551,10 @@ mod tests {
                 assert_eq!(code, ErrorCode::MalformedPayload, "item {i}");
             }
         }
-        let msg = &out.results[17].as_ref().unwrap_err().message;
-        assert!(msg.ends_with("test: a panic opening one item"), "{msg}");
+        for out in [&out, &here] {
+            let msg = &out.results[17].as_ref().unwrap_err().message;
+            assert!(msg.ends_with("test: a panic opening one item"), "{msg}");
+        }
     }
 
     #[test]

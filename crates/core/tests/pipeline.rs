@@ -461,6 +461,89 @@ fn batch_keeps_every_result_in_place() {
     }
 }
 
+/// `open_batch` gives the same answers on the pool and on the calling thread,
+/// and its pre-scan (same pass) matches `jsonscan::scan` on the same body:
+/// only bodies of the asked-for types are scanned, and a lifted literal
+/// shortens the body range.
+#[test]
+fn open_batch_is_the_same_here_and_on_the_pool_and_scans_in_the_same_pass() {
+    use celery_sign_core::jsonscan;
+    let store = store_of(&[alice()]);
+    let long = format!("[\"{}\"]", "x".repeat(jsonscan::MIN_LITERAL + 10));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("application/json", b"[1, {\"a\": 2}]".to_vec()),
+        ("application/json", long.clone().into_bytes()),
+        ("application/data", b"[3]".to_vec()),
+        ("application/json", vec![0xff, 0xfe]),
+    ];
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    for k in 0..37 {
+        let (ct, body) = &bodies[k % bodies.len()];
+        let payload = if k % 7 == 6 {
+            format!("junk{k}")
+        } else {
+            envelope::seal(
+                &alice().key,
+                alice().cert.id(),
+                Digest::Sha256,
+                WireFormat::Celery55,
+                ct,
+                "utf-8",
+                body,
+            )
+            .unwrap()
+        };
+        items.push(payload.into_bytes());
+    }
+    let packed = Packed::from_items(&items);
+    let types: [&[u8]; 1] = [b"application/json"];
+    let opener = batch::Opener {
+        digest: Digest::Sha256,
+        max_payload: 1 << 20,
+        json_types: &types,
+        scan: &jsonscan::scan,
+    };
+    let view = |out: &batch::OpenedBatch| -> Vec<_> {
+        out.results
+            .iter()
+            .zip(&out.scanned)
+            .map(|(r, s)| match r {
+                Ok(o) => Ok((
+                    out.buffer[o.content_type.clone()].to_vec(),
+                    out.buffer[o.body.clone()].to_vec(),
+                    s.as_ref().map(|s| (s.flags, s.literals.clone())),
+                )),
+                Err(e) => Err(e.code),
+            })
+            .collect()
+    };
+    let pool = batch::open_batch(&store, &opener, packed.items(), batch::Place::Pool).unwrap();
+    let here = batch::open_batch(&store, &opener, packed.items(), batch::Place::Here).unwrap();
+    assert_eq!(view(&pool), view(&here));
+    for (k, r) in view(&here).into_iter().enumerate() {
+        if k % 7 == 6 {
+            assert_eq!(r, Err(ErrorCode::MalformedPayload), "item {k}");
+            continue;
+        }
+        let (ct, body, scanned) = r.unwrap();
+        let (want_ct, want_body) = &bodies[k % bodies.len()];
+        assert_eq!(ct, want_ct.as_bytes(), "item {k}");
+        let json = *want_ct == "application/json" && std::str::from_utf8(want_body).is_ok();
+        assert_eq!(scanned.is_some(), json, "item {k}");
+        if json {
+            let mut copy = want_body.clone();
+            let s = jsonscan::scan(&mut copy);
+            assert_eq!(&body[..], &copy[..s.len], "item {k}");
+            assert_eq!(scanned, Some((s.flags, s.literals)), "item {k}");
+        } else {
+            assert_eq!(&body, want_body, "item {k}");
+        }
+    }
+    // Nothing asked for: no scan at all.
+    let plain = batch::open_many(&store, Digest::Sha256, packed.items(), 1 << 20).unwrap();
+    assert!(plain.scanned.is_empty());
+}
+
 #[test]
 fn seal_many_matches_single_seals() {
     let store = store_of(&[alice()]);

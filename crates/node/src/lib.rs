@@ -22,6 +22,7 @@ use celery_sign_core::{
     envelope, CertStore, Certificate, Digest, Error as CoreError, ErrorCode, PrivateKey, WireFormat,
 };
 use napi::bindgen_prelude::*;
+use napi::sys;
 use napi_derive::napi;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,9 +35,6 @@ mod literal;
 mod queue;
 
 use literal::Literal;
-use rayon::prelude::*;
-
-type CoreResult<T> = std::result::Result<T, CoreError>;
 
 /// A core error as the binding throws it: the message starts with its code.
 pub(crate) fn to_js(err: CoreError) -> napi::Error {
@@ -485,6 +483,72 @@ impl NativeSerializer {
     ) -> Result<AsyncTask<OpenManyTask>> {
         guard(|| Self::open_packed_task(&self.shared, data, lengths, json_types))
     }
+
+    /// `openPacked` on the calling thread, for a batch too small to pay for
+    /// a round trip through the pool (the event loop waits for it, as for
+    /// `open`). The buffer is read in place.
+    #[napi(ts_return_type = "OpenedBatch", catch_unwind)]
+    pub fn open_packed_sync<'env>(
+        &self,
+        env: &'env Env,
+        data: &[u8],
+        lengths: &[u32],
+        json_types: Vec<String>,
+    ) -> Result<Unknown<'env>> {
+        guard(|| {
+            let store = self.shared.store()?;
+            let offsets = packed_offsets(data.len(), lengths)?;
+            let out = open_packed_here(
+                &store,
+                &self.shared,
+                data,
+                &offsets,
+                &json_types,
+                batch::Place::Here,
+            )?;
+            let value = out.into_napi(env.raw())?;
+            // SAFETY: a value just made on this environment.
+            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+        })
+    }
+
+    /// `openPacked` on this JavaScript thread's native thread (the queue of
+    /// `openAsync`, see `queue`) instead of the pool: for a small batch,
+    /// which the event loop splits with it. The payloads are copied (a
+    /// small batch is a few KiB). Results come quickest while the caller
+    /// polls (`pollQueued`).
+    #[napi(ts_return_type = "Promise<OpenedBatch>", catch_unwind)]
+    pub fn open_packed_queued<'env>(
+        &self,
+        env: &'env Env,
+        data: &[u8],
+        lengths: &[u32],
+        json_types: Vec<String>,
+    ) -> Result<Unknown<'env>> {
+        guard(|| {
+            let store = self.shared.store()?;
+            let offsets = packed_offsets(data.len(), lengths)?;
+            let data = data[..offsets[offsets.len() - 1]].to_vec();
+            let shared = self.shared.clone();
+            // The queue runs the job and its settling under `catch_unwind` (see `queue`).
+            let promise = queue::submit(
+                env,
+                Box::new(move || {
+                    let r = open_packed_here(
+                        &store,
+                        &shared,
+                        &data,
+                        &offsets,
+                        &json_types,
+                        batch::Place::Here,
+                    );
+                    Box::new(move |env| r?.into_napi(env))
+                }),
+            )?;
+            // SAFETY: a promise just made on this environment.
+            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+        })
+    }
 }
 
 impl NativeSerializer {
@@ -494,19 +558,7 @@ impl NativeSerializer {
         lengths: &[u32],
         json_types: Vec<String>,
     ) -> Result<AsyncTask<OpenManyTask>> {
-        let mut offsets = Vec::with_capacity(lengths.len() + 1);
-        let mut at = 0usize;
-        offsets.push(0);
-        for &l in lengths {
-            at += l as usize;
-            offsets.push(at);
-        }
-        if at > data.len() {
-            return Err(napi::Error::new(
-                Status::InvalidArg,
-                "lengths add up to more than the data",
-            ));
-        }
+        let offsets = packed_offsets(data.len(), lengths)?;
         Ok(AsyncTask::new(OpenManyTask {
             store: shared.store()?,
             shared: shared.clone(),
@@ -630,15 +682,39 @@ pub struct OpenManyTask {
     json_types: Vec<String>,
 }
 
-/// Interns short strings (content types, encodings, signer ids) of a batch.
+/// Interns short strings (content types, encodings, signer ids) of a batch:
+/// by a look through the few first ones (a small batch has three), by a
+/// hash map once there are more.
 #[derive(Default)]
 struct Interner {
     index: HashMap<Vec<u8>, usize>,
+    /// Indices of the interned strings while there are few (`index` empty).
+    few: Vec<usize>,
     strings: Vec<String>,
 }
 
+/// Interned strings looked up one by one, before `Interner` hashes them.
+const FEW: usize = 8;
+
 impl Interner {
     fn intern(&mut self, bytes: &[u8]) -> f64 {
+        if self.index.is_empty() {
+            if let Some(&i) = self
+                .few
+                .iter()
+                .find(|&&i| self.strings[i].as_bytes() == bytes)
+            {
+                return i as f64;
+            }
+            if self.few.len() < FEW {
+                let i = self.push(String::from_utf8_lossy(bytes).into_owned());
+                self.few.push(i as usize);
+                return i;
+            }
+            for &i in &self.few {
+                self.index.insert(self.strings[i].as_bytes().to_vec(), i);
+            }
+        }
         if let Some(&i) = self.index.get(bytes) {
             return i as f64;
         }
@@ -660,67 +736,6 @@ pub struct OpenManyOutput {
     meta: Vec<f64>,
     strings: Vec<String>,
     literals: Vec<Vec<u8>>,
-}
-
-/// Pre-scans, on the pool, the UTF-8 bodies whose content type is one of
-/// `json_types`; returns, by item, what the scan found (None: not scanned).
-/// A scanned body may have been rewritten in place: its range is updated.
-fn scan_bodies(
-    buffer: &mut [u8],
-    results: &mut [CoreResult<envelope::Opened>],
-    json_types: &[String],
-) -> Result<Vec<Option<jsonscan::Scanned>>> {
-    let wanted: Vec<bool> = results
-        .iter()
-        .map(|r| match r {
-            Ok(o) if o.body_is_utf8 => {
-                let ct = &buffer[o.content_type.clone()];
-                json_types.iter().any(|t| t.as_bytes() == ct)
-            }
-            _ => false,
-        })
-        .collect();
-    // Disjoint mutable views of the wanted bodies (ranges ascend with the index).
-    let mut slots: Vec<Option<&mut [u8]>> = Vec::with_capacity(results.len());
-    let mut rest: &mut [u8] = buffer;
-    let mut at = 0usize;
-    for (r, &want) in results.iter().zip(&wanted) {
-        match r {
-            Ok(o) if want && o.body.start >= at => {
-                let tail = std::mem::take(&mut rest);
-                let (_, tail) = tail.split_at_mut(o.body.start - at);
-                let (body, tail) = tail.split_at_mut(o.body.end - o.body.start);
-                rest = tail;
-                at = o.body.end;
-                slots.push(Some(body));
-            }
-            _ => slots.push(None),
-        }
-    }
-    // A scan that panics (a bug) fails its own item with ERR_INTERNAL, not the batch.
-    let outcomes: Vec<CoreResult<Option<jsonscan::Scanned>>> =
-        batch::pool().map_err(to_js)?.install(|| {
-            slots
-                .into_par_iter()
-                .map(|slot| celery_sign_core::error::catch(|| Ok(slot.map(scan_one))))
-                .collect()
-        });
-    let mut scanned = Vec::with_capacity(outcomes.len());
-    for (r, outcome) in results.iter_mut().zip(outcomes) {
-        match outcome {
-            Ok(s) => {
-                if let (Ok(o), Some(s)) = (&mut *r, &s) {
-                    o.body = o.body.start..o.body.start + s.len;
-                }
-                scanned.push(s);
-            }
-            Err(e) => {
-                *r = Err(e);
-                scanned.push(None);
-            }
-        }
-    }
-    Ok(scanned)
 }
 
 /// The pre-scan of one body (with the `panic-probe` feature, a body holding
@@ -749,120 +764,249 @@ impl Task for OpenManyTask {
     }
 
     fn resolve(&mut self, _env: Env, output: OpenManyOutput) -> Result<OpenedBatch> {
-        guard(|| {
-            Ok(OpenedBatch {
-                buffer: output.buffer.into(),
-                meta: output.meta.into(),
-                strings: output.strings,
-                literals: output.literals.into_iter().map(Literal).collect(),
-            })
-        })
+        guard(|| Ok(output.into_js()))
     }
 }
 
 impl OpenManyTask {
     fn run(&mut self) -> Result<OpenManyOutput> {
-        let items = batch::Items::new(&self.data, &self.offsets)
-            .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
-        let mut opened = batch::open_many(
+        open_packed_here(
             &self.store,
-            self.shared.digest,
-            items,
-            self.shared.max_payload,
+            &self.shared,
+            &self.data,
+            &self.offsets,
+            &self.json_types,
+            batch::Place::Pool,
         )
-        .map_err(to_js)?;
-        let scanned = if self.json_types.is_empty() {
-            Vec::new()
-        } else {
-            scan_bodies(&mut opened.buffer, &mut opened.results, &self.json_types)?
-        };
-        let mut meta = Vec::with_capacity(opened.results.len() * META_STRIDE);
-        let mut strings = Interner::default();
-        let mut lifted = 0usize;
-        for (i, r) in opened.results.iter().enumerate() {
-            match r {
-                Ok(o) => {
-                    let ct = strings.intern(&opened.buffer[o.content_type.clone()]);
-                    let enc = strings.intern(&opened.buffer[o.content_encoding.clone()]);
-                    let signer = strings.intern(o.signer.id().as_bytes());
-                    let first = lifted as f64;
-                    let (flags, count) = match scanned.get(i) {
-                        Some(Some(s)) => (s.flags, s.literals.len()),
-                        _ => (
-                            if o.body_is_utf8 {
-                                jsonscan::FLAG_UTF8
-                            } else {
-                                0
-                            },
-                            0,
-                        ),
-                    };
-                    lifted += count;
-                    meta.extend_from_slice(&[
-                        0.0,
-                        ct,
-                        enc,
-                        signer,
-                        o.body.start as f64,
-                        o.body.end as f64,
-                        flags as f64,
-                        first,
-                        count as f64,
-                    ]);
-                }
-                Err(e) => {
-                    let msg = strings.push(e.message.clone());
-                    meta.extend_from_slice(&[
-                        status_of(e.code),
-                        msg,
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                    ]);
-                }
+    }
+}
+
+/// Below this many bytes of buffer and meta, a batch's output is copied into
+/// memory V8 allocates rather than handed over as external memory: for a
+/// few KiB the copy is cheaper than the external buffers and their
+/// finalizers (which V8's collector also has to sweep).
+const COPY_BELOW: usize = 64 * 1024;
+
+fn napi_check(status: sys::napi_status, what: &str) -> Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(napi::Error::new(Status::from(status), what.to_owned()))
+    }
+}
+
+impl OpenManyOutput {
+    /// As a JavaScript `OpenedBatch` (see [`COPY_BELOW`]).
+    fn into_napi(self, env: sys::napi_env) -> Result<sys::napi_value> {
+        if self.buffer.len() + self.meta.len() * 8 > COPY_BELOW {
+            // SAFETY: env is the live environment of the JavaScript thread.
+            return unsafe { ToNapiValue::to_napi_value(env, self.into_js()) };
+        }
+        let mut obj = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        let mut meta_bytes = std::ptr::null_mut();
+        let mut meta_buffer = std::ptr::null_mut();
+        let mut meta = std::ptr::null_mut();
+        let mut ignored = std::ptr::null_mut();
+        let len = self.meta.len();
+        // SAFETY: plain napi calls on the JavaScript thread's environment;
+        // the copies write `len * 8` bytes into an ArrayBuffer just made
+        // that long, and read the Vec's own bytes.
+        unsafe {
+            napi_check(sys::napi_create_object(env, &mut obj), "creating a batch")?;
+            napi_check(
+                sys::napi_create_buffer_copy(
+                    env,
+                    self.buffer.len(),
+                    self.buffer.as_ptr().cast(),
+                    &mut ignored,
+                    &mut buffer,
+                ),
+                "creating a batch's buffer",
+            )?;
+            napi_check(
+                sys::napi_create_arraybuffer(env, len * 8, &mut meta_bytes, &mut meta_buffer),
+                "creating a batch's meta",
+            )?;
+            if len > 0 {
+                std::ptr::copy_nonoverlapping(
+                    self.meta.as_ptr().cast::<u8>(),
+                    meta_bytes.cast::<u8>(),
+                    len * 8,
+                );
+            }
+            napi_check(
+                sys::napi_create_typedarray(
+                    env,
+                    sys::TypedarrayType::float64_array,
+                    len,
+                    meta_buffer,
+                    0,
+                    &mut meta,
+                ),
+                "creating a batch's meta",
+            )?;
+            let strings = ToNapiValue::to_napi_value(env, self.strings)?;
+            let literals: Vec<Literal> = self.literals.into_iter().map(Literal).collect();
+            let literals = ToNapiValue::to_napi_value(env, literals)?;
+            for (name, value) in [
+                (c"buffer", buffer),
+                (c"meta", meta),
+                (c"strings", strings),
+                (c"literals", literals),
+            ] {
+                napi_check(
+                    sys::napi_set_named_property(env, obj, name.as_ptr(), value),
+                    "filling a batch",
+                )?;
             }
         }
-        let mut literals = Vec::with_capacity(lifted);
-        for s in scanned.into_iter().flatten() {
-            literals.extend(s.literals);
+        Ok(obj)
+    }
+
+    fn into_js(self) -> OpenedBatch {
+        OpenedBatch {
+            buffer: self.buffer.into(),
+            meta: self.meta.into(),
+            strings: self.strings,
+            literals: self.literals.into_iter().map(Literal).collect(),
         }
-        // The decoded payloads also hold signers and signatures, and bodies
-        // whose long values were lifted out shrank: when the bodies fill less
-        // than half of the buffer, hand over only them, and free the rest now
-        // rather than at JavaScript's next collection (which, as external
-        // memory, it would also bring nearer).
-        let bodies: usize = opened
-            .results
-            .iter()
-            .filter_map(|r| r.as_ref().ok().map(|o| o.body.len()))
-            .sum();
-        let buffer = if bodies <= opened.buffer.len() / 2 {
-            let mut compact = Vec::with_capacity(bodies);
-            for (r, m) in opened
-                .results
-                .iter()
-                .zip(meta.chunks_exact_mut(META_STRIDE))
-            {
-                if let Ok(o) = r {
-                    m[4] = compact.len() as f64;
-                    compact.extend_from_slice(&opened.buffer[o.body.clone()]);
-                    m[5] = compact.len() as f64;
-                }
+    }
+}
+
+/// The item offsets of a packed batch (`offsets[i]..offsets[i + 1]` is item
+/// `i`), checked against the data's length.
+fn packed_offsets(data_len: usize, lengths: &[u32]) -> Result<Vec<usize>> {
+    let mut offsets = Vec::with_capacity(lengths.len() + 1);
+    let mut at = 0usize;
+    offsets.push(0);
+    for &l in lengths {
+        at += l as usize;
+        offsets.push(at);
+    }
+    if at > data_len {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "lengths add up to more than the data",
+        ));
+    }
+    Ok(offsets)
+}
+
+/// Opens a packed batch at `place` (the pool, or this thread) and lays the
+/// results out flat for JavaScript (see `OpenedBatch`): verification and
+/// the pre-scan of the `json_types` bodies in one pass (`batch::open_batch`).
+fn open_packed_here(
+    store: &CertStore,
+    shared: &Shared,
+    data: &[u8],
+    offsets: &[usize],
+    json_types: &[String],
+    place: batch::Place,
+) -> Result<OpenManyOutput> {
+    let items = batch::Items::new(data, offsets)
+        .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
+    let types: Vec<&[u8]> = json_types.iter().map(|t| t.as_bytes()).collect();
+    let opener = batch::Opener {
+        digest: shared.digest,
+        max_payload: shared.max_payload,
+        json_types: &types,
+        scan: &scan_one,
+    };
+    let opened = batch::open_batch(store, &opener, items, place).map_err(to_js)?;
+    Ok(flatten(opened))
+}
+
+/// An opened batch as JavaScript takes it: `meta`, interned strings, the
+/// lifted literals, and the buffer (compacted when the bodies fill less than
+/// half of it).
+fn flatten(opened: batch::OpenedBatch) -> OpenManyOutput {
+    let batch::OpenedBatch {
+        buffer,
+        results,
+        scanned,
+    } = opened;
+    let mut meta = Vec::with_capacity(results.len() * META_STRIDE);
+    let mut strings = Interner::default();
+    let mut lifted = 0usize;
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(o) => {
+                let ct = strings.intern(&buffer[o.content_type.clone()]);
+                let enc = strings.intern(&buffer[o.content_encoding.clone()]);
+                let signer = strings.intern(o.signer.id().as_bytes());
+                let first = lifted as f64;
+                let (flags, count) = match scanned.get(i) {
+                    Some(Some(s)) => (s.flags, s.literals.len()),
+                    _ => (
+                        if o.body_is_utf8 {
+                            jsonscan::FLAG_UTF8
+                        } else {
+                            0
+                        },
+                        0,
+                    ),
+                };
+                lifted += count;
+                meta.extend_from_slice(&[
+                    0.0,
+                    ct,
+                    enc,
+                    signer,
+                    o.body.start as f64,
+                    o.body.end as f64,
+                    flags as f64,
+                    first,
+                    count as f64,
+                ]);
             }
-            compact
-        } else {
-            opened.buffer
-        };
-        Ok(OpenManyOutput {
-            buffer,
-            meta,
-            strings: strings.strings,
-            literals,
-        })
+            Err(e) => {
+                let msg = strings.push(e.message.clone());
+                meta.extend_from_slice(&[
+                    status_of(e.code),
+                    msg,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.0,
+                ]);
+            }
+        }
+    }
+    let mut literals = Vec::with_capacity(lifted);
+    for s in scanned.into_iter().flatten() {
+        literals.extend(s.literals);
+    }
+    // The decoded payloads also hold signers and signatures, and bodies
+    // whose long values were lifted out shrank: when the bodies fill less
+    // than half of the buffer, hand over only them, and free the rest now
+    // rather than at JavaScript's next collection (which, as external
+    // memory, it would also bring nearer).
+    let bodies: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|o| o.body.len()))
+        .sum();
+    let buffer = if bodies <= buffer.len() / 2 {
+        let mut compact = Vec::with_capacity(bodies);
+        for (r, m) in results.iter().zip(meta.chunks_exact_mut(META_STRIDE)) {
+            if let Ok(o) = r {
+                m[4] = compact.len() as f64;
+                compact.extend_from_slice(&buffer[o.body.clone()]);
+                m[5] = compact.len() as f64;
+            }
+        }
+        compact
+    } else {
+        buffer
+    };
+    OpenManyOutput {
+        buffer,
+        meta,
+        strings: strings.strings,
+        literals,
     }
 }
 

@@ -337,6 +337,60 @@ export class JsSerializer {
     return this.#openBatch(viewOf(store), data, lengths, types);
   }
 
+  /**
+   * `openPacked` on the calling thread (the native side's small-batch path):
+   * item by item, with `openOne`; the same layout, no pre-scan.
+   */
+  openPackedSync(data: Uint8Array, lengths: Uint32Array, jsonTypes: string[]): OpenedBatch {
+    if (!(data instanceof Uint8Array)) invalidArg('Get TypedArray info failed');
+    lengthsArg(lengths);
+    const types = new Set(arrayArg<unknown>(jsonTypes).map(stringArg));
+    let total = 0;
+    for (let i = 0; i < lengths.length; i++) total += lengths[i]!;
+    if (total > data.length) invalidArg('lengths add up to more than the data');
+    const store = this.#needStore();
+    const n = lengths.length;
+    const meta = new Float64Array(n * STRIDE);
+    const strings: string[] = [];
+    const index = new Map<string, number>();
+    const intern = (s: string): number => {
+      let k = index.get(s);
+      if (k === undefined) index.set(s, (k = strings.push(s) - 1));
+      return k;
+    };
+    const bodies: Uint8Array[] = [];
+    const now = Date.now();
+    let out = 0;
+    for (let i = 0, at = 0; i < n; at += lengths[i]!, i++) {
+      const m = i * STRIDE;
+      const u = openOne(store, this.#digest, data.subarray(at, at + lengths[i]!), this.#maxPayload, now);
+      if (u instanceof Refusal) {
+        meta[m] = statusOf(u.code);
+        meta[m + 1] = strings.push(u.message) - 1;
+        continue;
+      }
+      const body = u.raw.subarray(u.bodyStart, u.bodyEnd);
+      const contentType = u.raw.toString('utf8', u.contentTypeStart, u.contentTypeEnd);
+      const utf8 = isUtf8(body);
+      let flags = utf8 ? 1 : 0;
+      if (utf8 && types.has(contentType) && body.every((b) => b < 0x80)) flags |= 2;
+      meta[m + 1] = intern(contentType);
+      meta[m + 2] = intern(u.raw.toString('utf8', u.encodingStart, u.encodingEnd));
+      meta[m + 3] = intern(u.signer.id);
+      meta[m + 4] = out;
+      meta[m + 5] = out + body.length;
+      meta[m + 6] = flags;
+      bodies.push(body);
+      out += body.length;
+    }
+    return { buffer: Buffer.concat(bodies, out), meta, strings, literals: [] };
+  }
+
+  /** `openPacked` as the native side queues a small batch: here, the same as `openPacked`. */
+  openPackedQueued(data: Buffer, lengths: Uint32Array, jsonTypes: string[]): Promise<OpenedBatch> {
+    return this.openPacked(data, lengths, jsonTypes);
+  }
+
   async #openBatch(view: StoreView, data: Uint8Array, lengths: Uint32Array, jsonTypes: string[], isUrgent = false): Promise<OpenedBatch> {
     const n = lengths.length;
     const meta = new Float64Array(n * STRIDE);
