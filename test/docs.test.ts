@@ -16,6 +16,10 @@
  *   uses without making them). A block marked ```ts no-check is not
  *   compiled; there may be at most MAX_NO_CHECK of them.
  *
+ * - The API reference builds with TypeDoc (typedoc.json: `npm run docs:api`)
+ *   without a warning: every `{@link}` resolves, every type the API names
+ *   is exported (treatWarningsAsErrors); run with `--emit none`.
+ *
  * Needs the built package: `npm run build:ts` first.
  */
 import test from 'ava';
@@ -23,6 +27,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import ts from 'typescript';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -232,4 +238,15 @@ test('every ```ts sample of the guide compiles against the package\'s types (str
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the API reference builds with TypeDoc from the doc comments without a warning', async (t) => {
+  t.timeout(120_000);
+  const bin = join(ROOT, 'node_modules', 'typedoc', 'bin', 'typedoc');
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [bin, '--emit', 'none'], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+  });
+  const out = `${stdout}${stderr}`;
+  t.notRegex(out, /warning|error/i, out);
 });
