@@ -7,8 +7,9 @@
  *   count, in order) and the same code blocks, byte for byte (info string
  *   and content, in order): code, commands and their output are not
  *   translated, only the prose is.
- * - Every relative link (file and `#anchor`) resolves, in both languages.
- * - Every ```ts block of the English guide (so of both) is type-checked,
+ * - Every relative link (file and `#anchor`) resolves, in both languages
+ *   and in README.md.
+ * - Every ```ts block of the English guide (so of both) and of README.md is type-checked,
  *   each as its own ES module, with `strict` and `nodenext`, against the
  *   built package (`celery-sign` resolves to this repository's package.json
  *   and lib/, as an installed package does) and a small declared prelude
@@ -167,15 +168,16 @@ test('each Chinese page has the English page\'s headings (levels, count, order) 
   }
 });
 
-test('every relative link of the guide resolves, file and anchor, in both languages', (t) => {
-  for (const dir of [EN, ZH]) {
-    const pages = load(dir);
+test('every relative link of the guide (both languages) and of the README resolves, file and anchor', (t) => {
+  const readme = new Map([['README.md', parse(readFileSync(join(ROOT, 'README.md'), 'utf8'))]]);
+  for (const dir of [EN, ZH, ROOT]) {
+    const pages = dir === ROOT ? readme : load(dir);
     for (const [file, page] of pages) {
       for (const { target, line } of page.links) {
         if (/^[a-z]+:/i.test(target)) continue;
         const [path, anchor] = target.split('#') as [string, string | undefined];
         const abs = path === '' ? join(dir, file) : resolve(dir, path);
-        const where = `${dir === ZH ? 'docs/zh-CN' : 'docs'}/${file}:${line}: ${target}`;
+        const where = `${dir === ZH ? 'docs/zh-CN/' : dir === EN ? 'docs/' : ''}${file}:${line}: ${target}`;
         if (!existsSync(abs)) {
           t.fail(`${where}: no such file`);
           continue;
@@ -201,7 +203,10 @@ test('every ```ts sample of the guide compiles against the package\'s types (str
     writeFileSync(join(dir, 'prelude.d.ts'), PRELUDE);
     const origin = new Map<string, string>();
     let noCheck = 0;
-    for (const [file, page] of load(EN)) {
+    // The guide's samples, and the README's (its Quick start).
+    const sources: [string, Page][] = [...load(EN)].map(([file, page]): [string, Page] => [`docs/${file}`, page]);
+    sources.push(['README.md', parse(readFileSync(join(ROOT, 'README.md'), 'utf8'))]);
+    for (const [file, page] of sources) {
       page.blocks.forEach((b, i) => {
         const lang = b.info.split(/\s+/);
         if (lang[0] !== 'ts' && lang[0] !== 'typescript') return;
@@ -209,10 +214,10 @@ test('every ```ts sample of the guide compiles against the package\'s types (str
           noCheck++;
           return;
         }
-        const name = join(dir, `${file.replace(/\.md$/, '')}-${i + 1}.ts`);
+        const name = join(dir, `${file.replace(/\.md$/, '').replace(/\//g, '_')}-${i + 1}.ts`);
         // `export {}` makes each sample a module of its own, with or without imports.
         writeFileSync(name, `${b.body}\nexport {};\n`);
-        origin.set(name, `docs/${file} code block ${i + 1} (line ${b.line})`);
+        origin.set(name, `${file} code block ${i + 1} (line ${b.line})`);
       });
     }
     t.true(origin.size >= 10, `${origin.size} samples compiled`);
