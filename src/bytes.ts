@@ -8,5 +8,6 @@ export function toBytes(value: Bytes, what = 'value'): Uint8Array {
   throw new TypeError(`${what} must be a string or a Uint8Array`);
 }
 
+/** A digest name Celery accepts in `security_digest`; any other is `ERR_IMPROPERLY_CONFIGURED`. */
 export type Digest = 'sha1' | 'sha224' | 'sha256' | 'sha384' | 'sha512';
 export const DIGESTS: readonly Digest[] = ['sha1', 'sha224', 'sha256', 'sha384', 'sha512'];

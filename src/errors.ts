@@ -16,7 +16,9 @@ export const ERROR_CODES = [
   'ERR_IMPROPERLY_CONFIGURED',
 ] as const;
 
+/** One of the stable error codes in {@link ERROR_CODES}. */
 export type ErrorCode = (typeof ERROR_CODES)[number];
+/** The code of a {@link SecurityError}: every code but `ERR_IMPROPERLY_CONFIGURED`, which is {@link ImproperlyConfigured}'s. */
 export type SecurityErrorCode = Exclude<ErrorCode, 'ERR_IMPROPERLY_CONFIGURED'>;
 
 /** Raised for every signature, key, certificate, payload or content refusal. */

@@ -12,6 +12,7 @@ export function checkDigest(digest: unknown): Digest {
   );
 }
 
+/** The envelope a `SecureSerializer` writes: Celery 5.5 and later (base64 signer and signature, the default) or Celery 5.4 and older (raw). Both are always read. */
 export type WireFormat = 'celery-5.5' | 'celery-5.4';
 
 export function checkWireFormat(format: unknown): WireFormat {

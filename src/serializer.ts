@@ -78,6 +78,7 @@ const HOOK = 8;
 const LONG_DIGITS = 16;
 const LITERALS = 32;
 
+/** Options of {@link SecureSerializer}: Celery's `SecureSerializer(key, cert, store, digest, serializer)`, and what celery-sign adds. */
 export interface SecureSerializerOptions {
   /** Signs; needed by the serialize methods. */
   key?: PrivateKey;
@@ -103,6 +104,7 @@ export interface SecureSerializerOptions {
   registry?: SerializerRegistry;
 }
 
+/** One slot of a `deserializeMany` batch, in the order of the payloads: the value and its signer, or the error of that payload alone. */
 export type DeserializeResult =
   | { ok: true; value: unknown; signer: string }
   | { ok: false; error: SecurityError };

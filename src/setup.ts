@@ -25,6 +25,7 @@ There is no point in signing messages if they are not verified.
     * accept_content = ['auth']
 `;
 
+/** Options of {@link registerAuth}, as Celery's `register_auth(key, key_password, cert, store, digest, serializer)` takes them. */
 export interface RegisterAuthOptions {
   /** PEM text of the private key (not a path). */
   key?: Bytes;
@@ -59,6 +60,7 @@ export function registerAuth(opts: RegisterAuthOptions = {}): SecureSerializer {
   return s;
 }
 
+/** The arguments of Celery's `app.setup_security()` that override the settings given to {@link setupSecurity}. */
 export interface SetupSecurityOverrides {
   /** Serializer names or content types left enabled (Celery's `allowed_serializers`). */
   allowedSerializers?: string[] | null;
