@@ -799,29 +799,7 @@ export class Worker extends EventEmitter {
   /** Celery's `Request.maybe_expire`: an expired task is revoked (REVOKED stored, message acked). */
   #expired(job: Job): boolean {
     if (!job.expires || job.expires.getTime() > Date.now()) return false;
-    this.stats.revoked++;
-    const meta = buildMeta(
-      job.id,
-      'REVOKED',
-      { exc_type: 'TaskRevokedError', exc_message: ['expired'], exc_module: 'celery.exceptions' },
-      null,
-      { group: str(job.delivery.headers.group), parentId: str(job.delivery.headers.parent_id) },
-    );
-    const event: TaskRefusedEvent = { id: job.id, name: job.name, reason: 'expired' };
-    const runner = this.#canvasRunner;
-    const req = this.#canvasRequest(job);
-    this.#settle({
-      delivery: job.delivery,
-      action: 'ack',
-      meta,
-      ...(runner && job.embed.chord !== null
-        ? { canvas: { after: () => runner.afterRevoked(req, meta.result as SerializedException) } }
-        : {}),
-      emit: () => {
-        this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: true });
-        this.emit('task-revoked', event);
-      },
-    });
+    this.#settleRevoked(job, 'expired');
     return true;
   }
 
@@ -832,14 +810,17 @@ export class Worker extends EventEmitter {
     return true;
   }
 
-  /** Celery's `_announce_revoked('revoked')` for a task it holds and has not started. */
-  #settleRevoked(job: Job): void {
+  /**
+   * Celery's `_announce_revoked` for a task it holds and has not started:
+   * `'revoked'` (control revoke) or `'expired'` (`maybe_expire`).
+   */
+  #settleRevoked(job: Job, reason: 'revoked' | 'expired' = 'revoked'): void {
     this.stats.revoked++;
     const h = job.delivery.headers;
     const meta = buildMeta(
       job.id,
       'REVOKED',
-      { exc_type: 'TaskRevokedError', exc_message: ['revoked'], exc_module: 'celery.exceptions' },
+      { exc_type: 'TaskRevokedError', exc_message: [reason], exc_module: 'celery.exceptions' },
       null,
       { group: str(h.group), parentId: str(h.parent_id) },
     );
@@ -854,8 +835,8 @@ export class Worker extends EventEmitter {
         ? { canvas: { after: () => runner.afterRevoked(req, meta.result as SerializedException) } }
         : {}),
       emit: () => {
-        this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: false });
-        this.emit('task-revoked', { id: job.id, name: job.name, reason: 'revoked' } satisfies TaskRefusedEvent);
+        this.#events?.send('task-revoked', { uuid: job.id, terminated: false, signum: null, expired: reason === 'expired' });
+        this.emit('task-revoked', { id: job.id, name: job.name, reason } satisfies TaskRefusedEvent);
       },
     });
   }
