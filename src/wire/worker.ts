@@ -360,6 +360,12 @@ interface Settlement {
   };
 }
 
+/**
+ * Held messages, in prefetch windows, that a worker may hold at most: the
+ * window itself plus those settled and waiting to be stored and acknowledged.
+ */
+const MAX_HELD_WINDOWS = 4;
+
 function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
@@ -398,8 +404,12 @@ export class Worker extends EventEmitter {
   #consumer: BrokerConsumer | undefined;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #loop: Promise<void> | undefined;
+  /** Messages taken from the broker and not yet acknowledged or given back. */
   #held = 0;
+  /** Of those, ETA tasks waiting for their time (outside the prefetch window, as in Celery). */
   #etaHeld = 0;
+  /** Of those, messages whose outcome is settled, waiting to be stored and acknowledged. */
+  #settledHeld = 0;
   #room: (() => void) | undefined;
   readonly #batches = new Set<Promise<void>>();
   readonly #ready: Job[] = [];
@@ -602,7 +612,7 @@ export class Worker extends EventEmitter {
   async #consume(): Promise<void> {
     let backoff = 0;
     while (this.#state === 'running') {
-      const room = this.#prefetch - (this.#held - this.#etaHeld);
+      const room = this.#roomLeft();
       if (room <= 0) {
         await new Promise<void>((r) => {
           this.#room = r;
@@ -629,13 +639,31 @@ export class Worker extends EventEmitter {
     }
   }
 
-  #release(n: number): void {
-    this.#held -= n;
+  /**
+   * How many more messages the worker may take: the prefetch window counts
+   * the messages not yet run (Celery's reserved requests), not those already
+   * settled and waiting for their result to be stored and acknowledged, so
+   * fetching the next batch overlaps storing the last one. All held messages
+   * stay bounded by {@link MAX_HELD_WINDOWS} windows.
+   */
+  #roomLeft(): number {
+    const active = this.#held - this.#etaHeld;
+    return Math.min(this.#prefetch - (active - this.#settledHeld), MAX_HELD_WINDOWS * this.#prefetch - active);
+  }
+
+  #wakeIfRoom(): void {
     const r = this.#room;
-    if (r && this.#prefetch - (this.#held - this.#etaHeld) > 0) {
+    if (r && this.#roomLeft() > 0) {
       this.#room = undefined;
       r();
     }
+  }
+
+  /** `n` held messages are acknowledged or given back; `settled` of them had been settled. */
+  #release(n: number, settled = 0): void {
+    this.#held -= n;
+    this.#settledHeld -= settled;
+    this.#wakeIfRoom();
     this.#checkIdle();
   }
 
@@ -1297,6 +1325,8 @@ export class Worker extends EventEmitter {
 
   #settle(s: Settlement): void {
     this.#settleQueue.push(s);
+    this.#settledHeld++;
+    this.#wakeIfRoom();
     this.#kickSettle();
   }
 
@@ -1318,7 +1348,7 @@ export class Worker extends EventEmitter {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
           this.#error(err);
           this.#forget(batch.map((s) => s.delivery));
-          this.#release(batch.length);
+          this.#release(batch.length, batch.length);
           continue;
         }
         batch = await this.#canvasAfter(batch);
@@ -1330,7 +1360,7 @@ export class Worker extends EventEmitter {
         } catch (err) {
           this.#error(err);
         }
-        this.#release(batch.length);
+        this.#release(batch.length, batch.length);
         for (const s of batch) {
           try {
             s.emit?.();
@@ -1411,7 +1441,7 @@ export class Worker extends EventEmitter {
     );
     if (failed.size === 0) return batch;
     this.#forget([...failed].map((s) => s.delivery));
-    this.#release(failed.size);
+    this.#release(failed.size, failed.size);
     return batch.filter((s) => !failed.has(s));
   }
 
