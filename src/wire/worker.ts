@@ -97,6 +97,7 @@ import {
   type ResultSerializer,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
+import type { BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   checkBackend,
   openBackend,
@@ -229,6 +230,20 @@ export interface WorkerOptions {
   visibilityTimeout?: number;
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
+  /**
+   * Celery's `broker_use_ssl`: `true`, or for Redis `{ ssl_cert_reqs,
+   * ssl_ca_certs, ssl_certfile, ssl_keyfile }`, for AMQP `{ ca_certs,
+   * certfile, keyfile, cert_reqs, server_hostname }` (Celery's keys and
+   * values; `rediss://` and `amqps://` URLs turn TLS on too). The server's
+   * certificate is verified (chain and host name) unless `CERT_NONE`.
+   */
+  brokerUseSsl?: BrokerUseSsl;
+  /**
+   * Celery's `redis_backend_use_ssl` for a Redis result backend: `{
+   * ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile }`. As Celery,
+   * `ssl_cert_reqs` is required (here or in the `rediss://` URL).
+   */
+  redisBackendUseSsl?: boolean | RedisSslOptions;
   /** Celery's `result_backend_transport_options`. */
   backendTransportOptions?: Record<string, unknown>;
   /** Celery's `result_serializer`: `'json'` (default) or `'auth'`. */
@@ -519,6 +534,7 @@ export class Worker extends EventEmitter {
       this.#transport = await openTransport(this.#options.broker, {
         ...(this.#options.transportOptions ? { transportOptions: this.#options.transportOptions } : {}),
         ...(connectTimeout !== undefined ? { connectTimeout } : {}),
+        ...(this.#options.brokerUseSsl !== undefined ? { ssl: this.#options.brokerUseSsl } : {}),
       });
       if (this.#options.backend) {
         this.#backend = await openBackend(this.#options.backend, {
@@ -529,6 +545,7 @@ export class Worker extends EventEmitter {
           ...(this.#options.resultPersistent !== undefined ? { persistent: this.#options.resultPersistent } : {}),
           ...(connectTimeout !== undefined ? { connectTimeout } : {}),
           ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
+          ...(this.#options.redisBackendUseSsl !== undefined ? { ssl: this.#options.redisBackendUseSsl } : {}),
         });
       }
       if (this.#options.events) {
