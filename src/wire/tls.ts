@@ -387,5 +387,5 @@ export function diagnoseTls(host: string, port: number, options: ConnectionOptio
 /** Whether a failed connect may hide a TLS alert (see {@link diagnoseTls}). */
 export function mayHideAlert(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  return code === 'ECONNRESET' || code === 'EPIPE' || (err instanceof Error && /Connection is closed|socket hang up|Socket closed/i.test(err.message));
+  return code === 'ECONNRESET' || code === 'EPIPE' || (err instanceof Error && /Connection is closed|socket hang up|Socket closed|closed abruptly/i.test(err.message));
 }
