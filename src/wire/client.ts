@@ -28,7 +28,7 @@ import {
   type TaskState,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
-import type { BrokerUseSsl, RedisSslOptions } from './tls.js';
+import type { AmqpSslOptions, BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   backendTraits,
   checkBackend,
@@ -57,17 +57,20 @@ export interface ClientOptions {
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
   /**
-   * Celery's `broker_use_ssl`: `true`, or for Redis `{ ssl_cert_reqs,
-   * ssl_ca_certs, ssl_certfile, ssl_keyfile }`, for AMQP `{ ca_certs,
-   * certfile, keyfile, cert_reqs, server_hostname }` (Celery's keys and
-   * values; `rediss://` and `amqps://` URLs turn TLS on too). The server's
-   * certificate is verified (chain and host name) unless `CERT_NONE`.
+   * Celery's `broker_use_ssl`: `true`, or an object with Celery's keys and
+   * values: for Redis `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`,
+   * `ssl_keyfile` ({@link RedisSslOptions}); for AMQP `ca_certs`,
+   * `certfile`, `keyfile`, `cert_reqs`, `server_hostname`
+   * ({@link AmqpSslOptions}). `rediss://` and `amqps://` URLs turn TLS on
+   * too. The server's certificate is verified (chain and host name) unless
+   * `CERT_NONE`.
    */
   brokerUseSsl?: BrokerUseSsl;
   /**
-   * Celery's `redis_backend_use_ssl` for a Redis result backend: `{
-   * ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile }`. As Celery,
-   * `ssl_cert_reqs` is required (here or in the `rediss://` URL).
+   * Celery's `redis_backend_use_ssl` for a Redis result backend: an object
+   * with `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`
+   * ({@link RedisSslOptions}). As in Celery, `ssl_cert_reqs` is required
+   * (here or in the `rediss://` URL).
    */
   redisBackendUseSsl?: boolean | RedisSslOptions;
   /**

@@ -97,7 +97,7 @@ import {
   type ResultSerializer,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
-import type { BrokerUseSsl, RedisSslOptions } from './tls.js';
+import type { AmqpSslOptions, BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   checkBackend,
   openBackend,
@@ -231,17 +231,20 @@ export interface WorkerOptions {
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
   /**
-   * Celery's `broker_use_ssl`: `true`, or for Redis `{ ssl_cert_reqs,
-   * ssl_ca_certs, ssl_certfile, ssl_keyfile }`, for AMQP `{ ca_certs,
-   * certfile, keyfile, cert_reqs, server_hostname }` (Celery's keys and
-   * values; `rediss://` and `amqps://` URLs turn TLS on too). The server's
-   * certificate is verified (chain and host name) unless `CERT_NONE`.
+   * Celery's `broker_use_ssl`: `true`, or an object with Celery's keys and
+   * values: for Redis `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`,
+   * `ssl_keyfile` ({@link RedisSslOptions}); for AMQP `ca_certs`,
+   * `certfile`, `keyfile`, `cert_reqs`, `server_hostname`
+   * ({@link AmqpSslOptions}). `rediss://` and `amqps://` URLs turn TLS on
+   * too. The server's certificate is verified (chain and host name) unless
+   * `CERT_NONE`.
    */
   brokerUseSsl?: BrokerUseSsl;
   /**
-   * Celery's `redis_backend_use_ssl` for a Redis result backend: `{
-   * ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile }`. As Celery,
-   * `ssl_cert_reqs` is required (here or in the `rediss://` URL).
+   * Celery's `redis_backend_use_ssl` for a Redis result backend: an object
+   * with `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`
+   * ({@link RedisSslOptions}). As in Celery, `ssl_cert_reqs` is required
+   * (here or in the `rediss://` URL).
    */
   redisBackendUseSsl?: boolean | RedisSslOptions;
   /** Celery's `result_backend_transport_options`. */
@@ -1054,7 +1057,7 @@ export class Worker extends EventEmitter {
         'put-guarded-by-semaphore': false,
         timeouts: [],
       },
-      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}),
+      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}, !!this.#options.brokerUseSsl),
       prefetch_count: this.#prefetchSent,
       rusage,
     };
@@ -1616,7 +1619,7 @@ export class Worker extends EventEmitter {
 }
 
 /** kombu's `Connection.info()` of the broker URL, without the password (`inspect stats`). */
-function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>): Record<string, unknown> {
+function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>, useSsl = false): Record<string, unknown> {
   let u: URL | undefined;
   try {
     u = new URL(url);
@@ -1632,7 +1635,7 @@ function brokerInfo(url: string, transport: string | null, connectTimeout: numbe
     virtual_host: amqp ? path || '/' : path || '0',
     port: u?.port ? Number(u.port) : amqp ? (scheme.endsWith('s') ? 5671 : 5672) : 6379,
     insist: false,
-    ssl: scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
+    ssl: useSsl || scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
     transport: transport ?? scheme,
     connect_timeout: connectTimeout / 1000,
     transport_options: transportOptions,
