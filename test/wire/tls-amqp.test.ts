@@ -106,6 +106,9 @@ test.serial('a server certificate that does not chain to ca_certs is refused at 
   t.is(err!.code, 'ERR_BROKER');
   t.regex(err!.message, /over TLS .*does not chain to the trusted CA \(ca_certs\)/);
   t.notRegex(err!.message, /PRIVATE KEY|BEGIN/);
+  // a bare amqps:// verifies against the system's CAs: refused too
+  const bare = await withClient({}, (c) => t.throwsAsync(c.connect(), { instanceOf: WireError }));
+  t.regex(bare!.message, /does not chain to the trusted CA \(ca_certs\)/);
   const w = createWorker({ broker: amqps, brokerUseSsl: wrongCa, security: serializer(pki), queues: ['never'], tasks: {}, connectTimeout: 5000 });
   try {
     const werr = await t.throwsAsync(w.start(), { instanceOf: WireError });

@@ -216,6 +216,18 @@ test.serial('the result backend refuses rediss:// without ssl_cert_reqs and ssl_
   t.is(celeryBackendError(`rediss://127.0.0.1:${port}/0?ssl_cert_reqs=none`), 'OK');
 });
 
+test.serial("the URL's ssl_* parameters replace broker_use_ssl, as kombu's do", async (t) => {
+  t.timeout(30000);
+  const code =
+    'import json, sys\nfrom celery import Celery\napp = Celery(broker=sys.argv[1])\napp.conf.broker_use_ssl = json.loads(sys.argv[2])\nprint(json.dumps(sorted(app.connection_for_write().ssl)))\n';
+  const url = `rediss://127.0.0.1:${port}/0?ssl_cert_reqs=required`;
+  const r = spawnSync(pythonPath('current'), ['-c', code, url, JSON.stringify(mutual())], { encoding: 'utf8' });
+  t.deepEqual(JSON.parse(r.stdout), ['ssl_cert_reqs'], r.stderr);
+  // so the CA of broker_use_ssl is not used: the server is not trusted
+  const err = await withClient({ broker: url, brokerUseSsl: mutual() }, (c) => t.throwsAsync(c.connect(), { instanceOf: WireError }));
+  t.regex(err!.message, /does not chain to the trusted CA/);
+});
+
 test.serial('a TLS file that cannot be read is ImproperlyConfigured naming the setting and the path', async (t) => {
   const err = await withClient({ brokerUseSsl: { ...mutual(), ssl_ca_certs: '/nonexistent/ca.pem' } }, (c) =>
     t.throwsAsync(c.connect(), { instanceOf: ImproperlyConfigured }),
