@@ -97,6 +97,7 @@ import {
   type ResultSerializer,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
+import type { AmqpSslOptions, BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   checkBackend,
   openBackend,
@@ -229,6 +230,23 @@ export interface WorkerOptions {
   visibilityTimeout?: number;
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
+  /**
+   * Celery's `broker_use_ssl`: `true`, or an object with Celery's keys and
+   * values: for Redis `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`,
+   * `ssl_keyfile` ({@link RedisSslOptions}); for AMQP `ca_certs`,
+   * `certfile`, `keyfile`, `cert_reqs`, `server_hostname`
+   * ({@link AmqpSslOptions}). `rediss://` and `amqps://` URLs turn TLS on
+   * too. The server's certificate is verified (chain and host name) unless
+   * `CERT_NONE`.
+   */
+  brokerUseSsl?: BrokerUseSsl;
+  /**
+   * Celery's `redis_backend_use_ssl` for a Redis result backend: an object
+   * with `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`
+   * ({@link RedisSslOptions}). As in Celery, `ssl_cert_reqs` is required
+   * (here or in the `rediss://` URL).
+   */
+  redisBackendUseSsl?: boolean | RedisSslOptions;
   /** Celery's `result_backend_transport_options`. */
   backendTransportOptions?: Record<string, unknown>;
   /** Celery's `result_serializer`: `'json'` (default) or `'auth'`. */
@@ -529,6 +547,7 @@ export class Worker extends EventEmitter {
       this.#transport = await openTransport(this.#options.broker, {
         ...(this.#options.transportOptions ? { transportOptions: this.#options.transportOptions } : {}),
         ...(connectTimeout !== undefined ? { connectTimeout } : {}),
+        ...(this.#options.brokerUseSsl !== undefined ? { ssl: this.#options.brokerUseSsl } : {}),
       });
       if (this.#options.backend) {
         this.#backend = await openBackend(this.#options.backend, {
@@ -539,6 +558,7 @@ export class Worker extends EventEmitter {
           ...(this.#options.resultPersistent !== undefined ? { persistent: this.#options.resultPersistent } : {}),
           ...(connectTimeout !== undefined ? { connectTimeout } : {}),
           ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
+          ...(this.#options.redisBackendUseSsl !== undefined ? { ssl: this.#options.redisBackendUseSsl } : {}),
         });
       }
       if (this.#options.events) {
@@ -1065,7 +1085,7 @@ export class Worker extends EventEmitter {
         'put-guarded-by-semaphore': false,
         timeouts: [],
       },
-      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}),
+      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}, !!this.#options.brokerUseSsl),
       prefetch_count: this.#prefetchSent,
       rusage,
     };
@@ -1629,7 +1649,7 @@ export class Worker extends EventEmitter {
 }
 
 /** kombu's `Connection.info()` of the broker URL, without the password (`inspect stats`). */
-function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>): Record<string, unknown> {
+function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>, useSsl = false): Record<string, unknown> {
   let u: URL | undefined;
   try {
     u = new URL(url);
@@ -1645,7 +1665,7 @@ function brokerInfo(url: string, transport: string | null, connectTimeout: numbe
     virtual_host: amqp ? path || '/' : path || '0',
     port: u?.port ? Number(u.port) : amqp ? (scheme.endsWith('s') ? 5671 : 5672) : 6379,
     insist: false,
-    ssl: scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
+    ssl: useSsl || scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
     transport: transport ?? scheme,
     connect_timeout: connectTimeout / 1000,
     transport_options: transportOptions,
