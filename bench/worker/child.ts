@@ -60,6 +60,8 @@ async function main(): Promise<void> {
         security: security(),
         tasks: { 'wire.add': (args, kwargs) => add(args[0], args[1] ?? kwargs.y) },
         handleSignals: false,
+        // Default settings unless the benchmark's caller asks (a diagnostic, not a reported figure).
+        ...(process.env.BENCH_CONCURRENCY ? { concurrency: Number(process.env.BENCH_CONCURRENCY) } : {}),
       });
       await worker.start();
       process.stdout.write('ready\n');

@@ -262,6 +262,51 @@ test.serial('round robin over queues, and a malformed list item is handed over m
   }
 });
 
+test.serial('the pop reads a plain envelope without decoding it; an ambiguous one is refused and removed, one with escapes or repeated keys is decoded', async (t) => {
+  const tr = await open();
+  try {
+    const [id] = await publish(tr, 'amb', [0]);
+    const item = (await r.lindex('amb', 0))!;
+    await r.del('amb');
+    const env = json.loads(item) as { headers: Record<string, unknown>; properties: { delivery_tag: string; delivery_info: Record<string, string> } };
+    const tag = env.properties.delivery_tag;
+    // 1. A decoy "delivery_tag" in the headers and the real key escaped:
+    //    read without decoding, it would be recorded under the decoy.
+    const decoy = item
+      .replace('"delivery_tag": ', '"delivery\\u005ftag": ')
+      .replace('"headers": {', '"headers": {"delivery_tag": "decoy-tag", ');
+    // 2. An escaped character in the tag itself: decoded, recorded under the real tag.
+    const escaped = item.replace(`"delivery_tag": "${tag}"`, `"delivery_tag": "${tag.slice(0, 8)}\\u002d${tag.slice(9)}"`);
+    // 3. "routing_key" twice (a header of that name): decoded, recorded under the real tag.
+    const repeated = item.replace('"headers": {', '"headers": {"routing_key": "elsewhere", ');
+    await r.lpush('amb', decoy, escaped, repeated, item);
+    const c = await tr.consume(['amb']);
+    const got = await receiveAll(c, 4);
+    t.is(got.length, 4);
+    const [amb, esc, rep, plain] = got; // RPOP: the first pushed comes first
+    t.is(plain!.malformed, undefined);
+    t.is(plain!.headers.id, id);
+    t.is(rep!.malformed, undefined);
+    t.is(esc!.malformed, undefined);
+    t.is(esc!.deliveryTag, tag, 'the escaped tag decoded');
+    t.is(amb!.malformed?.code, 'ERR_MALFORMED_PAYLOAD');
+    t.regex(amb!.malformed!.message, /ambiguous/);
+    t.is(amb!.deliveryTag, 'decoy-tag', 'known by the tag it was recorded under');
+    const recorded = await r.hgetall('unacked');
+    // plain, repeated and escaped share the tag (one entry); the ambiguous one has its own.
+    t.deepEqual(Object.keys(recorded).sort(), ['decoy-tag', tag].sort());
+    t.deepEqual((json.loads(recorded[tag]!) as unknown[]).slice(1), [env.properties.delivery_info.exchange, env.properties.delivery_info.routing_key]);
+    await c.ack([amb!]);
+    t.deepEqual(Object.keys(await r.hgetall('unacked')), [tag], 'acking the refused one removes its record');
+    await c.ack([plain!]);
+    t.is(await r.hlen('unacked'), 0);
+    await c.close();
+  } finally {
+    await tr.close();
+    await r.del('unacked', 'unacked_index', 'amb'); // a failure here must not leave records for the next tests
+  }
+});
+
 test.serial("global_keyprefix: every key prefixed as kombu prefixes it, both ways", async (t) => {
   t.timeout(60000);
   const prefix = 'pfx:';
