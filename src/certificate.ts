@@ -157,7 +157,7 @@ export class CertStore implements Iterable<Certificate> {
 }
 
 /** What an {@link FSCertStore} does with an expired certificate among its files. */
-export type OnExpired = 'refuse' | 'skip';
+export type OnExpired = 'throw' | 'skip';
 
 /** Options of {@link FSCertStore.watch}. */
 export interface FSCertStoreWatchOptions {
@@ -173,7 +173,7 @@ export interface FSCertStoreWatchOptions {
 /** Options of {@link FSCertStore}. */
 export interface FSCertStoreOptions {
   /**
-   * An expired certificate among the files: `'refuse'` (the default, Celery's
+   * An expired certificate among the files: `'throw'` (the default, Celery's
    * behaviour) throws `ERR_CERTIFICATE_EXPIRED` from the constructor or
    * {@link FSCertStore.reload} and loads nothing; `'skip'` leaves it out and
    * emits an `'expired'` event ({@link CertExpiredEvent}).
@@ -213,7 +213,9 @@ export interface CertExpiredEvent {
   issuer: string;
   /** The subject name as node:crypto shows it (`CN=...` lines), or null when it cannot read it. */
   subject: string | null;
+  /** The start of its validity period. */
   notBefore: Date;
+  /** When it expired. */
   notAfter: Date;
   /** The file it was read from. */
   file: string;
@@ -246,6 +248,7 @@ export interface FSCertStoreEvents {
 export interface CertStoreWatch {
   /** Stops watching (idempotent). */
   close(): void;
+  /** Whether {@link CertStoreWatch.close} was called. */
   readonly closed: boolean;
 }
 
@@ -272,6 +275,7 @@ interface Loaded {
 export class FSCertStore extends CertStore {
   /** The directory or glob given to the constructor. */
   readonly path: string;
+  /** What a load does with an expired certificate (see {@link FSCertStoreOptions.onExpired}). */
   readonly onExpired: OnExpired;
   readonly #events = new EventEmitter();
   readonly #watches = new Set<CertStoreWatch>();
@@ -282,8 +286,8 @@ export class FSCertStore extends CertStore {
   constructor(path: string, options: FSCertStoreOptions = {}) {
     super();
     if (typeof path !== 'string') throw new TypeError('path must be a string');
-    const onExpired = options.onExpired ?? 'refuse';
-    if (onExpired !== 'refuse' && onExpired !== 'skip') throw new TypeError("onExpired must be 'refuse' or 'skip'");
+    const onExpired = options.onExpired ?? 'throw';
+    if (onExpired !== 'throw' && onExpired !== 'skip') throw new TypeError("onExpired must be 'throw' or 'skip'");
     this.path = path;
     this.onExpired = onExpired;
     const loaded = this.#load();
