@@ -1,5 +1,5 @@
 import { toBytes, type Bytes, type Digest } from './bytes.js';
-import { Certificate, CertStore } from './certificate.js';
+import { Certificate, CertStore, type FSCertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
 import type { SecurityErrorCode } from './errors.js';
@@ -206,7 +206,19 @@ export class SecureSerializer {
     );
   }
 
-  /** Serializes and signs `data`; returns the payload (base64 text). Blocks for one signature. */
+  /**
+   * The store this serializer verifies against (an {@link FSCertStore} emits
+   * `'reload'`, `'expired'` and `'error'` events), or undefined.
+   */
+  get store(): CertStore | undefined {
+    return this.#store;
+  }
+
+  /**
+   * Serializes and signs `data`; returns the payload (base64 text). Blocks for
+   * one signature. Throws `ERR_CERTIFICATE_EXPIRED` while the certificate
+   * signed with is expired or not valid yet (as every signing method does).
+   */
   serialize(data: unknown): string {
     this.#needKey();
     const m = this.#registry.dumps(data, this.serializer);

@@ -13,10 +13,14 @@ export interface CertSpec {
   key: string;
   serial: number;
   cn?: string;
-  /** Unix seconds. */
-  notBefore: number;
-  /** Unix seconds. */
-  notAfter: number;
+  /** Unix seconds, or `{ in: s }`: s seconds from the moment the certificate is made. */
+  notBefore: number | { in: number };
+  /** Unix seconds, or `{ in: s }`. */
+  notAfter: number | { in: number };
+}
+
+function time(field: string, v: number | { in: number }): Record<string, number> {
+  return typeof v === 'number' ? { [field]: Math.floor(v) } : { [`${field}_in`]: Math.floor(v.in) };
 }
 
 /** Writes the keys (2048-bit RSA) and certificates into `dir`. */
@@ -29,8 +33,8 @@ export function makeCerts(dir: string, keys: string[], certs: CertSpec[]): void 
       key: c.key,
       serial: c.serial,
       cn: c.cn ?? c.name,
-      not_before: Math.floor(c.notBefore),
-      not_after: Math.floor(c.notAfter),
+      ...time('not_before', c.notBefore),
+      ...time('not_after', c.notAfter),
     })),
   });
 }

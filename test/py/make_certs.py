@@ -10,12 +10,15 @@ Request (JSON on stdin)::
                 "not_before": 1700000000, "not_after": 1800000000}]}
 
 writes <dir>/<key>.key.pem (PKCS#8, unencrypted) and <dir>/<name>.cert.pem, and
-prints {"ok": true}. Times are Unix seconds (X.509 keeps whole seconds).
+prints {"ok": true}. Times are Unix seconds (X.509 keeps whole seconds);
+"not_before_in" / "not_after_in" give them in seconds from the moment the
+certificate is made instead.
 """
 import datetime
 import json
 import os
 import sys
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +28,14 @@ from cryptography.x509.oid import NameOID
 
 def when(seconds):
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
+def at(c, field):
+    """The time of `field`: absolute, or `<field>_in` seconds from now (now taken
+    as the certificate is made, so that a short validity starts from here)."""
+    if f'{field}_in' in c:
+        return int(time.time()) + int(c[f'{field}_in'])
+    return c[field]
 
 
 def main():
@@ -46,8 +57,8 @@ def main():
                 .subject_name(name).issuer_name(name)
                 .public_key(key.public_key())
                 .serial_number(int(c['serial']))
-                .not_valid_before(when(c['not_before']))
-                .not_valid_after(when(c['not_after']))
+                .not_valid_before(when(at(c, 'not_before')))
+                .not_valid_after(when(at(c, 'not_after')))
                 .sign(key, hashes.SHA256()))
         with open(os.path.join(out, f"{c['name']}.cert.pem"), 'wb') as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))

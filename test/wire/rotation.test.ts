@@ -134,6 +134,7 @@ test.before(async () => {
   makeCerts(pkiDir, ['old', 'new'], [
     { name: 'old', key: 'old', cn: 'producers', serial: 2024, notBefore: now - DAY, notAfter: now + 30 * DAY },
     { name: 'new', key: 'new', cn: 'producers', serial: 2025, notBefore: now - DAY, notAfter: now + 400 * DAY },
+    { name: 'lapsed', key: 'old', cn: 'producers', serial: 2023, notBefore: now - 400 * DAY, notAfter: now - DAY },
   ]);
   copyFileSync(certPath(pkiDir, 'old'), join(storeDir, 'old.pem'));
   redis = await startRedis();
@@ -223,4 +224,25 @@ test.serial('step 3: the old certificate is retired; the Node worker reloads (re
   }
   // Every refusal was an unknown signer; no other security event.
   t.true(securityEvents.every((e) => e.code === 'ERR_UNKNOWN_CERTIFICATE'));
+});
+
+test.serial('a producer whose own certificate has expired refuses to send: ERR_CERTIFICATE_EXPIRED naming it, nothing reaches the broker', async (t) => {
+  t.timeout(60000);
+  const lapsed = new Certificate(readFileSync(certPath(pkiDir, 'lapsed')));
+  const c = createClient({
+    broker: redis.url(),
+    backend: redis.url(),
+    security: new SecureSerializer({ key: new PrivateKey(readFileSync(keyPath(pkiDir, 'old'))), cert: lapsed }),
+  });
+  await c.connect();
+  try {
+    const before = await r.llen(NODE);
+    const err = await t.throwsAsync(c.sendTask('wire.add', [1, 2], {}, { queue: NODE }), { code: 'ERR_CERTIFICATE_EXPIRED' });
+    t.true(err!.message.includes(lapsed.id), err!.message);
+    t.false(/BEGIN|PRIVATE/.test(err!.message));
+    t.is(await r.llen(NODE), before);
+    t.false(securityEvents.some((e) => e.reason.includes(lapsed.id)), 'nothing signed by it reached a worker');
+  } finally {
+    await c.close();
+  }
 });
