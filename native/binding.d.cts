@@ -17,8 +17,12 @@ export declare class NativeCertificate {
   get serial(): string
   /** notAfter in milliseconds since the epoch. */
   get notAfterMs(): number
+  /** notBefore in milliseconds since the epoch. */
+  get notBeforeMs(): number
   get bits(): number
   hasExpired(nowMs: number): boolean
+  /** `now < notBefore`. */
+  isNotYetValid(nowMs: number): boolean
   /** Celery's `Certificate.verify`: expired certificates refuse, any salt length. */
   verify(data: Uint8Array, signature: Uint8Array, digestName: string): void
 }
@@ -32,6 +36,17 @@ export declare class NativeCertStore {
   constructor()
   add(cert: NativeCertificate): void
   get size(): number
+  /**
+   * Replaces this store's certificates by `other`'s, in one step: a batch
+   * already running keeps the certificates it started with, one started
+   * after sees only the new ones.
+   */
+  replaceWith(other: NativeCertStore): void
+  /**
+   * A new store holding this one's certificates as they are now (later
+   * changes of either are not seen by the other).
+   */
+  copy(): NativeCertStore
 }
 
 export declare class NativePrivateKey {

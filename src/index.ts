@@ -18,6 +18,15 @@ export type { Bytes, Digest } from './bytes.js';
 export type { WireFormat } from './options.js';
 export { PrivateKey } from './keys.js';
 export { Certificate, CertStore, FSCertStore } from './certificate.js';
+export type {
+  CertExpiredEvent,
+  CertStoreReload,
+  CertStoreWatch,
+  FSCertStoreEvents,
+  FSCertStoreOptions,
+  FSCertStoreWatchOptions,
+  OnExpired,
+} from './certificate.js';
 export { SecureSerializer, DEFAULT_MAX_PAYLOAD_SIZE } from './serializer.js';
 export type { SecureSerializerOptions, DeserializeResult } from './serializer.js';
 

@@ -1,5 +1,5 @@
 import { toBytes, type Bytes, type Digest } from './bytes.js';
-import { Certificate, CertStore } from './certificate.js';
+import { Certificate, CertStore, type FSCertStore } from './certificate.js';
 import { ImproperlyConfigured, SecurityError } from './errors.js';
 import { PrivateKey } from './keys.js';
 import type { SecurityErrorCode } from './errors.js';
@@ -115,6 +115,13 @@ interface BatchContext {
   decoders: ReadonlyMap<string, Decoder>;
   /** The accepted content types the snapshot decodes with kombu's JSON: pre-scanned natively. */
   jsonTypes: string[];
+  /**
+   * The native serializer the batch's chunks go to: for a batch that may take
+   * several chunks, one over a copy of the store as it was when the batch
+   * started, so that a store reloaded meanwhile (FSCertStore.reload) does not
+   * reach the later chunks: the whole batch sees the old store or the new.
+   */
+  native: NativeSerializer;
 }
 
 /** Items `start..end` of a batch, gone down in one native call (`opened`, null when none needed it). */
@@ -147,6 +154,9 @@ export class SecureSerializer {
   readonly #accept: ReadonlySet<string>;
   readonly #canSign: boolean;
   readonly #canVerify: boolean;
+  readonly #store: CertStore | undefined;
+  /** The pinned serializer of multi-chunk batches, for one generation of the store. */
+  #pinned: { generation: number; native: NativeSerializer } | null = null;
   /**
    * Buffers of packed payloads whose native call has settled, kept for the
    * next batches: a fresh large buffer costs page faults to fill and, as
@@ -182,6 +192,7 @@ export class SecureSerializer {
     );
     this.#canSign = key !== undefined && cert !== undefined;
     this.#canVerify = store !== undefined;
+    this.#store = store;
     this.#native = call(
       () =>
         new native.NativeSerializer(
@@ -195,7 +206,19 @@ export class SecureSerializer {
     );
   }
 
-  /** Serializes and signs `data`; returns the payload (base64 text). Blocks for one signature. */
+  /**
+   * The store this serializer verifies against (an {@link FSCertStore} emits
+   * `'reload'`, `'expired'` and `'error'` events), or undefined.
+   */
+  get store(): CertStore | undefined {
+    return this.#store;
+  }
+
+  /**
+   * Serializes and signs `data`; returns the payload (base64 text). Blocks for
+   * one signature. Throws `ERR_CERTIFICATE_EXPIRED` while the certificate
+   * signed with is expired or not valid yet (as every signing method does).
+   */
   serialize(data: unknown): string {
     this.#needKey();
     const m = this.#registry.dumps(data, this.serializer);
@@ -274,9 +297,9 @@ export class SecureSerializer {
         out[0] = this.#deserializeOne(payloads[0]!);
         return out;
       }
-      return this.#deserializeSmall(payloads, out, this.#batchContext());
+      return this.#deserializeSmall(payloads, out, this.#batchContext(this.#native));
     }
-    const ctx = this.#batchContext();
+    const ctx = this.#batchContext(this.#pinnedNative());
     // Large batches go down in chunks (by count and by bytes), two in flight:
     // the native threads verify one chunk while this thread decodes the
     // bodies of the previous.
@@ -352,13 +375,31 @@ export class SecureSerializer {
     return out;
   }
 
-  #batchContext(): BatchContext {
+  /**
+   * A native serializer verifying against a copy of the store as it is now
+   * (made once per generation of the store), for a batch whose chunks go
+   * down over several turns of the event loop.
+   */
+  #pinnedNative(): NativeSerializer {
+    const store = this.#store!;
+    const generation = store.generation;
+    if (this.#pinned === null || this.#pinned.generation !== generation) {
+      const copy = call(() => store.native.copy());
+      const pinned = call(
+        () => new native.NativeSerializer(null, null, copy, this.digest, this.wireFormat, this.maxPayloadSize),
+      );
+      this.#pinned = { generation, native: pinned };
+    }
+    return this.#pinned.native;
+  }
+
+  #batchContext(nativeSerializer: NativeSerializer): BatchContext {
     const decoders = new Map(this.#registry.decoders);
     const jsonTypes: string[] = [];
     for (const [contentType, decoder] of decoders) {
       if (decoder === jsonLoads && this.#accept.has(contentType)) jsonTypes.push(contentType);
     }
-    return { decoders, jsonTypes };
+    return { decoders, jsonTypes, native: nativeSerializer };
   }
 
   /**
@@ -424,7 +465,7 @@ export class SecureSerializer {
       }
       return chunk;
     }
-    const opened = callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes));
+    const opened = callAsync(() => ctx.native.openPacked(data, lengths, ctx.jsonTypes));
     // Once the call has settled the native threads no longer read the buffer.
     opened.then(
       () => this.#giveBuffer(data),
@@ -436,8 +477,8 @@ export class SecureSerializer {
 
   /** A small chunk's native call: on this thread, or queued for the native queue thread (polled for). */
   #openElsewhere(data: Buffer, lengths: Uint32Array, ctx: BatchContext, place: 'here' | 'queue'): Promise<OpenedBatch> | OpenedBatch {
-    if (place === 'here') return call(() => this.#native.openPackedSync(data, lengths, ctx.jsonTypes));
-    const opened = callAsync(() => this.#native.openPackedQueued(data, lengths, ctx.jsonTypes));
+    if (place === 'here') return call(() => ctx.native.openPackedSync(data, lengths, ctx.jsonTypes));
+    const opened = callAsync(() => ctx.native.openPackedQueued(data, lengths, ctx.jsonTypes));
     expectResult();
     return opened;
   }
@@ -504,7 +545,7 @@ export class SecureSerializer {
     chunk.end = end;
     chunk.opened =
       place === 'pool'
-        ? callAsync(() => this.#native.openPacked(data, lengths, ctx.jsonTypes))
+        ? callAsync(() => ctx.native.openPacked(data, lengths, ctx.jsonTypes))
         : this.#openElsewhere(data, lengths, ctx, place);
     return chunk;
   }

@@ -170,7 +170,13 @@ test('oversize payloads are refused before decoding', async (t) => {
 test('an expired certificate in the store refuses at verification', (t) => {
   const expired = new Certificate(fx.pemOf(fx.cert('expired')));
   const withExpired = new SecureSerializer({ store: new CertStore([expired]) });
-  const p = new SecureSerializer({ key, cert: expired }).serialize(1);
+  // A producer refuses to sign with it: the payload is packed by hand, as Celery's _pack.
+  t.throws(() => new SecureSerializer({ key, cert: expired }).serialize(1), { code: 'ERR_CERTIFICATE_EXPIRED' });
+  const body = Buffer.from('1');
+  const sep = Buffer.from('\x00\x01');
+  const b64 = (b: Buffer | string): Buffer => Buffer.from(Buffer.from(b).toString('base64'));
+  const fields = [b64(expired.id), b64(key.sign(body)), Buffer.from('application/json'), Buffer.from('utf-8'), body];
+  const p = Buffer.concat(fields.flatMap((f, i) => (i === 0 ? [f] : [sep, f]))).toString('base64');
   t.throws(() => withExpired.deserialize(p), { code: 'ERR_CERTIFICATE_EXPIRED' });
 });
 

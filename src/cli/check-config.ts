@@ -91,6 +91,7 @@ export function checkConfig(conf: Record<string, unknown>, now = new Date()): Ch
       try {
         cert = new Certificate(readFileSync(certPath));
         if (cert.hasExpired(now)) add('problem', 'security_certificate', `${certPath}: expired on ${cert.notAfter.toISOString()} (signer id ${cert.id})`);
+        else if (cert.isNotYetValid(now)) add('problem', 'security_certificate', `${certPath}: not valid before ${cert.notBefore.toISOString()} (signer id ${cert.id}): nothing can be signed with it until then`);
         else add('ok', 'security_certificate', `${certPath}: signer id ${cert.id}, valid until ${cert.notAfter.toISOString()}`);
       } catch (e) {
         add('problem', 'security_certificate', `${certPath}: ${firstLine(e)}`);

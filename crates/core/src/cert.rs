@@ -12,6 +12,7 @@ pub struct Certificate {
     id: String,
     issuer: String,
     serial: String,
+    not_before: i64,
     not_after: i64,
     bits: u32,
     /// Identifies this key in the per-thread context caches.
@@ -24,6 +25,7 @@ impl std::fmt::Debug for Certificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Certificate")
             .field("id", &self.id)
+            .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .field("bits", &self.bits)
             .finish()
@@ -83,6 +85,7 @@ impl Certificate {
             id,
             issuer,
             serial,
+            not_before: parts.not_before,
             not_after: parts.not_after,
             bits,
             uid: crate::rsa::new_key_id(),
@@ -107,6 +110,11 @@ impl Certificate {
     /// notAfter as Unix seconds.
     pub fn not_after(&self) -> i64 {
         self.not_after
+    }
+
+    /// notBefore as Unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.not_before
     }
 
     pub fn bits(&self) -> u32 {
@@ -135,15 +143,34 @@ impl Certificate {
         self.has_expired_at(now_unix_ms())
     }
 
-    /// Celery's `Certificate.verify`: refuses an expired certificate, then checks
-    /// an RSA-PSS signature of any salt length.
-    pub fn verify(&self, data: &[u8], signature: &[u8], digest: Digest) -> Result<()> {
-        if self.has_expired() {
+    /// Not valid yet: `now < notBefore` (Celery does not check notBefore).
+    pub fn is_not_yet_valid_at(&self, now_unix_ms: i64) -> bool {
+        now_unix_ms < self.not_before.saturating_mul(1000)
+    }
+
+    /// Refuses a certificate outside its validity period at `now_unix_ms`:
+    /// expired (Celery's check, its message) or not valid yet (celery-sign's
+    /// addition; the same code, `ERR_CERTIFICATE_EXPIRED`).
+    pub fn check_validity_at(&self, now_unix_ms: i64) -> Result<()> {
+        if self.has_expired_at(now_unix_ms) {
             return Err(Error::new(
                 ErrorCode::CertificateExpired,
                 format!("Expired certificate: '{}'", self.id),
             ));
         }
+        if self.is_not_yet_valid_at(now_unix_ms) {
+            return Err(Error::new(
+                ErrorCode::CertificateExpired,
+                format!("Certificate not yet valid: '{}'", self.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Celery's `Certificate.verify`: refuses an expired certificate (and one
+    /// not valid yet), then checks an RSA-PSS signature of any salt length.
+    pub fn verify(&self, data: &[u8], signature: &[u8], digest: Digest) -> Result<()> {
+        self.check_validity_at(now_unix_ms())?;
         self.verify_signature(data, signature, digest)
     }
 

@@ -320,12 +320,7 @@ pub(crate) fn open_unverified(
         return Err(malformed("the content type or encoding is not UTF-8"));
     }
 
-    if signer.has_expired_at(now_unix_ms) {
-        return Err(Error::new(
-            ErrorCode::CertificateExpired,
-            format!("Expired certificate: '{}'", signer.id()),
-        ));
-    }
+    signer.check_validity_at(now_unix_ms)?;
     let signature: Vec<u8> = match signature {
         SigField::Raw(r) => raw[r].to_vec(),
         SigField::Base64(r) => B64.decode_to_vec(&raw[r]).map_err(|_| {

@@ -1,5 +1,5 @@
 //! The parts of an X.509 certificate Celery reads, taken from the DER
-//! directly: issuer, serial, notAfter and the public key.
+//! directly: issuer, serial, notBefore, notAfter and the public key.
 //!
 //! Python `cryptography` parses certificates with its own DER parser, which
 //! accepts names that OpenSSL's X509 parser refuses while canonicalising them
@@ -20,6 +20,8 @@ pub struct Parts<'a> {
     pub issuer: &'a [u8],
     /// The serial number's INTEGER contents (two's complement, big-endian).
     pub serial: &'a [u8],
+    /// notBefore as Unix seconds.
+    pub not_before: i64,
     /// notAfter as Unix seconds.
     pub not_after: i64,
     /// SubjectPublicKeyInfo, DER.
@@ -63,7 +65,7 @@ pub fn parse(der: &[u8]) -> Option<Parts<'_>> {
     {
         return None;
     }
-    let (_not_before, after) = read_tlv(validity.body)?;
+    let (not_before, after) = read_tlv(validity.body)?;
     let (not_after, tail) = read_tlv(after)?;
     if !tail.is_empty() {
         return None;
@@ -71,6 +73,7 @@ pub fn parse(der: &[u8]) -> Option<Parts<'_>> {
     Some(Parts {
         issuer: issuer.raw,
         serial,
+        not_before: parse_time(not_before.tag, not_before.body)?,
         not_after: parse_time(not_after.tag, not_after.body)?,
         spki: spki.raw,
     })

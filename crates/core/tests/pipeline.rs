@@ -358,6 +358,52 @@ fn expired_certificate_refuses_at_verification() {
 }
 
 #[test]
+fn not_yet_valid_certificate_refuses_at_verification() {
+    let soon = make_identity(1024, "soon", 8, (1, 30));
+    let cert = Certificate::from_pem(&soon.cert_pem).unwrap();
+    assert!(!cert.has_expired());
+    assert!(cert.is_not_yet_valid_at(super_now_ms()));
+    assert!(!cert.is_not_yet_valid_at(cert.not_before() * 1000));
+    assert!(cert.is_not_yet_valid_at(cert.not_before() * 1000 - 1));
+    assert!(cert.not_before() < cert.not_after());
+    let store = store_of(&[&soon]);
+    for format in [WireFormat::Celery55, WireFormat::Celery54] {
+        let p = seal(&soon, format, Digest::Sha256, b"{}");
+        let err = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(err.code, ErrorCode::CertificateExpired);
+        assert!(
+            err.message.starts_with("Certificate not yet valid: "),
+            "{}",
+            err.message
+        );
+        let packed = Packed::from_items(vec![p.as_bytes(); 3]);
+        let out = batch::open_many(&store, Digest::Sha256, packed.items(), 1 << 20).unwrap();
+        assert_eq!(out.results.len(), 3);
+        for r in out.results {
+            assert_eq!(r.unwrap_err().code, ErrorCode::CertificateExpired);
+        }
+    }
+    let sig = {
+        let mut signer = Signer::new(MessageDigest::sha256(), &soon.pkey).unwrap();
+        signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        signer
+            .set_rsa_pss_saltlen(RsaPssSaltlen::MAXIMUM_LENGTH)
+            .unwrap();
+        signer.update(b"data").unwrap();
+        signer.sign_to_vec().unwrap()
+    };
+    assert_eq!(
+        cert.verify(b"data", &sig, Digest::Sha256).unwrap_err().code,
+        ErrorCode::CertificateExpired
+    );
+    assert!(cert.verify_signature(b"data", &sig, Digest::Sha256).is_ok());
+}
+
+fn super_now_ms() -> i64 {
+    celery_sign_core::cert::now_unix_ms()
+}
+
+#[test]
 fn duplicate_certificates_refused() {
     let mut store = store_of(&[alice()]);
     let again = Arc::new(Certificate::from_pem(&alice().cert_pem).unwrap());

@@ -178,6 +178,12 @@ impl NativeCertificate {
         self.inner.not_after() as f64 * 1000.0
     }
 
+    /// notBefore in milliseconds since the epoch.
+    #[napi(getter, catch_unwind)]
+    pub fn not_before_ms(&self) -> f64 {
+        self.inner.not_before() as f64 * 1000.0
+    }
+
     #[napi(getter, catch_unwind)]
     pub fn bits(&self) -> u32 {
         self.inner.bits()
@@ -186,6 +192,12 @@ impl NativeCertificate {
     #[napi(catch_unwind)]
     pub fn has_expired(&self, now_ms: f64) -> bool {
         self.inner.has_expired_at(now_ms as i64)
+    }
+
+    /// `now < notBefore`.
+    #[napi(catch_unwind)]
+    pub fn is_not_yet_valid(&self, now_ms: f64) -> bool {
+        self.inner.is_not_yet_valid_at(now_ms as i64)
     }
 
     /// Celery's `Certificate.verify`: expired certificates refuse, any salt length.
@@ -235,6 +247,24 @@ impl NativeCertStore {
     #[napi(getter, catch_unwind)]
     pub fn size(&self) -> u32 {
         self.snapshot().len() as u32
+    }
+
+    /// Replaces this store's certificates by `other`'s, in one step: a batch
+    /// already running keeps the certificates it started with, one started
+    /// after sees only the new ones.
+    #[napi(catch_unwind)]
+    pub fn replace_with(&self, other: &NativeCertStore) {
+        let next = other.snapshot();
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// A new store holding this one's certificates as they are now (later
+    /// changes of either are not seen by the other).
+    #[napi(catch_unwind)]
+    pub fn copy(&self) -> NativeCertStore {
+        NativeCertStore {
+            inner: Arc::new(Mutex::new(self.snapshot())),
+        }
     }
 }
 
@@ -286,6 +316,7 @@ pub struct SealedBatch {
 struct Signing {
     key: Arc<PrivateKey>,
     signer_id: String,
+    cert: Arc<Certificate>,
 }
 
 #[derive(Clone)]
@@ -298,13 +329,36 @@ struct Shared {
 }
 
 impl Shared {
+    /// The key and certificate to sign with; refuses (`ERR_CERTIFICATE_EXPIRED`)
+    /// while the certificate is outside its validity period, as a worker
+    /// would refuse what it signs.
     fn signing(&self) -> Result<Arc<Signing>> {
-        self.signing.clone().ok_or_else(|| {
+        let signing = self.signing.clone().ok_or_else(|| {
             napi::Error::new(
                 Status::InvalidArg,
                 "this serializer has no key and certificate to sign with",
             )
-        })
+        })?;
+        let now = celery_sign_core::cert::now_unix_ms();
+        let id = signing.cert.id();
+        let refusal = if signing.cert.has_expired_at(now) {
+            Some(format!(
+                "Cannot sign: this serializer's certificate has expired: '{id}'"
+            ))
+        } else if signing.cert.is_not_yet_valid_at(now) {
+            Some(format!(
+                "Cannot sign: this serializer's certificate is not valid yet: '{id}'"
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(message) => Err(to_js(CoreError::new(
+                ErrorCode::CertificateExpired,
+                message,
+            ))),
+            None => Ok(signing),
+        }
     }
 
     fn store(&self) -> Result<Arc<CertStore>> {
@@ -380,6 +434,7 @@ impl NativeSerializer {
                 (Some(k), Some(c)) => Some(Arc::new(Signing {
                     key: Arc::clone(&k.inner),
                     signer_id: c.inner.id().to_owned(),
+                    cert: Arc::clone(&c.inner),
                 })),
                 _ => None,
             };

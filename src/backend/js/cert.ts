@@ -138,6 +138,7 @@ export class JsCertificate {
   readonly #id: string;
   readonly #issuer: string;
   readonly #serial: string;
+  readonly #notBefore: number;
   readonly #notAfter: number;
   readonly #bits: number;
   readonly #pss: PssRestriction | null;
@@ -162,6 +163,7 @@ export class JsCertificate {
     this.#id = parsed.id;
     this.#issuer = parsed.issuer;
     this.#serial = parsed.serial;
+    this.#notBefore = parsed.notBefore;
     this.#notAfter = parsed.notAfter;
     this.#bits = parsed.bits;
     this.#pss = parsed.pss;
@@ -184,6 +186,7 @@ export class JsCertificate {
     id: string;
     issuer: string;
     serial: string;
+    notBefore: number;
     notAfter: number;
     pss: PssRestriction | null;
   } {
@@ -207,6 +210,7 @@ export class JsCertificate {
       id: `${issuer} ${serial}`,
       issuer,
       serial,
+      notBefore: parts.notBefore,
       notAfter: parts.notAfter,
       pss: pub.pss,
     };
@@ -232,6 +236,11 @@ export class JsCertificate {
     return this.#notAfter * 1000;
   }
 
+  /** notBefore in milliseconds since the epoch. */
+  get notBeforeMs(): number {
+    return this.#notBefore * 1000;
+  }
+
   get bits(): number {
     return this.#bits;
   }
@@ -241,10 +250,17 @@ export class JsCertificate {
     return asI64(nowMs) >= this.#notAfter * 1000;
   }
 
-  /** Celery's `Certificate.verify`: expired certificates refuse, any salt length. */
+  /** `now < notBefore`. */
+  isNotYetValid(nowMs: number): boolean {
+    return asI64(nowMs) < this.#notBefore * 1000;
+  }
+
+  /** Celery's `Certificate.verify`: expired certificates (and ones not valid yet) refuse, any salt length. */
   verify(data: Uint8Array, signature: Uint8Array, digestName: string): void {
     const digest = digestFromName(digestName);
-    if (this.hasExpired(nowMs())) fail('ERR_CERTIFICATE_EXPIRED', `Expired certificate: '${this.#id}'`);
+    const now = nowMs();
+    if (this.hasExpired(now)) fail('ERR_CERTIFICATE_EXPIRED', `Expired certificate: '${this.#id}'`);
+    if (this.isNotYetValid(now)) fail('ERR_CERTIFICATE_EXPIRED', `Certificate not yet valid: '${this.#id}'`);
     if (!this.verifySignature(data, signature, digest)) fail('ERR_BAD_SIGNATURE', 'Bad signature');
   }
 

@@ -1,7 +1,7 @@
 /**
  * The DER reader of the native core, ported rule for rule:
  * `crates/core/src/name.rs` (Celery's issuer string) and
- * `crates/core/src/x509.rs` (issuer, serial, notAfter and the public key,
+ * `crates/core/src/x509.rs` (issuer, serial, notBefore, notAfter and the public key,
  * taken from the certificate DER directly), plus the strict (CBS-style)
  * readers the key and public-key parsers need.
  *
@@ -185,6 +185,8 @@ export interface Parts {
   readonly issuer: Uint8Array;
   /** The serial number's INTEGER contents (two's complement, big-endian). */
   readonly serial: Uint8Array;
+  /** notBefore as Unix seconds. */
+  readonly notBefore: number;
   /** notAfter as Unix seconds. */
   readonly notAfter: number;
   /** SubjectPublicKeyInfo, DER. */
@@ -236,9 +238,11 @@ export function parseCertificate(der: Uint8Array): Parts | undefined {
   if (notBefore === undefined) return undefined;
   const notAfter = readTlv(notBefore.rest);
   if (notAfter === undefined || notAfter.rest.length !== 0) return undefined;
+  const before = parseTime(notBefore.tag, notBefore.body);
+  if (before === undefined) return undefined;
   const seconds = parseTime(notAfter.tag, notAfter.body);
   if (seconds === undefined) return undefined;
-  return { issuer: issuer.raw, serial, notAfter: seconds, spki: spki.raw };
+  return { issuer: issuer.raw, serial, notBefore: before, notAfter: seconds, spki: spki.raw };
 }
 
 function digits(s: Uint8Array, from: number, to: number): number | undefined {

@@ -43,6 +43,7 @@ export interface EnvelopeSigner {
   readonly id: string;
   readonly signatureLen: number;
   hasExpired(nowMs: number): boolean;
+  isNotYetValid(nowMs: number): boolean;
   verifySignature(data: Uint8Array, signature: Uint8Array, digest: DigestName): boolean;
 }
 
@@ -389,6 +390,9 @@ export function openUnverified<C extends EnvelopeSigner>(
 
   if (signer.hasExpired(nowMs)) {
     return new Refusal('ERR_CERTIFICATE_EXPIRED', `Expired certificate: '${signer.id}'`);
+  }
+  if (signer.isNotYetValid(nowMs)) {
+    return new Refusal('ERR_CERTIFICATE_EXPIRED', `Certificate not yet valid: '${signer.id}'`);
   }
   let signature: Uint8Array;
   if (format === 'celery-5.4') signature = raw.subarray(sigStart, sigEnd);

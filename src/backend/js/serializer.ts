@@ -114,6 +114,7 @@ function viewOf(store: JsCertStore): StoreView {
 interface Signing {
   key: JsPrivateKey;
   signerId: string;
+  cert: JsCertificate;
 }
 
 /** One payload of a coalesced `openAsync`. */
@@ -148,15 +149,24 @@ export class JsSerializer {
     stringArg(digestName);
     const format = wireFormatFromName(stringArg(wireFormat));
     if (format === undefined) invalidArg("wireFormat must be 'celery-5.5' or 'celery-5.4'");
-    this.#signing = key != null && cert != null ? { key, signerId: cert.id } : null;
+    this.#signing = key != null && cert != null ? { key, signerId: cert.id, cert } : null;
     this.#store = store ?? null;
     this.#digest = digestFromName(digestName);
     this.#format = format;
     this.#maxPayload = Number.isFinite(maxPayload) && maxPayload >= 0 ? Math.floor(maxPayload) : DEFAULT_MAX_PAYLOAD;
   }
 
+  /** The native `Shared::signing`: refuses while the certificate is outside its validity period. */
   #needSigning(): Signing {
-    return this.#signing ?? invalidArg('this serializer has no key and certificate to sign with');
+    const s = this.#signing ?? invalidArg('this serializer has no key and certificate to sign with');
+    const now = Date.now();
+    if (s.cert.hasExpired(now)) {
+      throw refusal('ERR_CERTIFICATE_EXPIRED', `Cannot sign: this serializer's certificate has expired: '${s.signerId}'`);
+    }
+    if (s.cert.isNotYetValid(now)) {
+      throw refusal('ERR_CERTIFICATE_EXPIRED', `Cannot sign: this serializer's certificate is not valid yet: '${s.signerId}'`);
+    }
+    return s;
   }
 
   #needStore(): JsCertStore {

@@ -29,6 +29,25 @@ export class JsCertStore {
     this.#version++;
   }
 
+  /** Replaces this store's certificates by `other`'s in one step (a running batch keeps its snapshot). */
+  replaceWith(other: JsCertStore): void {
+    if (!(other instanceof JsCertStore)) invalidArg('Failed to recover `NativeCertStore` type from napi value');
+    const byId = new Map(other.#byId);
+    const order = [...other.#order];
+    this.#byId.clear();
+    for (const [k, v] of byId) this.#byId.set(k, v);
+    this.#order.length = 0;
+    this.#order.push(...order);
+    this.#version++;
+  }
+
+  /** A new store holding this one's certificates as they are now. */
+  copy(): JsCertStore {
+    const c = new JsCertStore();
+    for (const cert of this.#order) c.add(cert);
+    return c;
+  }
+
   get size(): number {
     return this.#order.length;
   }
