@@ -4,6 +4,7 @@ import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { SecurityError } from './errors.js';
 import { call, native, type NativeCertificate, type NativeCertStore } from './native.js';
 import { checkDigest } from './options.js';
+import { subjectOf } from './subject.js';
 
 /**
  * An X.509 certificate with an RSA public key (Celery's `Certificate`).
@@ -20,6 +21,14 @@ export class Certificate {
   readonly notAfter: Date;
   /** Public modulus size in bits. */
   readonly bits: number;
+  /**
+   * The subject's common name (OID 2.5.4.3; the first, when there are
+   * several), as Python `cryptography` decodes it, or `null`. Not part of
+   * Celery's id: `authorize` rules of a worker may name a signer by it.
+   */
+  readonly commonName: string | null;
+  /** The subject as Python `cryptography`'s `Name.rfc4514_string()` writes it (`CN=billing-api,O=Acme`), or `''`. */
+  readonly subject: string;
 
   constructor(pem: Bytes) {
     const bytes = toBytes(pem, 'pem');
@@ -30,6 +39,9 @@ export class Certificate {
     this.serialNumber = BigInt(n.serial);
     this.notAfter = new Date(n.notAfterMs);
     this.bits = n.bits;
+    const subject = subjectOf(bytes);
+    this.commonName = subject?.commonName ?? null;
+    this.subject = subject?.rfc4514 ?? '';
   }
 
   /** Celery's `has_expired()`: `now >= notAfter`. */
