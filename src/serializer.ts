@@ -142,6 +142,8 @@ export class SecureSerializer {
   readonly serializer: string;
   readonly wireFormat: WireFormat;
   readonly maxPayloadSize: number;
+  /** The store it verifies against (the certificates of signers), or `undefined`. */
+  readonly store: CertStore | undefined;
   readonly #native: NativeSerializer;
   readonly #registry: SerializerRegistry;
   readonly #accept: ReadonlySet<string>;
@@ -182,6 +184,7 @@ export class SecureSerializer {
     );
     this.#canSign = key !== undefined && cert !== undefined;
     this.#canVerify = store !== undefined;
+    this.store = store;
     this.#native = call(
       () =>
         new native.NativeSerializer(

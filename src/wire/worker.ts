@@ -53,6 +53,7 @@ import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
+import { Authorizer, checkAuthorizeConfig, type AuthorizeOption } from './authorize.js';
 import { BINDING_KEY, bindHeaders, checkBinding } from './binding.js';
 import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
 import { RateLimits, type RateLimit } from './ratelimit.js';
@@ -170,9 +171,10 @@ export interface SecurityEvent {
    * Set when one of celery-sign's own rules refused a verified message:
    * `'replay'` (the task id was accepted within `replayWindow`) or
    * `'header-binding'` (the headers do not match the signed binding, or a
-   * binding is required and missing).
+   * binding is required and missing) or `'authorization'` (the signer may
+   * not call this task: `authorize`).
    */
-  check?: 'replay' | 'header-binding';
+  check?: 'replay' | 'header-binding' | 'authorization';
 }
 
 /** Emitted as `'task-succeeded'`. */
@@ -265,6 +267,21 @@ export interface WorkerOptions {
    * Default `false`.
    */
   requireHeaderBinding?: boolean;
+  /**
+   * Beyond Celery: which signer may call which tasks (`./authorize.ts`):
+   * rules `[{ signer: { cn: 'billing-api' }, tasks: ['billing.*'] }, { signer:
+   * { id: '<Celery id>' }, tasks: ['*'] }]`, an object of signer id or common
+   * name to task patterns, or a function `(signer, task) => boolean`. Once
+   * given, everything else is refused (`ERR_NOT_AUTHORIZED`, `check:
+   * 'authorization'`, rejected, no result stored). Task names are unsigned
+   * headers, so this needs `requireHeaderBinding: true` (construction throws
+   * `ImproperlyConfigured` when `requireHeaderBinding` is not given; an
+   * explicit `false` is accepted with a warning, for a roll-out). The tasks
+   * the worker sends itself (chains, callbacks, retries) are signed with its
+   * own certificate: authorize it for them. Default: every verified signer
+   * may call every task, as in Celery.
+   */
+  authorize?: AuthorizeOption;
   /**
    * Act on the canvas a task message carries, as Celery's worker does: send
    * the next task of its `chain`, apply its `callbacks` (`link`) and
@@ -381,6 +398,7 @@ export class Worker extends EventEmitter {
   readonly #resultSerializer: ResultSerializer;
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
+  readonly #authorizer: Authorizer | undefined;
   readonly #canvas: boolean;
   #canvasRunner: CanvasRunner | undefined;
   #events: EventDispatcher | undefined;
@@ -442,6 +460,11 @@ export class Worker extends EventEmitter {
       }
     }
     this.#requireBinding = options.requireHeaderBinding === true;
+    if (options.authorize !== undefined && options.authorize !== null) {
+      const warning = checkAuthorizeConfig(options.authorize, options.requireHeaderBinding);
+      this.#authorizer = new Authorizer(options.authorize, this.security.store);
+      if (warning !== null) process.emitWarning(warning, 'CelerySignSecurityWarning');
+    }
     this.#canvas = options.canvas !== false;
     try {
       this.#rateLimits = new RateLimits(options.rateLimits ?? {});
@@ -720,6 +743,15 @@ export class Worker extends EventEmitter {
     if (mismatch) {
       this.#refuse(d, mismatch, 'reject', signer, 'header-binding');
       return;
+    }
+    // After the binding (which ties the task name to the signed body), before the
+    // replay guard (a refused message must not take its id) and the registry.
+    if (this.#authorizer) {
+      const decision = this.#authorizer.decide(signer, name);
+      if (decision.error) {
+        this.#refuse(d, decision.error, 'reject', signer, 'authorization');
+        return;
+      }
     }
     if (this.#replay) {
       const ago = this.#replay.check(id);
