@@ -161,3 +161,19 @@ def retry(self, *args, to=None, countdown=0, times=1, **kwargs):
     if self.request.retries < times:
         raise self.retry(countdown=countdown, queue=to, exc=ValueError('again'))
     return {'retries': self.request.retries, 'worker': 'py', 'args': list(args)}
+
+
+# --- celery_sign_binding (python/; test/wire/binding-py.test.ts) ---
+#   WIRE_BIND_PRODUCER  "1": bind the headers of every task this process sends (install_producer)
+#   WIRE_BIND_WORKER    "check": check a binding that is present; "require": refuse unbound messages too
+#   WIRE_AUTHORIZE      JSON rules for celery_sign_binding.Authorizer (implies "require")
+if os.environ.get('WIRE_BIND_PRODUCER') == '1':
+    import celery_sign_binding
+    celery_sign_binding.install_producer()
+if os.environ.get('WIRE_BIND_WORKER') or os.environ.get('WIRE_AUTHORIZE'):
+    import json as _json
+
+    import celery_sign_binding
+    _rules = os.environ.get('WIRE_AUTHORIZE')
+    celery_sign_binding.install_worker(app, require=os.environ.get('WIRE_BIND_WORKER') == 'require',
+                                       authorize=_json.loads(_rules) if _rules else None)
