@@ -203,6 +203,10 @@ class Authorizer:
             raise Refused(ERR_NOT_AUTHORIZED, f'Signer {who} is not authorized to call task {json.dumps(task)[:200]}')
 
 
+def _short(v):
+    return json.dumps(v if isinstance(v, str) else None)[:200]
+
+
 class BindingRequest(Request):
     """A worker ``Request`` that checks the header binding (and the signer) before the task is scheduled."""
 
@@ -220,9 +224,13 @@ class BindingRequest(Request):
             return
         payload = message.payload  # verified and decoded by Request.__init__ already (kombu caches it)
         embed = payload[2] if isinstance(payload, (tuple, list)) and len(payload) == 3 else None
-        check_binding(headers, embed, self.require_binding or self.authorizer is not None)
-        if self.authorizer is not None:
-            self.authorizer.check(message.body, headers['task'])
+        try:
+            check_binding(headers, embed, self.require_binding or self.authorizer is not None)
+            if self.authorizer is not None:
+                self.authorizer.check(message.body, headers['task'])
+        except Refused as exc:
+            # Celery's "Received invalid task message" names no task: say which (as claimed).
+            raise Refused(exc.code, f'{exc.reason} [task {_short(headers.get("task"))} id {_short(headers.get("id"))}]') from None
 
 
 def install_worker(app, require=False, authorize=None):
