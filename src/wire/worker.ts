@@ -55,6 +55,7 @@ import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../
 import type { SecureSerializer } from '../serializer.js';
 import { Authorizer, checkAuthorizeConfig, type AuthorizeOption } from './authorize.js';
 import { BINDING_KEY, bindHeaders, checkBinding } from './binding.js';
+import { SecurityLog, subjectIn, type SecurityLogOption } from './securitylog.js';
 import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
 import { RateLimits, type RateLimit } from './ratelimit.js';
 import { CanvasError, CanvasRunner, hasCanvas, type CanvasRequest } from './canvas.js';
@@ -283,6 +284,14 @@ export interface WorkerOptions {
    */
   authorize?: AuthorizeOption;
   /**
+   * Beyond Celery, opt-in: every refusal (and store reload, expiry skip,
+   * authorization refusal) as one JSON line, to a stream
+   * (`process.stderr`) or a callback; rate-limited per code
+   * (`./securitylog.ts`). `{ to, rate, authorized: true }` also logs allowed
+   * authorization decisions. Default: off (the `'security'` event only).
+   */
+  securityLog?: SecurityLogOption;
+  /**
    * Act on the canvas a task message carries, as Celery's worker does: send
    * the next task of its `chain`, apply its `callbacks` (`link`) and
    * `errbacks` (`link_error`), count its chord part. The messages the worker
@@ -399,6 +408,7 @@ export class Worker extends EventEmitter {
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
   readonly #authorizer: Authorizer | undefined;
+  readonly #securityLog: SecurityLog | undefined;
   readonly #canvas: boolean;
   #canvasRunner: CanvasRunner | undefined;
   #events: EventDispatcher | undefined;
@@ -452,6 +462,13 @@ export class Worker extends EventEmitter {
       throw new ImproperlyConfigured("resultSerializer must be 'json' or 'auth'");
     }
     this.hostname = options.hostname ?? `celery-sign@${osHostname()}`;
+    if (options.securityLog) {
+      try {
+        this.#securityLog = new SecurityLog(options.securityLog, { broker: options.broker, hostname: this.hostname, source: 'worker' });
+      } catch (err) {
+        throw new ImproperlyConfigured((err as Error).message);
+      }
+    }
     if (options.replayWindow !== undefined && options.replayWindow !== null) {
       try {
         this.#replay = new ReplayGuard(options.replayWindow, options.replayCacheSize ?? 100_000);
@@ -522,6 +539,7 @@ export class Worker extends EventEmitter {
   }
 
   async #start(): Promise<void> {
+    this.#securityLog?.watchStore(this.security.store);
     try {
       // The serializer must be able to verify (throws ImproperlyConfigured without a store).
       await this.security.deserializeMany([]);
@@ -535,6 +553,7 @@ export class Worker extends EventEmitter {
       }
     } catch (err) {
       this.#state = 'stopped';
+      this.#securityLog?.close();
       throw err;
     }
     try {
@@ -566,6 +585,7 @@ export class Worker extends EventEmitter {
       });
     } catch (err) {
       this.#state = 'stopped';
+      this.#securityLog?.close();
       await this.#transport?.close().catch(() => undefined);
       await this.#backend?.close().catch(() => undefined);
       throw err;
@@ -721,7 +741,16 @@ export class Worker extends EventEmitter {
       ...(signer !== undefined ? { signer } : {}),
       ...(check !== undefined ? { check } : {}),
     };
-    this.#settle({ delivery: d, action, meta: null, emit: () => this.emit('security', event) });
+    const log = this.#securityLog;
+    this.#settle({
+      delivery: d,
+      action,
+      meta: null,
+      emit: () => {
+        log?.refused(event, d, subjectIn(this.security.store, signer));
+        this.emit('security', event);
+      },
+    });
   }
 
   #accept(d: Delivery, value: unknown, signer: string): void {
@@ -751,6 +780,18 @@ export class Worker extends EventEmitter {
       if (decision.error) {
         this.#refuse(d, decision.error, 'reject', signer, 'authorization');
         return;
+      }
+      if (this.#securityLog?.authorized) {
+        this.#securityLog.log({
+          event: 'authorized',
+          code: null,
+          reason: `Signer ${JSON.stringify(signer)} is authorized to call task ${JSON.stringify(name).slice(0, 200)}`,
+          signer,
+          subject: decision.signer.subject,
+          task: name,
+          taskId: id,
+          queue: d.queue,
+        });
       }
     }
     if (this.#replay) {
@@ -961,6 +1002,7 @@ export class Worker extends EventEmitter {
       refused: (d, error) => {
         this.stats.refused++;
         const event: SecurityEvent = { code: error.code, reason: error.message, taskId: null, task: null, queue: d.queue, action: 'ack', error };
+        this.#securityLog?.refused(event, d);
         this.emit('security', event);
       },
       executed: (e: ControlEvent) => this.emit('control', e),
@@ -1558,6 +1600,7 @@ export class Worker extends EventEmitter {
     await this.#transport!.close().catch(() => undefined);
     await this.#backend?.close().catch(() => undefined);
     this.#state = 'stopped';
+    this.#securityLog?.close();
     this.#signals?.remove();
     for (const w of this.#stopWaiters.splice(0)) w();
   }
