@@ -54,6 +54,7 @@ export type TaskPattern = string | RegExp;
 export interface AuthorizationRule {
   /** One signer or several. */
   readonly signer: SignerSelector | readonly SignerSelector[];
+  /** The tasks they may call: exact names, `fnmatch` globs (`billing.*`) or regular expressions. */
   readonly tasks: readonly TaskPattern[];
 }
 

@@ -83,6 +83,7 @@ export type SecurityLogSink = NodeJS.WritableStream | ((entry: SecurityLogEntry)
 
 /** The long form of the `securityLog` option. */
 export interface SecurityLogOptions {
+  /** Where the lines go. */
   to: SecurityLogSink;
   /** Most lines per code in a second; more are counted in a `suppressed` line. Default 10. */
   rate?: number;

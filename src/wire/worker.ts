@@ -270,11 +270,11 @@ export interface WorkerOptions {
   requireHeaderBinding?: boolean;
   /**
    * Beyond Celery: which signer may call which tasks (`./authorize.ts`):
-   * rules `[{ signer: { cn: 'billing-api' }, tasks: ['billing.*'] }, { signer:
-   * { id: '<Celery id>' }, tasks: ['*'] }]`, an object of signer id or common
-   * name to task patterns, or a function `(signer, task) => boolean`. Once
-   * given, everything else is refused (`ERR_NOT_AUTHORIZED`, `check:
-   * 'authorization'`, rejected, no result stored). Task names are unsigned
+   * rules (a signer `{ id }` or `{ cn }` and task names or globs such as
+   * `billing.*`), an object of signer id or common name to task patterns, or
+   * a function of the signer and the task name. Once given, everything else
+   * is refused (`ERR_NOT_AUTHORIZED`, check `'authorization'`, rejected, no
+   * result stored). Task names are unsigned
    * headers, so this needs `requireHeaderBinding: true` (construction throws
    * `ImproperlyConfigured` when `requireHeaderBinding` is not given; an
    * explicit `false` is accepted with a warning, for a roll-out). The tasks
