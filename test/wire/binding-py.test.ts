@@ -129,3 +129,21 @@ test.serial('a Python producer with the hook -> the Python worker with the check
   );
   t.deepEqual(out.results, [{ ok: true, value: 42 }]);
 });
+
+test('the Python digest is the Node digest: non-ASCII task names, ids, eta and expires, missing headers', async (t) => {
+  const { bindingDigest } = await import('../../lib/wire/binding.js');
+  const { execFileSync } = await import('node:child_process');
+  const { pythonPath } = await import('../helpers/python.js');
+  const cases: Record<string, unknown>[] = [
+    { task: 'wire.add', id: 'a', eta: null, expires: null },
+    { task: 'tâche.ünïcode.中文', id: 'ø-😀', eta: '2026-12-01T15:00:00.123456+00:00', expires: '2026-12-02T00:00:00+01:00' },
+    { task: 'a"b\\c\n\t\u0001\u007f\u2028', id: '' },
+    { id: 'no-task', eta: 5 },
+  ];
+  const py = execFileSync(
+    pythonPath('current'),
+    ['-c', 'import json,sys\nfrom celery_sign_binding import binding_digest\nprint(json.dumps([binding_digest(h) for h in json.load(sys.stdin)]))'],
+    { input: JSON.stringify(cases), encoding: 'utf8', env: { ...process.env, PYTHONPATH: PYTHON_PKG } },
+  );
+  t.deepEqual(JSON.parse(py), cases.map((h) => bindingDigest(h)));
+});
