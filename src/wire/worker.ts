@@ -265,7 +265,8 @@ export interface WorkerOptions {
    * Beyond Celery: refuse a message whose signed body does not bind its
    * headers `task`, `id`, `eta` and `expires` (a producer with
    * `headerBinding: true`). A binding that is present is checked either way.
-   * Default `false`.
+   * With it the worker also binds the messages it sends itself (the next
+   * task of a chain, callbacks, chord bodies, retries). Default `false`.
    */
   requireHeaderBinding?: boolean;
   /**
@@ -1366,7 +1367,17 @@ export class Worker extends EventEmitter {
     if (messages.length === 0) return;
     const transport = this.#transport;
     if (!transport) throw new WireError('ERR_CLOSED', 'The worker is not connected');
-    await transport.publish(await encodeTaskMessages(messages, this.security));
+    await transport.publish(await encodeTaskMessages(this.#bound(messages), this.security));
+  }
+
+  /**
+   * A worker that requires header binding binds what it sends itself (the
+   * next task of a chain, callbacks, chord bodies), so that workers
+   * requiring it (and authorizing by task name) accept them.
+   */
+  #bound(messages: readonly TaskMessage[]): readonly TaskMessage[] {
+    if (this.#requireBinding) for (const m of messages) bindHeaders(m);
+    return messages;
   }
 
   #settle(s: Settlement): void {
@@ -1435,7 +1446,7 @@ export class Worker extends EventEmitter {
     let ok = items;
     try {
       outgoing = await encodeTaskMessages(
-        items.flatMap((s) => s.canvas!.before!.messages),
+        this.#bound(items.flatMap((s) => s.canvas!.before!.messages)),
         this.security,
       );
     } catch {
@@ -1443,7 +1454,7 @@ export class Worker extends EventEmitter {
       ok = [];
       for (const s of items) {
         try {
-          outgoing.push(...(await encodeTaskMessages(s.canvas!.before!.messages, this.security)));
+          outgoing.push(...(await encodeTaskMessages(this.#bound(s.canvas!.before!.messages), this.security)));
           ok.push(s);
         } catch (err) {
           const exc: SerializedException = {

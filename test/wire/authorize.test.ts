@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import {
   Certificate,
+  chain,
   createClient,
   createWorker,
   FSCertStore,
@@ -262,4 +263,17 @@ test.serial('a Python Celery producer: with the celery_sign_binding hook, author
   t.false(ran.includes(noId));
   t.false(ran.includes(stock.ids[0]!));
   t.is(await meta(noId), null);
+});
+
+test.serial('a chain: the worker binds the next task it sends, so a worker requiring binding and authorizing runs it', async (t) => {
+  t.timeout(120000);
+  const a = createClient({ broker: redis.url(), backend: redis.url(), security: signer('rsa2048'), headerBinding: true });
+  try {
+    const before = events.length;
+    const res = await a.send(chain(a.signature('wire.add', [1, 2], {}, { queue: QUEUE }), a.signature('admin.wipe', [], {}, { queue: QUEUE })));
+    t.is(await (res as { get(o: object): Promise<unknown> }).get({ timeout: 30000 }), 'admin.wipe');
+    t.is(events.length, before, 'nothing refused');
+  } finally {
+    await a.close();
+  }
 });
