@@ -230,7 +230,7 @@ interface Sent {
   results: { ok: boolean; value?: unknown }[];
 }
 
-test.serial('a Python Celery producer: with the celery_sign_binding hook, authorized runs and unauthorized is refused; without it, refused as unbound', async (t) => {
+test.serial('a Python Celery producer: with the celery_sign_binding hook, authorized runs, unauthorized is refused, a changed task header is refused; without the hook, refused as unbound', async (t) => {
   t.timeout(180000);
   const env = (bind: boolean): NodeJS.ProcessEnv =>
     wireEnv(pki, redis.url(), 'good', {
@@ -263,6 +263,21 @@ test.serial('a Python Celery producer: with the celery_sign_binding hook, author
   t.false(ran.includes(noId));
   t.false(ran.includes(stock.ids[0]!));
   t.is(await meta(noId), null);
+  // A message the hook bound, taken off the broker and re-published with another task name
+  // (one its signer may call): refused by the binding; the untouched one runs.
+  const captured = await runScript<Sent>(
+    'wire_producer.py',
+    { op: 'send', tasks: [{ name: 'wire.add', args: [5, 5], options: { queue: 'authz-capture' } }], wait: false },
+    { processEnv: env(true) },
+  );
+  const raw = (await r.rpop('authz-capture'))!;
+  const envelope = JSON.parse(raw) as { headers: Record<string, unknown> };
+  t.is(envelope.headers.id, captured.ids[0]);
+  await r.lpush(QUEUE, JSON.stringify({ ...envelope, headers: { ...envelope.headers, task: 'admin.wipe' } }));
+  t.like(await refusalOf(captured.ids[0]!), { code: 'ERR_HEADER_MISMATCH', check: 'header-binding', task: 'admin.wipe', action: 'reject' });
+  t.false(ran.includes(captured.ids[0]!));
+  await r.lpush(QUEUE, raw);
+  t.true(await until(async () => ran.includes(captured.ids[0]!), true, 45000), 'the untouched Python-bound message runs');
 });
 
 test.serial('a chain: the worker binds the next task it sends, so a worker requiring binding and authorizing runs it', async (t) => {
