@@ -19,7 +19,7 @@ need cargo "install Rust with rustup (the toolchain is pinned by rust-toolchain.
 need python3 "install Python 3"
 need cc "install a C compiler (gcc); AWS-LC is built from source (with CMake and libclang)"
 
-# System packages the suites use (the openssl CLI for `openssl speed` in the benchmark).
+# System packages the suites use (the openssl CLI for `openssl speed` in the benchmark and for the TLS tests' certificates).
 apt_packages=()
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 command -v cmake >/dev/null 2>&1 || apt_packages+=(cmake)

@@ -85,3 +85,4 @@ export type {
 } from './wire/transport.js';
 export type { RedisTransportOptions } from './wire/redis.js';
 export type { AmqpTransportOptions } from './wire/amqp.js';
+export type { BrokerUseSsl, RedisSslOptions, AmqpSslOptions, CertReqs } from './wire/tls.js';

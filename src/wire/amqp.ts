@@ -41,6 +41,7 @@ import { ImproperlyConfigured, SecurityError } from '../errors.js';
 import { makeFramesTolerant, UNDECODABLE_HEADERS, type ConnectionModule, type FrameModule } from './amqp-codec.js';
 import type { BroadcastListener, BroadcastSpec } from './control.js';
 import { WireError } from './errors.js';
+import { amqpTls, diagnoseTls, mayHideAlert, tlsFailure, type AmqpTls } from './tls.js';
 import {
   registerTransport,
   type BrokerConsumer,
@@ -138,6 +139,8 @@ interface Settings {
   heartbeat: number | undefined;
   maxRetryInterval: number;
   qosGlobal: boolean;
+  /** TLS (`amqps://`, `broker_use_ssl`): read once when the transport opens (`./tls.ts`). */
+  tls?: AmqpTls | undefined;
 }
 
 function settingsFrom(o: Record<string, unknown> = {}): Settings {
@@ -252,10 +255,15 @@ async function openConnection(
   const lib = await loadAmqplib();
   const opts = amqpOptionsFromUrl(url);
   if (opts.heartbeat === undefined) opts.heartbeat = settings.heartbeat ?? 60;
+  const tls = settings.tls;
+  if (tls) {
+    opts.protocol = 'amqps';
+    if (tls.port !== undefined) opts.port = tls.port;
+  }
   let timer: NodeJS.Timeout | undefined;
   try {
     const model = await Promise.race([
-      lib.connect(opts, { timeout: connectTimeout, clientProperties: { connection_name: name, product: 'celery-sign' } }),
+      lib.connect(opts, { ...tls?.socket, timeout: connectTimeout, clientProperties: { connection_name: name, product: 'celery-sign' } }),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`timed out after ${connectTimeout} ms`)), connectTimeout);
       }),
@@ -264,6 +272,10 @@ async function openConnection(
     model.on('error', () => undefined);
     return model;
   } catch (err) {
+    let why = tls ? tlsFailure(err, 'amqp') : undefined;
+    const alert = tls && !why && mayHideAlert(err) ? await diagnoseTls(opts.hostname, opts.port, tls.socket) : undefined;
+    why ??= tlsFailure(alert, 'amqp');
+    if (why) throw new WireError('ERR_BROKER', `Cannot connect to the AMQP broker over TLS (${name}): ${why}`, { cause: alert ?? err });
     throw new WireError('ERR_BROKER', `Cannot connect to AMQP broker: ${errorText(err)}`, { cause: err });
   } finally {
     clearTimeout(timer);
@@ -394,7 +406,9 @@ export class AmqpTransport implements BrokerTransport {
   /** Connects to the broker at `url` (the publishing connection). */
   static async open(url: string, options: TransportOptions = {}): Promise<AmqpTransport> {
     amqpOptionsFromUrl(url); // a bad URL fails here, not at first use
-    const t = new AmqpTransport(url, settingsFrom(options.transportOptions), options.connectTimeout ?? 10000);
+    const settings = settingsFrom(options.transportOptions);
+    settings.tls = amqpTls(url, options.ssl);
+    const t = new AmqpTransport(url, settings, options.connectTimeout ?? 10000);
     await t.#getPublisher();
     return t;
   }

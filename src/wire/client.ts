@@ -30,6 +30,7 @@ import {
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
 import { SecurityLog, type SecurityLogOption } from './securitylog.js';
+import type { AmqpSslOptions, BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   backendTraits,
   checkBackend,
@@ -57,6 +58,23 @@ export interface ClientOptions {
   security: SecurityOption;
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
+  /**
+   * Celery's `broker_use_ssl`: `true`, or an object with Celery's keys and
+   * values: for Redis `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`,
+   * `ssl_keyfile` ({@link RedisSslOptions}); for AMQP `ca_certs`,
+   * `certfile`, `keyfile`, `cert_reqs`, `server_hostname`
+   * ({@link AmqpSslOptions}). `rediss://` and `amqps://` URLs turn TLS on
+   * too. The server's certificate is verified (chain and host name) unless
+   * `CERT_NONE`.
+   */
+  brokerUseSsl?: BrokerUseSsl;
+  /**
+   * Celery's `redis_backend_use_ssl` for a Redis result backend: an object
+   * with `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`
+   * ({@link RedisSslOptions}). As in Celery, `ssl_cert_reqs` is required
+   * (here or in the `rediss://` URL).
+   */
+  redisBackendUseSsl?: boolean | RedisSslOptions;
   /**
    * Celery's `result_backend_transport_options`. For `rpc://`:
    * `result_buffer_max`, the most results kept that arrived before anyone
@@ -229,6 +247,7 @@ export class CeleryClient {
     this.#transport ??= openTransport(this.#options.broker, {
       ...(this.#options.transportOptions ? { transportOptions: this.#options.transportOptions } : {}),
       ...(this.#options.connectTimeout !== undefined ? { connectTimeout: this.#options.connectTimeout } : {}),
+      ...(this.#options.brokerUseSsl !== undefined ? { ssl: this.#options.brokerUseSsl } : {}),
     }).catch((err: unknown) => {
       this.#transport = undefined;
       throw err;
@@ -248,6 +267,7 @@ export class CeleryClient {
       ...(this.#options.pollInterval !== undefined ? { pollInterval: this.#options.pollInterval } : {}),
       ...(this.#options.connectTimeout !== undefined ? { connectTimeout: this.#options.connectTimeout } : {}),
       ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
+      ...(this.#options.redisBackendUseSsl !== undefined ? { ssl: this.#options.redisBackendUseSsl } : {}),
     }).catch((err: unknown) => {
       this.#backend = undefined;
       throw err;

@@ -49,12 +49,14 @@
  * @module
  */
 import { createHash, randomUUID } from 'node:crypto';
+import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import { ImproperlyConfigured, SecurityError } from '../errors.js';
 import { dumps as kombuDumps, loads as kombuLoads } from '../json.js';
 import { WireError } from './errors.js';
 import type { BroadcastListener, BroadcastSpec } from './control.js';
 import { TASK_KEY_PREFIX } from './results.js';
+import { diagnoseTls, mayHideAlert, redisTls, tlsFailure } from './tls.js';
 import {
   registerBackend,
   registerTransport,
@@ -131,11 +133,12 @@ function redisOptionsFromUrl(url: string): RedisOptions {
   return opts;
 }
 
-/** Opens an ioredis connection, failing after `connectTimeout` ms on the first attempt. */
-async function connect(url: string, connectTimeout: number, name: string): Promise<RedisClient> {
+/** Opens an ioredis connection, failing after `connectTimeout` ms on the first attempt; over TLS with `tls` (see `./tls.ts`). */
+async function connect(url: string, connectTimeout: number, name: string, tls?: TlsOptions): Promise<RedisClient> {
   const Redis = await loadRedis();
   const client = new Redis({
     ...redisOptionsFromUrl(url),
+    ...(tls ? { tls } : {}),
     lazyConnect: true,
     connectTimeout,
     connectionName: name,
@@ -144,12 +147,21 @@ async function connect(url: string, connectTimeout: number, name: string): Promi
     retryStrategy: (times: number) => Math.min(50 * times, 1000),
   });
   // ioredis emits 'error' for every failed reconnect; the command promises carry the errors.
-  client.on('error', () => {});
+  // The first attempt's is kept: connect() itself rejects with a bare 'Connection is closed.'.
+  let firstError: unknown;
+  client.on('error', (e: unknown) => {
+    firstError ??= e;
+  });
   try {
     await withTimeout(client.connect(), connectTimeout, `connecting to Redis (${name})`);
   } catch (err) {
     client.disconnect();
-    throw new WireError('ERR_BROKER', `Cannot connect to Redis: ${errorText(err)}`, { cause: err });
+    let why = tls ? tlsFailure(firstError, 'redis') ?? tlsFailure(err, 'redis') : undefined;
+    const o = tls && !why && mayHideAlert(firstError ?? err) ? redisOptionsFromUrl(url) : undefined;
+    const alert = o?.host ? await diagnoseTls(o.host, o.port ?? 6379, tls!) : undefined;
+    why ??= tlsFailure(alert, 'redis');
+    if (why) throw new WireError('ERR_BROKER', `Cannot connect to Redis over TLS (${name}): ${why}`, { cause: alert ?? firstError ?? err });
+    throw new WireError('ERR_BROKER', `Cannot connect to Redis: ${errorText(firstError ?? err)}`, { cause: firstError ?? err });
   }
   return client;
 }
@@ -581,10 +593,12 @@ export class RedisTransport implements BrokerTransport {
   readonly #declared = new Set<string>();
   readonly #consumers = new Set<RedisConsumer>();
   readonly #db: number;
+  readonly #tls: TlsOptions | undefined;
   #closed = false;
 
-  private constructor(url: string, client: RedisClient, settings: Settings, connectTimeout: number) {
+  private constructor(url: string, client: RedisClient, settings: Settings, connectTimeout: number, tls?: TlsOptions) {
     this.#url = url;
+    this.#tls = tls;
     this.#client = client;
     this.#settings = settings;
     this.#connectTimeout = connectTimeout;
@@ -595,8 +609,9 @@ export class RedisTransport implements BrokerTransport {
   static async open(url: string, options: TransportOptions = {}): Promise<RedisTransport> {
     const settings = settingsFrom(options.transportOptions);
     const connectTimeout = options.connectTimeout ?? 10000;
-    const client = await connect(url, connectTimeout, 'celery-sign');
-    return new RedisTransport(url, client, settings, connectTimeout);
+    const tls = redisTls(url, options.ssl, 'broker');
+    const client = await connect(url, connectTimeout, 'celery-sign', tls);
+    return new RedisTransport(url, client, settings, connectTimeout, tls);
   }
 
   /** The settings in effect (kombu names). */
@@ -708,7 +723,7 @@ export class RedisTransport implements BrokerTransport {
     onError: (err: unknown) => void,
   ): Promise<BroadcastListener> {
     this.#check();
-    const sub = await connect(this.#url, this.#connectTimeout, 'celery-sign-pidbox');
+    const sub = await connect(this.#url, this.#connectTimeout, 'celery-sign-pidbox', this.#tls);
     const topic = this.key(this.fanoutTopic(spec.exchange, ''));
     sub.on('pmessage', (_pattern: string, _channel: string, message: string) => {
       try {
@@ -792,7 +807,7 @@ export class RedisTransport implements BrokerTransport {
     const lists = new Set<string>();
     for (const pri of settings.steps) for (const q of queues) lists.add(this.key(this.listFor(q, pri)));
     const opened = await Promise.allSettled(
-      [...lists].map(async (list) => [list, await connect(this.#url, this.#connectTimeout, 'celery-sign-consumer')] as const),
+      [...lists].map(async (list) => [list, await connect(this.#url, this.#connectTimeout, 'celery-sign-consumer', this.#tls)] as const),
     );
     const waiters = new Map<string, RedisClient>();
     for (const o of opened) if (o.status === 'fulfilled') waiters.set(o.value[0], o.value[1]);
@@ -1383,9 +1398,11 @@ export class RedisBackend implements ResultBackend {
   #poller: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #backendOptions: Record<string, unknown>;
+  readonly #tls: TlsOptions | undefined;
 
-  private constructor(url: string, client: RedisClient, options: BackendOptions) {
+  private constructor(url: string, client: RedisClient, options: BackendOptions, tls?: TlsOptions) {
     this.#url = url;
+    this.#tls = tls;
     this.#client = client;
     this.#expires = options.resultExpires === undefined ? 86400 : options.resultExpires ?? 0;
     this.#pollInterval = options.pollInterval ?? 1000;
@@ -1397,8 +1414,9 @@ export class RedisBackend implements ResultBackend {
 
   /** Connects to the result backend at `url`. */
   static async open(url: string, options: BackendOptions = {}): Promise<RedisBackend> {
-    const client = await connect(url, options.connectTimeout ?? 10000, 'celery-sign-backend');
-    return new RedisBackend(url, client, options);
+    const tls = redisTls(url, options.ssl, 'backend');
+    const client = await connect(url, options.connectTimeout ?? 10000, 'celery-sign-backend', tls);
+    return new RedisBackend(url, client, options, tls);
   }
 
   /** The key of a task's meta. */
@@ -1489,7 +1507,7 @@ export class RedisBackend implements ResultBackend {
 
   async #subscriber(): Promise<RedisClient> {
     this.#sub ??= (async () => {
-      const sub = await connect(this.#url, this.#connectTimeout, 'celery-sign-results');
+      const sub = await connect(this.#url, this.#connectTimeout, 'celery-sign-results', this.#tls);
       sub.on('message', (channel: string, message: string) => {
         if (channel.startsWith(this.#prefix + TASK_KEY_PREFIX)) {
           this.#deliver(channel.slice(this.#prefix.length + TASK_KEY_PREFIX.length), message);

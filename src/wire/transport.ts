@@ -15,6 +15,7 @@ import type { SecurityError } from '../errors.js';
 import type { BroadcastListener, BroadcastSpec } from './control.js';
 import type { SecureSerializer } from '../serializer.js';
 import type { ResultMeta, ResultSerializer } from './results.js';
+import type { BrokerUseSsl, RedisSslOptions } from './tls.js';
 
 /** What the protocol layer hands a transport to publish. */
 export interface OutgoingMessage {
@@ -249,6 +250,8 @@ export interface TransportOptions {
   transportOptions?: Record<string, unknown>;
   /** Milliseconds to connect before failing. Default 10000. */
   connectTimeout?: number;
+  /** Celery's `broker_use_ssl` (see `./tls.ts`). */
+  ssl?: BrokerUseSsl;
 }
 
 /** Opens a broker connection for a URL. */
@@ -266,6 +269,8 @@ export interface BackendOptions {
   connectTimeout?: number;
   /** kombu/Celery `result_backend_transport_options`: `global_keyprefix`. */
   transportOptions?: Record<string, unknown>;
+  /** Celery's `redis_backend_use_ssl` (see `./tls.ts`). */
+  ssl?: boolean | RedisSslOptions;
   /** The broker connection of the client or worker (for `rpc://`, whose results travel on the broker). */
   broker?: () => Promise<BrokerTransport>;
   /** The client's id: its reply queue (Celery's `app.thread_oid`). Only a client passes it. */

@@ -99,6 +99,7 @@ import {
   type ResultSerializer,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
+import type { AmqpSslOptions, BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   checkBackend,
   openBackend,
@@ -232,6 +233,23 @@ export interface WorkerOptions {
   visibilityTimeout?: number;
   /** kombu's `broker_transport_options`. */
   transportOptions?: Record<string, unknown>;
+  /**
+   * Celery's `broker_use_ssl`: `true`, or an object with Celery's keys and
+   * values: for Redis `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`,
+   * `ssl_keyfile` ({@link RedisSslOptions}); for AMQP `ca_certs`,
+   * `certfile`, `keyfile`, `cert_reqs`, `server_hostname`
+   * ({@link AmqpSslOptions}). `rediss://` and `amqps://` URLs turn TLS on
+   * too. The server's certificate is verified (chain and host name) unless
+   * `CERT_NONE`.
+   */
+  brokerUseSsl?: BrokerUseSsl;
+  /**
+   * Celery's `redis_backend_use_ssl` for a Redis result backend: an object
+   * with `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`
+   * ({@link RedisSslOptions}). As in Celery, `ssl_cert_reqs` is required
+   * (here or in the `rediss://` URL).
+   */
+  redisBackendUseSsl?: boolean | RedisSslOptions;
   /** Celery's `result_backend_transport_options`. */
   backendTransportOptions?: Record<string, unknown>;
   /** Celery's `result_serializer`: `'json'` (default) or `'auth'`. */
@@ -387,6 +405,12 @@ interface Settlement {
   };
 }
 
+/**
+ * Held messages, in prefetch windows, that a worker may hold at most: the
+ * window itself plus those settled and waiting to be stored and acknowledged.
+ */
+const MAX_HELD_WINDOWS = 4;
+
 function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
@@ -427,8 +451,12 @@ export class Worker extends EventEmitter {
   #consumer: BrokerConsumer | undefined;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #loop: Promise<void> | undefined;
+  /** Messages taken from the broker and not yet acknowledged or given back. */
   #held = 0;
+  /** Of those, ETA tasks waiting for their time (outside the prefetch window, as in Celery). */
   #etaHeld = 0;
+  /** Of those, messages whose outcome is settled, waiting to be stored and acknowledged. */
+  #settledHeld = 0;
   #room: (() => void) | undefined;
   readonly #batches = new Set<Promise<void>>();
   readonly #ready: Job[] = [];
@@ -562,6 +590,7 @@ export class Worker extends EventEmitter {
       this.#transport = await openTransport(this.#options.broker, {
         ...(this.#options.transportOptions ? { transportOptions: this.#options.transportOptions } : {}),
         ...(connectTimeout !== undefined ? { connectTimeout } : {}),
+        ...(this.#options.brokerUseSsl !== undefined ? { ssl: this.#options.brokerUseSsl } : {}),
       });
       if (this.#options.backend) {
         this.#backend = await openBackend(this.#options.backend, {
@@ -572,6 +601,7 @@ export class Worker extends EventEmitter {
           ...(this.#options.resultPersistent !== undefined ? { persistent: this.#options.resultPersistent } : {}),
           ...(connectTimeout !== undefined ? { connectTimeout } : {}),
           ...(this.#options.backendTransportOptions ? { transportOptions: this.#options.backendTransportOptions } : {}),
+          ...(this.#options.redisBackendUseSsl !== undefined ? { ssl: this.#options.redisBackendUseSsl } : {}),
         });
       }
       if (this.#options.events) {
@@ -646,7 +676,7 @@ export class Worker extends EventEmitter {
   async #consume(): Promise<void> {
     let backoff = 0;
     while (this.#state === 'running') {
-      const room = this.#prefetch - (this.#held - this.#etaHeld);
+      const room = this.#roomLeft();
       if (room <= 0) {
         await new Promise<void>((r) => {
           this.#room = r;
@@ -673,13 +703,31 @@ export class Worker extends EventEmitter {
     }
   }
 
-  #release(n: number): void {
-    this.#held -= n;
+  /**
+   * How many more messages the worker may take: the prefetch window counts
+   * the messages not yet run (Celery's reserved requests), not those already
+   * settled and waiting for their result to be stored and acknowledged, so
+   * fetching the next batch overlaps storing the last one. All held messages
+   * stay bounded by {@link MAX_HELD_WINDOWS} windows.
+   */
+  #roomLeft(): number {
+    const active = this.#held - this.#etaHeld;
+    return Math.min(this.#prefetch - (active - this.#settledHeld), MAX_HELD_WINDOWS * this.#prefetch - active);
+  }
+
+  #wakeIfRoom(): void {
     const r = this.#room;
-    if (r && this.#prefetch - (this.#held - this.#etaHeld) > 0) {
+    if (r && this.#roomLeft() > 0) {
       this.#room = undefined;
       r();
     }
+  }
+
+  /** `n` held messages are acknowledged or given back; `settled` of them had been settled. */
+  #release(n: number, settled = 0): void {
+    this.#held -= n;
+    this.#settledHeld -= settled;
+    this.#wakeIfRoom();
     this.#checkIdle();
   }
 
@@ -1112,7 +1160,7 @@ export class Worker extends EventEmitter {
         'put-guarded-by-semaphore': false,
         timeouts: [],
       },
-      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}),
+      broker: brokerInfo(this.#options.broker, this.#transport?.name ?? null, this.#options.connectTimeout ?? 10000, this.#options.transportOptions ?? {}, !!this.#options.brokerUseSsl),
       prefetch_count: this.#prefetchSent,
       rusage,
     };
@@ -1382,6 +1430,8 @@ export class Worker extends EventEmitter {
 
   #settle(s: Settlement): void {
     this.#settleQueue.push(s);
+    this.#settledHeld++;
+    this.#wakeIfRoom();
     this.#kickSettle();
   }
 
@@ -1403,7 +1453,7 @@ export class Worker extends EventEmitter {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
           this.#error(err);
           this.#forget(batch.map((s) => s.delivery));
-          this.#release(batch.length);
+          this.#release(batch.length, batch.length);
           continue;
         }
         batch = await this.#canvasAfter(batch);
@@ -1415,7 +1465,7 @@ export class Worker extends EventEmitter {
         } catch (err) {
           this.#error(err);
         }
-        this.#release(batch.length);
+        this.#release(batch.length, batch.length);
         for (const s of batch) {
           try {
             s.emit?.();
@@ -1496,7 +1546,7 @@ export class Worker extends EventEmitter {
     );
     if (failed.size === 0) return batch;
     this.#forget([...failed].map((s) => s.delivery));
-    this.#release(failed.size);
+    this.#release(failed.size, failed.size);
     return batch.filter((s) => !failed.has(s));
   }
 
@@ -1685,7 +1735,7 @@ export class Worker extends EventEmitter {
 }
 
 /** kombu's `Connection.info()` of the broker URL, without the password (`inspect stats`). */
-function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>): Record<string, unknown> {
+function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>, useSsl = false): Record<string, unknown> {
   let u: URL | undefined;
   try {
     u = new URL(url);
@@ -1701,7 +1751,7 @@ function brokerInfo(url: string, transport: string | null, connectTimeout: numbe
     virtual_host: amqp ? path || '/' : path || '0',
     port: u?.port ? Number(u.port) : amqp ? (scheme.endsWith('s') ? 5671 : 5672) : 6379,
     insist: false,
-    ssl: scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
+    ssl: useSsl || scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
     transport: transport ?? scheme,
     connect_timeout: connectTimeout / 1000,
     transport_options: transportOptions,

@@ -163,6 +163,28 @@ def retry(self, *args, to=None, countdown=0, times=1, **kwargs):
     return {'retries': self.request.retries, 'worker': 'py', 'args': list(args)}
 
 
+# --- TLS (test/wire/tls-redis.test.ts, tls-amqp.test.ts) ---
+#   WIRE_BROKER_USE_SSL    JSON object -> broker_use_ssl (cert_reqs / ssl_cert_reqs 'CERT_*' -> ssl.CERT_*)
+#   WIRE_BACKEND_USE_SSL   JSON object -> redis_backend_use_ssl
+def _ssl_setting(name):
+    import json
+    import ssl
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    d = json.loads(raw)
+    for k in ('cert_reqs', 'ssl_cert_reqs'):
+        if isinstance(d.get(k), str) and d[k].startswith('CERT_'):
+            d[k] = getattr(ssl, d[k])
+    return d
+
+
+if _ssl_setting('WIRE_BROKER_USE_SSL') is not None:
+    app.conf.broker_use_ssl = _ssl_setting('WIRE_BROKER_USE_SSL')
+if _ssl_setting('WIRE_BACKEND_USE_SSL') is not None:
+    app.conf.redis_backend_use_ssl = _ssl_setting('WIRE_BACKEND_USE_SSL')
+
+
 # --- celery_sign_binding (python/; test/wire/binding-py.test.ts) ---
 #   WIRE_BIND_PRODUCER  "1": bind the headers of every task this process sends (install_producer)
 #   WIRE_BIND_WORKER    "check": check a binding that is present; "require": refuse unbound messages too

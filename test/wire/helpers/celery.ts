@@ -257,11 +257,11 @@ export function runProducer<T = { ids: string[]; results: ProducerResult[]; elap
   pki: Pki,
   broker: string,
   request: object,
-  o: { env?: PythonEnv; signer?: 'good' | 'wrong-key' | 'unknown'; timeoutMs?: number } = {},
+  o: { env?: PythonEnv; signer?: 'good' | 'wrong-key' | 'unknown'; timeoutMs?: number; extraEnv?: Record<string, string> } = {},
 ): Promise<T> {
   return runScript<T>('wire_producer.py', request, {
     env: o.env ?? 'current',
-    processEnv: wireEnv(pki, broker, o.signer ?? 'good'),
+    processEnv: wireEnv(pki, broker, o.signer ?? 'good', o.extraEnv),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
   });
 }

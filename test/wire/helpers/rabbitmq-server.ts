@@ -32,6 +32,23 @@ export interface RabbitServer {
   /** What the server logged (the tail). */
   logs(): string;
   stop(): Promise<void>;
+  /** The TLS listener's port, when started with {@link RabbitOptions.tls}. */
+  readonly tlsPort?: number;
+}
+
+/** A TLS listener (`listeners.ssl.default`) besides the plain one, with RabbitMQ's `ssl_options`. */
+export interface RabbitTlsOptions {
+  cacertfile: string;
+  certfile: string;
+  keyfile: string;
+  /** `ssl_options.verify`. Default `verify_peer`. */
+  verify?: 'verify_peer' | 'verify_none';
+  /** `ssl_options.fail_if_no_peer_cert`: refuse a client without a certificate. Default `true`. */
+  failIfNoPeerCert?: boolean;
+}
+
+export interface RabbitOptions {
+  tls?: RabbitTlsOptions;
 }
 
 function groupAlive(pid: number): boolean {
@@ -69,7 +86,7 @@ function notFound(what: string, err: NodeJS.ErrnoException): Error {
     : err;
 }
 
-export async function startRabbit(): Promise<RabbitServer> {
+export async function startRabbit(options: RabbitOptions = {}): Promise<RabbitServer> {
   if (RABBITMQ_SERVER.startsWith('/') && !existsSync(RABBITMQ_SERVER)) {
     throw new Error(`${RABBITMQ_SERVER} not found: install RabbitMQ (apt-get install rabbitmq-server; scripts/setup.sh does)`);
   }
@@ -78,6 +95,22 @@ export async function startRabbit(): Promise<RabbitServer> {
   writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
   writeFileSync(join(dir, 'rabbitmq-env.conf'), '');
   const [port, distPort, epmdPort] = [await freePort(), await freePort(), await freePort()];
+  const tlsPort = options.tls ? await freePort() : undefined;
+  if (options.tls) {
+    const o = options.tls;
+    writeFileSync(
+      join(dir, 'rabbitmq.conf'),
+      [
+        `listeners.ssl.default = ${tlsPort}`,
+        `ssl_options.cacertfile = ${o.cacertfile}`,
+        `ssl_options.certfile = ${o.certfile}`,
+        `ssl_options.keyfile = ${o.keyfile}`,
+        `ssl_options.verify = ${o.verify ?? 'verify_peer'}`,
+        `ssl_options.fail_if_no_peer_cert = ${o.failIfNoPeerCert ?? true}`,
+        '',
+      ].join('\n'),
+    );
+  }
   const node = `celerysign${process.pid}x${Math.random().toString(36).slice(2, 8)}@localhost`;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -225,6 +258,7 @@ export async function startRabbit(): Promise<RabbitServer> {
     port,
     url,
     pyUrl: `pyamqp://guest:guest@127.0.0.1:${port}//`,
+    ...(tlsPort !== undefined ? { tlsPort } : {}),
     logs: () => log,
     async restart({ hard = false, downMs = 500 } = {}) {
       await kill(hard);

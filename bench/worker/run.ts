@@ -1,0 +1,270 @@
+/**
+ * The worker end to end (issue 11): a real redis-server as broker and result
+ * backend, a trivial `add` task, the queue pre-filled by each worker's own
+ * producer; each worker is then started at its default settings and timed
+ * from the first result it stores to the last. Every peer runs in this one
+ * run, on the same redis-server:
+ *
+ * - celery-sign's worker with `auth` (RSA-2048/SHA-256, verified against the
+ *   store), filled by celery-sign's client;
+ * - stock Python Celery's worker with `auth`, filled by Celery's own
+ *   `send_task` under `setup_security()`: prefork (its default pool, `-c` the
+ *   cores) and threads, the better of the two counting;
+ * - celery-node's worker on unsigned JSON, logging off, filled by its client.
+ *
+ * Reported per peer: tasks/s (N-1 over the spread of the results' `date_done`),
+ * and tasks per CPU-second (N over the CPU time of the worker's process tree,
+ * children included, from its `ready` to its last result). Ratios are of the
+ * same run.
+ *
+ *   npm run bench:worker [-- --n 20000 --python-n 4000 --rounds 3 --json out.json
+ *                         --only celery-sign,celery-node,python-prefork,python-threads]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { makePki, runProducer, startCeleryWorker, type Pki } from '../../test/wire/helpers/celery.js';
+import { doneSpread, median, waitAll } from '../../test/wire/helpers/bench.js';
+import { startRedis, type RedisServer } from '../../test/wire/helpers/redis-server.js';
+import { machine } from '../machine.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const CHILD = join(HERE, 'child.ts');
+
+function arg(name: string, fallback: number): number {
+  const at = process.argv.indexOf(`--${name}`);
+  return at >= 0 ? Math.max(1, Number(process.argv[at + 1]) || fallback) : fallback;
+}
+const N = arg('n', 20000);
+const PYTHON_N = arg('python-n', 4000);
+const ROUNDS = arg('rounds', 3);
+const JSON_OUT = (() => {
+  const at = process.argv.indexOf('--json');
+  return at >= 0 ? process.argv[at + 1] : undefined;
+})();
+const ONLY = (() => {
+  const at = process.argv.indexOf('--only');
+  return at >= 0 ? new Set(process.argv[at + 1]!.split(',')) : null;
+})();
+const TICKS = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system) of a process and every descendant alive now. */
+function treeCpu(root: number): number {
+  const parent = new Map<number, number>();
+  const cpu = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parent.set(Number(name), Number(rest[1]));
+      cpu.set(Number(name), (Number(rest[11]) + Number(rest[12])) / TICKS);
+    } catch {
+      // gone
+    }
+  }
+  let total = 0;
+  for (const [pid, c] of cpu) {
+    for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
+      if (p === root) {
+        total += c;
+        break;
+      }
+    }
+  }
+  return total;
+}
+
+function runChild(cfg: object): ChildProcess {
+  return spawn(process.execPath, ['--import=tsx', CHILD, JSON.stringify(cfg)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+}
+
+function childDone(child: ChildProcess, what: string): Promise<void> {
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  return new Promise((resolve, reject) =>
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${what} exited ${code}: ${err.slice(-2000)}`)))),
+  );
+}
+
+function childReady(child: ChildProcess, what: string): Promise<void> {
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('ready\n')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`${what} exited ${code} before ready: ${err.slice(-2000)}`)));
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    process.kill(-child.pid!, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
+  const t = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }, 15000);
+  await exited;
+  clearTimeout(t);
+}
+
+/** Samples the tree's CPU while `done` is pending; returns CPU seconds from start to the last sample. */
+async function cpuWhile(root: number, done: Promise<void>): Promise<number> {
+  const start = treeCpu(root);
+  let last = start;
+  let finished = false;
+  void done.then(
+    () => (finished = true),
+    () => (finished = true),
+  );
+  while (!finished) {
+    last = treeCpu(root);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  return Math.max(last, treeCpu(root)) - start;
+}
+
+interface Round {
+  rate: number;
+  perCpu: number;
+}
+
+interface Peer {
+  name: string;
+  what: string;
+  n: number;
+  run(db: number): Promise<Round>;
+}
+
+async function drain(r: Redis, ids: string[], root: number): Promise<Round> {
+  const all = waitAll(r, ids, 900000);
+  const cpu = await cpuWhile(root, all);
+  await all;
+  const spread = await doneSpread(r, ids);
+  return { rate: (ids.length - 1) / spread, perCpu: ids.length / cpu };
+}
+
+function peers(redis: RedisServer, pki: Pki, tmp: string): Peer[] {
+  const nodePeer = (name: string, what: string, fill: 'sign-fill' | 'cn-fill', work: 'sign-work' | 'cn-work'): Peer => ({
+    name,
+    what,
+    n: N,
+    async run(db) {
+      const url = redis.url(db);
+      const idsFile = join(tmp, `${name}-${db}.json`);
+      const base = { url, key: pki.key, cert: pki.cert, storeDir: pki.storeDir };
+      await childDone(runChild({ ...base, mode: fill, n: N, idsFile }), `${name} producer`);
+      const ids = JSON.parse(readFileSync(idsFile, 'utf8')) as string[];
+      const r = new Redis(url);
+      const w = runChild({ ...base, mode: work });
+      try {
+        await childReady(w, `${name} worker`);
+        return await drain(r, ids, w.pid!);
+      } finally {
+        await stopChild(w);
+        r.disconnect();
+      }
+    },
+  });
+  const pythonPeer = (pool: 'prefork' | 'threads', concurrency: number): Peer => ({
+    name: `python-${pool}`,
+    what: `Python Celery worker, auth, --pool=${pool} -c ${concurrency}`,
+    n: PYTHON_N,
+    async run(db) {
+      const url = redis.url(db);
+      const queue = 'celery';
+      const filled = await runProducer<{ ids: string[] }>(pki, url, { op: 'bulk', name: 'wire.add', count: PYTHON_N, queue, kwargs: { y: 1 } }, { timeoutMs: 600000 });
+      const r = new Redis(url);
+      const w = await startCeleryWorker(pki, { broker: url, queues: [queue], pool, concurrency });
+      try {
+        return await drain(r, filled.ids, w.pid);
+      } finally {
+        await w.stop();
+        r.disconnect();
+      }
+    },
+  });
+  const cores = machine().cores;
+  return [
+    nodePeer('celery-sign', 'celery-sign worker, auth (default settings)', 'sign-fill', 'sign-work'),
+    pythonPeer('prefork', cores),
+    pythonPeer('threads', Math.max(4, cores * 2)),
+    nodePeer('celery-node', 'celery-node 0.5.9 worker, unsigned JSON, logging off', 'cn-fill', 'cn-work'),
+  ];
+}
+
+async function main(): Promise<void> {
+  const m = machine();
+  const tmp = mkdtempSync(join(tmpdir(), 'celery-sign-bench-worker-'));
+  const pki = makePki();
+  const redis = await startRedis();
+  const results: Record<string, { what: string; n: number; rounds: Round[]; rate: number; perCpu: number }> = {};
+  try {
+    const list = peers(redis, pki, tmp).filter((p) => !ONLY || ONLY.has(p.name));
+    let db = 0;
+    // Rounds interleave the peers, so that a change of load hits them alike.
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const p of list) {
+        db = (db % 15) + 1;
+        const admin = new Redis(redis.url(db));
+        await admin.flushdb();
+        admin.disconnect();
+        const res = await p.run(db);
+        (results[p.name] ??= { what: p.what, n: p.n, rounds: [], rate: 0, perCpu: 0 }).rounds.push(res);
+        process.stderr.write(`round ${round + 1}/${ROUNDS} ${p.name}: ${res.rate.toFixed(0)} tasks/s, ${res.perCpu.toFixed(0)} tasks/CPU-s\n`);
+      }
+    }
+  } finally {
+    await redis.stop();
+    pki.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  for (const r of Object.values(results)) {
+    r.rate = median(r.rounds.map((x) => x.rate));
+    r.perCpu = median(r.rounds.map((x) => x.perCpu));
+  }
+  const none = { what: '', n: 0, rounds: [], rate: NaN, perCpu: NaN };
+  const sign = results['celery-sign'] ?? none;
+  const python = [results['python-prefork'] ?? none, results['python-threads'] ?? none].sort((a, b) => (b.rate || 0) - (a.rate || 0))[0]!;
+  const cn = results['celery-node'] ?? none;
+  const ifma = readFileSync('/proc/cpuinfo', 'utf8').includes('avx512ifma');
+  const simd = process.env.CELERY_SIGN_SIMD === '0' ? 'off (CELERY_SIGN_SIMD=0)' : ifma ? 'IFMA kernels' : 'AWS-LC (no IFMA on this CPU)';
+  const lines = [
+    `Machine: ${m.cpu}, ${m.cores} cores, AVX-512 IFMA: ${ifma ? 'yes' : 'no'}, RSA path: ${simd}, Node ${m.node}, load ${m.loadAverage.map((x) => x.toFixed(1)).join(' ')}`,
+    `Median of ${ROUNDS} rounds; celery-sign and celery-node drain ${N} tasks, Python ${PYTHON_N}.`,
+    '',
+    '| worker | tasks/s | tasks per CPU-second | celery-sign ÷ it (tasks/s) | (per CPU-s) |',
+    '|---|---|---|---|---|',
+    ...Object.values(results).map(
+      (r) =>
+        `| ${r.what} | ${r.rate.toFixed(0)} | ${r.perCpu.toFixed(0)} | ${(sign.rate / r.rate).toFixed(2)}x | ${(sign.perCpu / r.perCpu).toFixed(2)}x |`,
+    ),
+    '',
+    `Targets: celery-sign ÷ Python's best pool ≥ 20x: ${(sign.rate / python.rate).toFixed(2)}x tasks/s, ${(sign.perCpu / python.perCpu).toFixed(2)}x per CPU-s; ` +
+      `÷ celery-node ≥ 2.5x: ${(sign.rate / cn.rate).toFixed(2)}x tasks/s, ${(sign.perCpu / cn.perCpu).toFixed(2)}x per CPU-s.`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ machine: { ...m, ifma, simd }, n: N, pythonN: PYTHON_N, rounds: ROUNDS, results }, null, 2));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
