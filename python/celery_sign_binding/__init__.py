@@ -236,14 +236,19 @@ class BindingRequest(Request):
 def install_worker(app, require=False, authorize=None):
     """Makes every task of ``app`` check header binding on arrival (``Task.Request``).
 
-    ``require``: refuse unbound messages. ``authorize``: rules for
-    :class:`Authorizer`; authorization implies ``require`` (the task name is
-    an unsigned header, only the binding ties it to the signed body).
+    ``require``: refuse unbound messages (and bind what this process sends:
+    :func:`install_producer`). ``authorize``: rules for :class:`Authorizer`;
+    authorization implies ``require`` (the task name is an unsigned header,
+    only the binding ties it to the signed body).
     Call it before the worker starts. A task with its own ``Request`` keeps it.
     Returns the request class.
     """
     attrs = {'require_binding': bool(require) or authorize is not None,
              'authorizer': Authorizer(authorize) if authorize is not None else None}
+    if attrs['require_binding']:
+        # What this worker sends itself (retries, chains, callbacks, chord bodies) must
+        # pass workers that require binding too: bind it, as celery-sign's Node worker does.
+        install_producer()
     cls = type('BindingRequest', (BindingRequest,), attrs)
     # Every task class of the app derives from app.Task, and the worker reads
     # task.Request when it starts: tasks defined before or after this call use it.

@@ -14,7 +14,7 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { Certificate, createClient, FSCertStore, PrivateKey, SecureSerializer } from 'celery-sign';
+import { Certificate, chain, createClient, FSCertStore, PrivateKey, SecureSerializer } from 'celery-sign';
 import { bindHeaders } from '../../lib/wire/binding.js';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
 import { redisEnvelope } from '../../lib/wire/redis.js';
@@ -146,4 +146,15 @@ test('the Python digest is the Node digest: non-ASCII task names, ids, eta and e
     { input: JSON.stringify(cases), encoding: 'utf8', env: { ...process.env, PYTHONPATH: PYTHON_PKG } },
   );
   t.deepEqual(JSON.parse(py), cases.map((h) => bindingDigest(h)));
+});
+
+test.serial('a chain through the Python worker: the worker binds the next task it sends, so it passes its own check', async (t) => {
+  t.timeout(120000);
+  const a = createClient({ broker: redis.url(), backend: redis.url(), security: signer('rsa2048'), headerBinding: true });
+  try {
+    const res = await a.send(chain(a.signature('wire.add', [1, 2], {}, { queue: QUEUE }), a.signature('wire.add', [10], {}, { queue: QUEUE })));
+    t.is(await (res as { get(o: object): Promise<unknown> }).get({ timeout: 60000 }), 13);
+  } finally {
+    await a.close();
+  }
 });
