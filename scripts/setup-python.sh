@@ -85,3 +85,10 @@ flock 9
 
 make_venv "$ROOT/.venv" "$ROOT/test/py/requirements.txt"
 make_venv "$ROOT/.venv-celery54" "$ROOT/test/py/requirements-celery54.txt"
+
+# python/ (celery-sign-binding, the Python side of header binding) into .venv,
+# every run: it is the repository's own code. The tests also put python/ on
+# PYTHONPATH, so they always run the working tree's copy.
+"$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check --require-virtualenv \
+  --no-deps --force-reinstall "$ROOT/python"
+rm -rf "$ROOT/python/build" "$ROOT/python"/*.egg-info

@@ -1,4 +1,3 @@
-import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync, statSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -6,6 +5,7 @@ import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { SecurityError } from './errors.js';
 import { call, native, type NativeCertificate, type NativeCertStore } from './native.js';
 import { checkDigest } from './options.js';
+import { subjectOf } from './subject.js';
 
 /**
  * An X.509 certificate with an RSA public key (Celery's `Certificate`).
@@ -25,6 +25,14 @@ export class Certificate {
   readonly notBefore: Date;
   /** Public modulus size in bits. */
   readonly bits: number;
+  /**
+   * The subject's common name (OID 2.5.4.3; the first, when there are
+   * several), as Python `cryptography` decodes it, or `null`. Not part of
+   * Celery's id: `authorize` rules of a worker may name a signer by it.
+   */
+  readonly commonName: string | null;
+  /** The subject as Python `cryptography`'s `Name.rfc4514_string()` writes it (`CN=billing-api,O=Acme`), or `''`. */
+  readonly subject: string;
 
   constructor(pem: Bytes) {
     const bytes = toBytes(pem, 'pem');
@@ -36,6 +44,9 @@ export class Certificate {
     this.notAfter = new Date(n.notAfterMs);
     this.notBefore = new Date(n.notBeforeMs);
     this.bits = n.bits;
+    const subject = subjectOf(bytes);
+    this.commonName = subject?.commonName ?? null;
+    this.subject = subject?.rfc4514 ?? '';
   }
 
   /** Celery's `has_expired()`: `now >= notAfter`. */
@@ -485,7 +496,7 @@ export class FSCertStore extends CertStore {
         skipped.push({
           id: cert.id,
           issuer: cert.issuer,
-          subject: subjectOf(text),
+          subject: cert.subject || null,
           notBefore: cert.notBefore,
           notAfter: cert.notAfter,
           file,
@@ -499,15 +510,6 @@ export class FSCertStore extends CertStore {
       texts.set(cert.id, text);
     }
     return { certs, texts, skipped };
-  }
-}
-
-/** The subject name as node:crypto reads it; null when it cannot. */
-function subjectOf(pem: string): string | null {
-  try {
-    return new X509Certificate(pem).subject;
-  } catch {
-    return null;
   }
 }
 

@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   // Refusals of the wire layer (src/wire/).
   'ERR_REPLAYED',
   'ERR_HEADER_MISMATCH',
+  'ERR_NOT_AUTHORIZED',
   'ERR_IMPROPERLY_CONFIGURED',
 ] as const;
 

@@ -61,6 +61,8 @@ export type {
   TaskRefusedEvent,
 } from './wire/worker.js';
 export type { EventOptions } from './wire/events.js';
+export type { SecurityLogOption, SecurityLogOptions, SecurityLogSink, SecurityLogEntry } from './wire/securitylog.js';
+export type { AuthorizeOption, AuthorizationRule, AuthorizeFunction, SignerSelector, SignerInfo, TaskPattern } from './wire/authorize.js';
 export { Retry, MaxRetriesExceededError } from './wire/retry.js';
 export type { RetryOptions, TaskDefinition, TaskRetryOptions, ErrorMatcher, TaskRetriedEvent } from './wire/retry.js';
 export type { ShutdownEvent } from './wire/shutdown.js';

@@ -117,3 +117,12 @@ test('a binary whose code list is not this package’s is refused, not mapped by
   [swapped[0], swapped[1]] = [swapped[1]!, swapped[0]!];
   t.throws(() => checkedCodes(swapped), { message: /out of step/ });
 });
+
+test('the wire layer adds its codes after the core’s, and the error table of the guide (EN, zh-CN) lists every code', async (t) => {
+  t.deepEqual(ERROR_CODES.slice(CORE_ERROR_CODES.length), ['ERR_REPLAYED', 'ERR_HEADER_MISMATCH', 'ERR_NOT_AUTHORIZED', 'ERR_IMPROPERLY_CONFIGURED']);
+  const { readFileSync } = await import('node:fs');
+  for (const doc of ['docs/errors.md', 'docs/zh-CN/errors.md']) {
+    const text = readFileSync(new URL(`../${doc}`, import.meta.url), 'utf8');
+    for (const code of ERROR_CODES) t.true(text.includes(`| \`${code}\` |`), `${doc} lists ${code}`);
+  }
+});

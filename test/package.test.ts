@@ -156,6 +156,7 @@ test('errors carry their name and a stable code', (t) => {
     'ERR_INVALID_CERTIFICATE',
     'ERR_INVALID_KEY',
     'ERR_MALFORMED_PAYLOAD',
+    'ERR_NOT_AUTHORIZED',
     'ERR_PAYLOAD_TOO_LARGE',
     'ERR_REPLAYED',
     'ERR_UNKNOWN_CERTIFICATE',

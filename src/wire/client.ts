@@ -10,7 +10,8 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { ImproperlyConfigured } from '../errors.js';
+import { hostname as osHostname } from 'node:os';
+import { ImproperlyConfigured, SecurityError } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
 import { ResultTimeoutError, TaskFailedError, WireError } from './errors.js';
 import { bindHeaders } from './binding.js';
@@ -28,6 +29,7 @@ import {
   type TaskState,
 } from './results.js';
 import { resolveSecurity, type SecurityOption } from './security.js';
+import { SecurityLog, type SecurityLogOption } from './securitylog.js';
 import type { AmqpSslOptions, BrokerUseSsl, RedisSslOptions } from './tls.js';
 import {
   backendTraits,
@@ -99,6 +101,12 @@ export interface ClientOptions {
    * headers were changed. Python workers ignore the extra key. Default `false`.
    */
   headerBinding?: boolean;
+  /**
+   * Beyond Celery, opt-in: refusals (a task this client cannot sign, a
+   * stored result that does not verify) and store reloads as JSON lines, to
+   * a stream or a callback, rate-limited per code (`./securitylog.ts`).
+   */
+  securityLog?: SecurityLogOption;
 }
 
 /** Options of {@link AsyncResult.get}. */
@@ -202,6 +210,7 @@ export class CeleryClient {
   #pending: Pending[] = [];
   #flushing = false;
   #closed = false;
+  readonly #securityLog: SecurityLog | undefined;
 
   /** Use {@link createClient}. */
   constructor(options: ClientOptions) {
@@ -214,6 +223,20 @@ export class CeleryClient {
     }
     this.#maxBatch = Math.max(1, options.maxBatch ?? 1000);
     if (options.backend) checkBackend(options.backend, options.broker);
+    if (options.securityLog) {
+      try {
+        this.#securityLog = new SecurityLog(options.securityLog, { broker: options.broker, hostname: osHostname(), source: 'client' });
+      } catch (err) {
+        throw new ImproperlyConfigured((err as Error).message);
+      }
+      this.#securityLog.watchStore(this.security.store);
+    }
+  }
+
+  /** Logs a refusal of the client's own (signing, results) to the security log. */
+  #logRefusal(event: 'sign-refused' | 'result-refused', err: unknown, task: unknown, id: unknown): void {
+    if (!this.#securityLog || !(err instanceof SecurityError)) return;
+    this.#securityLog.clientRefused(event, err, typeof task === 'string' ? task : null, typeof id === 'string' ? id : null);
   }
 
   #check(): void {
@@ -361,6 +384,7 @@ export class CeleryClient {
                 outgoing.push(...(await encodeTaskMessages([p.message], this.security)));
                 ok.push(p);
               } catch (err) {
+                this.#logRefusal('sign-refused', err, p.message.headers.task, p.message.headers.id);
                 p.reject(err);
               }
             }
@@ -369,7 +393,10 @@ export class CeleryClient {
           await transport.publish(outgoing);
           for (const p of batch) p.resolve();
         } catch (err) {
-          for (const p of batch) p.reject(err);
+          for (const p of batch) {
+            this.#logRefusal('sign-refused', err, p.message.headers.task, p.message.headers.id);
+            p.reject(err);
+          }
         }
       }
     } finally {
@@ -382,13 +409,27 @@ export class CeleryClient {
   async readResult(id: string): Promise<ResultMeta | null> {
     this.#check();
     const backend = await this.#results();
-    if (backend.getMeta) return backend.getMeta(id);
-    const value = await backend.get(id);
-    return value === null ? null : decodeMeta(value, this.#resultSerializer, this.security);
+    try {
+      if (backend.getMeta) return await backend.getMeta(id);
+      const value = await backend.get(id);
+      return value === null ? null : await decodeMeta(value, this.#resultSerializer, this.security);
+    } catch (err) {
+      this.#logRefusal('result-refused', err, null, id);
+      throw err;
+    }
   }
 
   /** @internal Waits for a ready meta. */
   async waitForResult(id: string, timeoutMs: number): Promise<ResultMeta> {
+    try {
+      return await this.#waitForResult(id, timeoutMs);
+    } catch (err) {
+      this.#logRefusal('result-refused', err, null, id);
+      throw err;
+    }
+  }
+
+  async #waitForResult(id: string, timeoutMs: number): Promise<ResultMeta> {
     this.#check();
     const backend = await this.#results();
     if (backend.waitMeta) {
@@ -433,6 +474,7 @@ export class CeleryClient {
       t?.then((x) => x.close()).catch(() => undefined),
       b?.then((x) => x.close()).catch(() => undefined),
     ]);
+    this.#securityLog?.close();
   }
 }
 

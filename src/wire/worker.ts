@@ -53,7 +53,9 @@ import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
+import { Authorizer, checkAuthorizeConfig, type AuthorizeOption } from './authorize.js';
 import { BINDING_KEY, bindHeaders, checkBinding } from './binding.js';
+import { SecurityLog, subjectIn, type SecurityLogOption } from './securitylog.js';
 import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
 import { RateLimits, type RateLimit } from './ratelimit.js';
 import { CanvasError, CanvasRunner, hasCanvas, type CanvasRequest } from './canvas.js';
@@ -171,9 +173,10 @@ export interface SecurityEvent {
    * Set when one of celery-sign's own rules refused a verified message:
    * `'replay'` (the task id was accepted within `replayWindow`) or
    * `'header-binding'` (the headers do not match the signed binding, or a
-   * binding is required and missing).
+   * binding is required and missing) or `'authorization'` (the signer may
+   * not call this task: `authorize`).
    */
-  check?: 'replay' | 'header-binding';
+  check?: 'replay' | 'header-binding' | 'authorization';
 }
 
 /** Emitted as `'task-succeeded'`. */
@@ -280,9 +283,33 @@ export interface WorkerOptions {
    * Beyond Celery: refuse a message whose signed body does not bind its
    * headers `task`, `id`, `eta` and `expires` (a producer with
    * `headerBinding: true`). A binding that is present is checked either way.
-   * Default `false`.
+   * With it the worker also binds the messages it sends itself (the next
+   * task of a chain, callbacks, chord bodies, retries). Default `false`.
    */
   requireHeaderBinding?: boolean;
+  /**
+   * Beyond Celery: which signer may call which tasks (`./authorize.ts`):
+   * rules (a signer `{ id }` or `{ cn }` and task names or globs such as
+   * `billing.*`), an object of signer id or common name to task patterns, or
+   * a function of the signer and the task name. Once given, everything else
+   * is refused (`ERR_NOT_AUTHORIZED`, check `'authorization'`, rejected, no
+   * result stored). Task names are unsigned
+   * headers, so this needs `requireHeaderBinding: true` (construction throws
+   * `ImproperlyConfigured` when `requireHeaderBinding` is not given; an
+   * explicit `false` is accepted with a warning, for a roll-out). The tasks
+   * the worker sends itself (chains, callbacks, retries) are signed with its
+   * own certificate: authorize it for them. Default: every verified signer
+   * may call every task, as in Celery.
+   */
+  authorize?: AuthorizeOption;
+  /**
+   * Beyond Celery, opt-in: every refusal (and store reload, expiry skip,
+   * authorization refusal) as one JSON line, to a stream
+   * (`process.stderr`) or a callback; rate-limited per code
+   * (`./securitylog.ts`). `{ to, rate, authorized: true }` also logs allowed
+   * authorization decisions. Default: off (the `'security'` event only).
+   */
+  securityLog?: SecurityLogOption;
   /**
    * Act on the canvas a task message carries, as Celery's worker does: send
    * the next task of its `chain`, apply its `callbacks` (`link`) and
@@ -405,6 +432,8 @@ export class Worker extends EventEmitter {
   readonly #resultSerializer: ResultSerializer;
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
+  readonly #authorizer: Authorizer | undefined;
+  readonly #securityLog: SecurityLog | undefined;
   readonly #canvas: boolean;
   #canvasRunner: CanvasRunner | undefined;
   #events: EventDispatcher | undefined;
@@ -462,6 +491,13 @@ export class Worker extends EventEmitter {
       throw new ImproperlyConfigured("resultSerializer must be 'json' or 'auth'");
     }
     this.hostname = options.hostname ?? `celery-sign@${osHostname()}`;
+    if (options.securityLog) {
+      try {
+        this.#securityLog = new SecurityLog(options.securityLog, { broker: options.broker, hostname: this.hostname, source: 'worker' });
+      } catch (err) {
+        throw new ImproperlyConfigured((err as Error).message);
+      }
+    }
     if (options.replayWindow !== undefined && options.replayWindow !== null) {
       try {
         this.#replay = new ReplayGuard(options.replayWindow, options.replayCacheSize ?? 100_000);
@@ -470,6 +506,11 @@ export class Worker extends EventEmitter {
       }
     }
     this.#requireBinding = options.requireHeaderBinding === true;
+    if (options.authorize !== undefined && options.authorize !== null) {
+      const warning = checkAuthorizeConfig(options.authorize, options.requireHeaderBinding);
+      this.#authorizer = new Authorizer(options.authorize, this.security.store);
+      if (warning !== null) process.emitWarning(warning, 'CelerySignSecurityWarning');
+    }
     this.#canvas = options.canvas !== false;
     try {
       this.#rateLimits = new RateLimits(options.rateLimits ?? {});
@@ -527,6 +568,7 @@ export class Worker extends EventEmitter {
   }
 
   async #start(): Promise<void> {
+    this.#securityLog?.watchStore(this.security.store);
     try {
       // The serializer must be able to verify (throws ImproperlyConfigured without a store).
       await this.security.deserializeMany([]);
@@ -540,6 +582,7 @@ export class Worker extends EventEmitter {
       }
     } catch (err) {
       this.#state = 'stopped';
+      this.#securityLog?.close();
       throw err;
     }
     try {
@@ -573,6 +616,7 @@ export class Worker extends EventEmitter {
       });
     } catch (err) {
       this.#state = 'stopped';
+      this.#securityLog?.close();
       await this.#transport?.close().catch(() => undefined);
       await this.#backend?.close().catch(() => undefined);
       throw err;
@@ -746,7 +790,16 @@ export class Worker extends EventEmitter {
       ...(signer !== undefined ? { signer } : {}),
       ...(check !== undefined ? { check } : {}),
     };
-    this.#settle({ delivery: d, action, meta: null, emit: () => this.emit('security', event) });
+    const log = this.#securityLog;
+    this.#settle({
+      delivery: d,
+      action,
+      meta: null,
+      emit: () => {
+        log?.refused(event, d, subjectIn(this.security.store, signer));
+        this.emit('security', event);
+      },
+    });
   }
 
   #accept(d: Delivery, value: unknown, signer: string): void {
@@ -768,6 +821,27 @@ export class Worker extends EventEmitter {
     if (mismatch) {
       this.#refuse(d, mismatch, 'reject', signer, 'header-binding');
       return;
+    }
+    // After the binding (which ties the task name to the signed body), before the
+    // replay guard (a refused message must not take its id) and the registry.
+    if (this.#authorizer) {
+      const decision = this.#authorizer.decide(signer, name);
+      if (decision.error) {
+        this.#refuse(d, decision.error, 'reject', signer, 'authorization');
+        return;
+      }
+      if (this.#securityLog?.authorized) {
+        this.#securityLog.log({
+          event: 'authorized',
+          code: null,
+          reason: `Signer ${JSON.stringify(signer)} is authorized to call task ${JSON.stringify(name).slice(0, 200)}`,
+          signer,
+          subject: decision.signer.subject,
+          task: name,
+          taskId: id,
+          queue: d.queue,
+        });
+      }
     }
     if (this.#replay) {
       const ago = this.#replay.check(id);
@@ -977,6 +1051,7 @@ export class Worker extends EventEmitter {
       refused: (d, error) => {
         this.stats.refused++;
         const event: SecurityEvent = { code: error.code, reason: error.message, taskId: null, task: null, queue: d.queue, action: 'ack', error };
+        this.#securityLog?.refused(event, d);
         this.emit('security', event);
       },
       executed: (e: ControlEvent) => this.emit('control', e),
@@ -1340,7 +1415,17 @@ export class Worker extends EventEmitter {
     if (messages.length === 0) return;
     const transport = this.#transport;
     if (!transport) throw new WireError('ERR_CLOSED', 'The worker is not connected');
-    await transport.publish(await encodeTaskMessages(messages, this.security));
+    await transport.publish(await encodeTaskMessages(this.#bound(messages), this.security));
+  }
+
+  /**
+   * A worker that requires header binding binds what it sends itself (the
+   * next task of a chain, callbacks, chord bodies), so that workers
+   * requiring it (and authorizing by task name) accept them.
+   */
+  #bound(messages: readonly TaskMessage[]): readonly TaskMessage[] {
+    if (this.#requireBinding) for (const m of messages) bindHeaders(m);
+    return messages;
   }
 
   #settle(s: Settlement): void {
@@ -1411,7 +1496,7 @@ export class Worker extends EventEmitter {
     let ok = items;
     try {
       outgoing = await encodeTaskMessages(
-        items.flatMap((s) => s.canvas!.before!.messages),
+        this.#bound(items.flatMap((s) => s.canvas!.before!.messages)),
         this.security,
       );
     } catch {
@@ -1419,7 +1504,7 @@ export class Worker extends EventEmitter {
       ok = [];
       for (const s of items) {
         try {
-          outgoing.push(...(await encodeTaskMessages(s.canvas!.before!.messages, this.security)));
+          outgoing.push(...(await encodeTaskMessages(this.#bound(s.canvas!.before!.messages), this.security)));
           ok.push(s);
         } catch (err) {
           const exc: SerializedException = {
@@ -1576,6 +1661,7 @@ export class Worker extends EventEmitter {
     await this.#transport!.close().catch(() => undefined);
     await this.#backend?.close().catch(() => undefined);
     this.#state = 'stopped';
+    this.#securityLog?.close();
     this.#signals?.remove();
     for (const w of this.#stopWaiters.splice(0)) w();
   }

@@ -183,3 +183,19 @@ if _ssl_setting('WIRE_BROKER_USE_SSL') is not None:
     app.conf.broker_use_ssl = _ssl_setting('WIRE_BROKER_USE_SSL')
 if _ssl_setting('WIRE_BACKEND_USE_SSL') is not None:
     app.conf.redis_backend_use_ssl = _ssl_setting('WIRE_BACKEND_USE_SSL')
+
+
+# --- celery_sign_binding (python/; test/wire/binding-py.test.ts) ---
+#   WIRE_BIND_PRODUCER  "1": bind the headers of every task this process sends (install_producer)
+#   WIRE_BIND_WORKER    "check": check a binding that is present; "require": refuse unbound messages too
+#   WIRE_AUTHORIZE      JSON rules for celery_sign_binding.Authorizer (implies "require")
+if os.environ.get('WIRE_BIND_PRODUCER') == '1':
+    import celery_sign_binding
+    celery_sign_binding.install_producer()
+if os.environ.get('WIRE_BIND_WORKER') or os.environ.get('WIRE_AUTHORIZE'):
+    import json as _json
+
+    import celery_sign_binding
+    _rules = os.environ.get('WIRE_AUTHORIZE')
+    celery_sign_binding.install_worker(app, require=os.environ.get('WIRE_BIND_WORKER') == 'require',
+                                       authorize=_json.loads(_rules) if _rules else None)

@@ -180,6 +180,69 @@ export function issuerString(der: Uint8Array): string | undefined {
   return nameValues(der)?.join(' ');
 }
 
+/** A dotted OID from its DER contents, or undefined. */
+function dottedOid(body: Uint8Array): string | undefined {
+  if (body.length === 0 || (body[body.length - 1]! & 0x80) !== 0) return undefined;
+  const arcs: bigint[] = [];
+  let acc = 0n;
+  for (const b of body) {
+    acc = (acc << 7n) | BigInt(b & 0x7f);
+    if ((b & 0x80) === 0) {
+      arcs.push(acc);
+      acc = 0n;
+    }
+  }
+  const first = arcs[0]!;
+  const head = first < 40n ? [0n, first] : first < 80n ? [1n, first - 40n] : [2n, first - 80n];
+  return [...head, ...arcs.slice(1)].join('.');
+}
+
+/** One subject attribute: its dotted OID and its value as Python `cryptography` decodes it. */
+export interface NameAttribute {
+  readonly oid: string;
+  readonly value: string;
+}
+
+/**
+ * The subject Name of a DER certificate, RDN by RDN in DER order; undefined
+ * when the certificate or its subject cannot be read.
+ */
+export function subjectAttributes(der: Uint8Array): NameAttribute[][] | undefined {
+  const cert = readTlv(der);
+  if (cert === undefined || cert.tag !== SEQUENCE) return undefined;
+  const tbs = readTlv(cert.body);
+  if (tbs === undefined || tbs.tag !== SEQUENCE) return undefined;
+  let field = readTlv(tbs.body);
+  if (field !== undefined && field.tag === VERSION_TAG) field = readTlv(field.rest);
+  // serial, signature algorithm, issuer, validity, then the subject
+  for (let i = 0; i < 4 && field !== undefined; i++) field = readTlv(field.rest);
+  if (field === undefined || field.tag !== SEQUENCE) return undefined;
+  const out: NameAttribute[][] = [];
+  let rdns = field.body;
+  while (rdns.length !== 0) {
+    const rdn = readTlv(rdns);
+    if (rdn === undefined || rdn.tag !== SET) return undefined;
+    rdns = rdn.rest;
+    const attrsOut: NameAttribute[] = [];
+    let attrs = rdn.body;
+    while (attrs.length !== 0) {
+      const attr = readTlv(attrs);
+      if (attr === undefined || attr.tag !== SEQUENCE) return undefined;
+      attrs = attr.rest;
+      const oid = readTlv(attr.body);
+      if (oid === undefined || oid.tag !== OID) return undefined;
+      const dotted = dottedOid(oid.body);
+      const value = readTlv(oid.rest);
+      if (dotted === undefined || value === undefined) return undefined;
+      const text = decodeValue(value.tag, value.body);
+      if (text === undefined) return undefined;
+      attrsOut.push({ oid: dotted, value: text });
+    }
+    out.push(attrsOut);
+  }
+  return out;
+}
+
 export interface Parts {
   /** The issuer Name, DER. */
   readonly issuer: Uint8Array;
