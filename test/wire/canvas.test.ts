@@ -209,6 +209,21 @@ test.serial('a Node-built chain, group and chord run on the Python worker; Node 
 });
 
 /** The messages on a queue, their signed bodies verified and decoded, normalized where two producers must differ. */
+/** Waits until `queue` holds at least `atLeast` messages and has not grown for 300 ms (at most 15 s). */
+async function settled(queue: string, atLeast: number): Promise<void> {
+  const deadline = Date.now() + 15000;
+  let last = -1;
+  let since = Date.now();
+  while (Date.now() < deadline) {
+    const n = await r.llen(queue);
+    if (n !== last) {
+      last = n;
+      since = Date.now();
+    } else if (n >= atLeast && Date.now() - since >= 300) return;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
 async function captured(queue: string): Promise<unknown[]> {
   const verify = serializer(pki, 'verify');
   const items = await r.lrange(queue, 0, -1);
@@ -301,6 +316,10 @@ test.serial('what the Node worker sends after a task (chain step, callbacks, err
       const ids = Array.from({ length: n }, () => randomUUID());
       const out = await runProducer<{ first: ProducerResult }>(pki, redis.url(), { op: 'canvas', scenario: 'capture_worker', kind, queue: q, first, ids, timeout: 60 });
       t.truthy(out.first.status ?? out.first.ok, kind);
+      // A chord's body is sent after the header's result is stored (by either
+      // worker, as Celery's on_chord_part_return): wait for what the other
+      // worker sent, and for the queue to stay still a moment.
+      await settled(q, got[PY]?.length ?? 1);
       const raw = await captured(q);
       if (kind === 'chain_group') {
         // the chord the worker made of the group: its size, set by that worker
