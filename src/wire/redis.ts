@@ -548,13 +548,13 @@ export function parseEnvelope(
   }
   const headers = isRecord(env.headers) ? env.headers : {};
   const info = isRecord(props.delivery_info) ? props.delivery_info : {};
-  let body: string | null = null;
+  let body: Buffer | string | null = null;
   const raw = env.body;
   if (typeof raw === 'string') {
     const enc = typeof props.body_encoding === 'string' ? props.body_encoding.toLowerCase() : null;
     if (enc === 'base64') {
       if (!/^[A-Za-z0-9+/]*={0,2}$/.test(raw)) return { ...malformed('Message body is not base64'), headers, properties: props };
-      body = Buffer.from(raw, 'base64').toString('latin1');
+      body = Buffer.from(raw, 'base64');
     } else if (enc === null || enc === 'utf-8') {
       body = raw;
     } else {

@@ -45,8 +45,13 @@ export interface Delivery {
   readonly deliveryTag: string;
   /** The queue it came from. */
   readonly queue: string;
-  /** The body as the producer serialized it (for `auth`: the payload text). `null` if unreadable. */
-  readonly body: string | null;
+  /**
+   * The body as the producer serialized it (for `auth`: the payload, base64
+   * text), `null` if unreadable. The built-in transports hand the broker's
+   * bytes (a Buffer, never decoded to a string on the way); a string is read
+   * as UTF-8.
+   */
+  readonly body: Buffer | string | null;
   readonly contentType: string | null;
   readonly contentEncoding: string | null;
   readonly headers: Record<string, unknown>;

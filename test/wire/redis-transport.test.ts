@@ -202,7 +202,7 @@ test.serial('this transport restores what kombu holds (a Python worker died)', a
     const [d] = await c.receive(1, 1000);
     t.is(d!.headers.id, 'k2-id');
     t.is(d!.priority, 6);
-    t.is(d!.body, 'opaque');
+    t.is(d!.body!.toString(), 'opaque');
     t.true(d!.redelivered);
     await c.ack([d!]);
     await c.close();
@@ -324,7 +324,7 @@ test.serial("global_keyprefix: every key prefixed as kombu prefixes it, both way
     await runOracle({ op: 'kombu_publish', url: redis.url(), queue: 'pq', body: 'from-kombu', transport_options: { global_keyprefix: prefix } });
     const c = await tr.consume(['pq']);
     const ds = await receiveAll(c, 2);
-    t.deepEqual(ds.map((d) => d.headers.id ?? d.body).sort(), [id, 'from-kombu'].sort());
+    t.deepEqual(ds.map((d) => d.headers.id ?? d.body?.toString()).sort(), [id, 'from-kombu'].sort());
     t.is(await r.hlen(`${prefix}unacked`), 2);
     await c.ack(ds);
     t.is(await r.hlen(`${prefix}unacked`), 0);
