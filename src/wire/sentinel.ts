@@ -58,9 +58,14 @@ export interface SentinelTransportOptions {
   sentinel_kwargs?: Record<string, unknown>;
   /** redis-py's `min_other_sentinels`: only `0` (the default) is supported. */
   min_other_sentinels?: number;
-  /** See {@link ReplicationWait}. Default 0: no `WAIT`. */
+  /**
+   * Beyond kombu and Celery, any Redis URL: task publishes (broker options)
+   * and result stores (backend options) resolve only once this many replicas
+   * hold them (`WAIT` in the same round trip), else they fail with
+   * `ERR_BROKER` (a worker then does not acknowledge the task). Default 0: no `WAIT`.
+   */
   wait_replicas?: number;
-  /** See {@link ReplicationWait}. Seconds, default 1. */
+  /** Seconds `WAIT` may block (`wait_replicas`). Default 1. */
   wait_timeout?: number;
 }
 
