@@ -270,3 +270,48 @@ test.serial('a wrong sentinel password: a clear connection error that shows no p
     await bad.close().catch(() => undefined);
   }
 });
+
+test.serial('wait_replicas on a master without replicas: the publish rejects (ERR_BROKER); the worker stores but does not acknowledge', async (t) => {
+  t.timeout(60000);
+  const { startRedis } = await import('./helpers/redis-server.js');
+  const { Redis } = await import('ioredis');
+  const redis = await startRedis();
+  const r = new Redis(redis.url(), { lazyConnect: true, maxRetriesPerRequest: 2 });
+  const waiting = { wait_replicas: 1, wait_timeout: 0.2 };
+  const c1 = createClient({ broker: redis.url(), transportOptions: waiting, security: serializer(pki) });
+  const c2 = createClient({ broker: redis.url(), security: serializer(pki) });
+  const errors: unknown[] = [];
+  const w = createWorker({
+    broker: redis.url(),
+    backend: redis.url(),
+    backendTransportOptions: waiting,
+    security: serializer(pki),
+    queues: ['nowait'],
+    tasks: { 'wire.add': ([x, y]) => Number(x) + Number(y) },
+  });
+  w.on('error', (err: unknown) => errors.push(err));
+  try {
+    await r.connect();
+    const err = await t.throwsAsync(c1.sendTask('wire.add', [1, 2], {}, { queue: 'nowait' }));
+    t.is((err as { code?: string }).code, 'ERR_BROKER');
+    t.regex(err!.message, /reached 0 of 1 replica/);
+    await w.start();
+    const res = await c2.sendTask('wire.add', [2, 3], {}, { queue: 'nowait' });
+    // The refused publish is on the master all the same (WAIT says where it is, not what to undo): it runs too.
+    const deadline = Date.now() + 20000;
+    while ((await r.keys('celery-task-meta-*')).length < 2 && Date.now() < deadline) await sleep(50);
+    await sleep(300);
+    t.is((await r.keys('celery-task-meta-*')).length, 2);
+    t.not(await r.get(`celery-task-meta-${res.id}`), null);
+    t.true(errors.length > 0);
+    for (const e of errors) t.regex(String((e as Error).message), /Storing \d+ result\(s\), which reached 0 of 1 replica/);
+    // Stored on the master, not acknowledged: both stay in unacked, to run again after the visibility timeout.
+    t.is(await r.hlen('unacked'), 2);
+  } finally {
+    await w.stop({ timeout: 2000 }).catch(() => undefined);
+    await c1.close().catch(() => undefined);
+    await c2.close().catch(() => undefined);
+    r.disconnect();
+    await redis.stop();
+  }
+});
