@@ -88,6 +88,16 @@ export async function startSentinels(o: { replicas?: number; sentinels?: number;
     for (let i = 0; i < (o.replicas ?? 2); i++) {
       nodes.push(await startRedis({ extraArgs: [...auth, '--replicaof', '127.0.0.1', String(master.port)] }));
     }
+    // The replicas in sync (state=online) before anything relies on them (WAIT).
+    const m = new Redis({ port: master.port, host: '127.0.0.1', password: masterPassword, lazyConnect: true, maxRetriesPerRequest: 1 });
+    m.on('error', () => {});
+    clients.push(m);
+    await until(
+      async () => ((await m.info('replication')).match(/^slave\d+:.*state=online/gm) ?? []).length === nodes.length - 1 ? true : null,
+      'the replicas in sync',
+      20000,
+    );
+    m.disconnect();
     const ports: number[] = [];
     const n = o.sentinels ?? 3;
     const quorum = o.quorum ?? Math.floor(n / 2) + 1;
