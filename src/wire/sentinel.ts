@@ -33,7 +33,6 @@
  *
  * @module
  */
-import type { RedisOptions } from 'ioredis';
 import { ImproperlyConfigured } from '../errors.js';
 import { WireError } from './errors.js';
 
@@ -87,6 +86,24 @@ export interface ReplicationWait {
   timeoutMs: number;
 }
 
+/**
+ * The ioredis options {@link sentinelOptions} makes (a subset of ioredis's
+ * `RedisOptions`, spelled out so that the declarations do not name the
+ * optional peer).
+ */
+export interface SentinelConnectionOptions {
+  sentinels: { host: string; port: number }[];
+  name: string;
+  role: 'master';
+  reconnectOnError: (err: Error) => boolean | 1 | 2;
+  username?: string;
+  password?: string;
+  db?: number;
+  sentinelUsername?: string;
+  sentinelPassword?: string;
+  sentinelCommandTimeout?: number;
+}
+
 /** Whether a URL is kombu's / Celery's Redis Sentinel URL (`sentinel://`). */
 export function isSentinelUrl(url: string): boolean {
   return typeof url === 'string' && /^sentinel:\/\//i.test(url.trimStart());
@@ -122,7 +139,11 @@ function seconds(v: unknown, what: string): number | undefined {
  * (broker: 26379, kombu's; backend: 6379, Celery's). Throws
  * `ImproperlyConfigured` (never with the URL's text in the message).
  */
-export function sentinelOptions(url: string, options: Record<string, unknown> = {}, kind: 'broker' | 'backend' = 'broker'): RedisOptions {
+export function sentinelOptions(
+  url: string,
+  options: Record<string, unknown> = {},
+  kind: 'broker' | 'backend' = 'broker',
+): SentinelConnectionOptions {
   const chunks = url.split(';').filter((c) => c.trim() !== '');
   if (chunks.length === 0) throw new ImproperlyConfigured('A sentinel:// URL names no sentinel');
   const urls = chunks.map(parseOne);
@@ -144,7 +165,7 @@ export function sentinelOptions(url: string, options: Record<string, unknown> = 
     throw new ImproperlyConfigured('min_other_sentinels is not supported (ioredis asks one sentinel at a time): leave it 0');
   }
   const first = urls[0]!;
-  const out: RedisOptions = {
+  const out: SentinelConnectionOptions = {
     sentinels,
     name,
     role: 'master',
