@@ -93,5 +93,6 @@ export type {
   ReplyMessage,
 } from './wire/transport.js';
 export type { RedisTransportOptions } from './wire/redis.js';
+export type { SentinelTransportOptions } from './wire/sentinel.js';
 export type { AmqpTransportOptions } from './wire/amqp.js';
 export type { BrokerUseSsl, RedisSslOptions, AmqpSslOptions, CertReqs } from './wire/tls.js';

@@ -25,9 +25,24 @@ export const SETTINGS = [
   'security_certificate',
   'security_cert_store',
   'security_digest',
+  'broker_transport_options',
+  'result_backend_transport_options',
 ] as const;
 
 const LISTS = new Set(['accept_content']);
+/** Settings whose value is a JSON object (e.g. `{"master_name": "mymaster"}`). */
+const OBJECTS = new Set(['broker_transport_options', 'result_backend_transport_options']);
+
+function objectValue(name: string, v: string): Record<string, unknown> {
+  let o: unknown;
+  try {
+    o = JSON.parse(v);
+  } catch {
+    o = undefined;
+  }
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new CliError(`${envName(name)} must be a JSON object`);
+  return o as Record<string, unknown>;
+}
 
 /** `security_key` -> `CELERY_SECURITY_KEY`. */
 export function envName(setting: string): string {
@@ -53,7 +68,7 @@ export function fromEnv(env: Record<string, string | undefined>): Record<string,
   for (const name of SETTINGS) {
     const v = env[envName(name)];
     if (v === undefined) continue;
-    conf[name] = LISTS.has(name) ? listValue(v) : v;
+    conf[name] = LISTS.has(name) ? listValue(v) : OBJECTS.has(name) ? objectValue(name, v) : v;
   }
   // Celery's own two: broker_url and result_backend fall back to these.
   if (conf.broker_url === undefined && env.CELERY_BROKER_URL !== undefined) conf.broker_url = env.CELERY_BROKER_URL;

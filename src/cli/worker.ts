@@ -41,7 +41,8 @@ Broker, backend and security come from Celery's settings: the options below,
 else --config/--env-file, else the environment (CELERY_BROKER_URL,
 CELERY_RESULT_BACKEND, CELERY_TASK_SERIALIZER=auth, CELERY_ACCEPT_CONTENT=auth,
 CELERY_SECURITY_KEY, CELERY_SECURITY_KEY_PASSWORD, CELERY_SECURITY_CERTIFICATE,
-CELERY_SECURITY_CERT_STORE, CELERY_SECURITY_DIGEST; see check-config --help).
+CELERY_SECURITY_CERT_STORE, CELERY_SECURITY_DIGEST, CELERY_BROKER_TRANSPORT_OPTIONS and
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS as JSON; see check-config --help).
 SIGTERM or SIGINT: warm shutdown (running tasks finish, the rest go back to the
 queue); a second signal exits at once.
 
@@ -92,9 +93,18 @@ Options:
     const queues = (str(p, 'queues') ?? 'celery').split(',').map((q) => q.trim()).filter((q) => q);
     const name = str(p, 'hostname') ?? `celery-sign@${hostname()}`;
     const stopTimeout = int(p, 'stop-timeout', 30) * 1000;
+    const objectOf = (v: unknown, name: string): Record<string, unknown> | undefined => {
+      if (v === undefined || v === null) return undefined;
+      if (typeof v !== 'object' || Array.isArray(v)) throw new CliError(`${name} must be an object`);
+      return v as Record<string, unknown>;
+    };
+    const transportOptions = objectOf(conf.broker_transport_options, 'broker_transport_options');
+    const backendTransportOptions = objectOf(conf.result_backend_transport_options, 'result_backend_transport_options');
     const worker = createWorker({
       broker,
       ...(backend ? { backend } : {}),
+      ...(transportOptions ? { transportOptions } : {}),
+      ...(backendTransportOptions ? { backendTransportOptions } : {}),
       security: conf,
       tasks,
       queues,

@@ -57,6 +57,7 @@ import { WireError } from './errors.js';
 import type { BroadcastListener, BroadcastSpec } from './control.js';
 import { TASK_KEY_PREFIX } from './results.js';
 import { diagnoseTls, mayHideAlert, redisTls, tlsFailure } from './tls.js';
+import { isSentinelUrl, notReplicated, replicationWait, sentinelOptions, type ReplicationWait } from './sentinel.js';
 import {
   registerBackend,
   registerTransport,
@@ -133,11 +134,29 @@ function redisOptionsFromUrl(url: string): RedisOptions {
   return opts;
 }
 
+/**
+ * The connection options of a broker or backend URL: `sentinel://` (one or
+ * several joined with `;`) through the sentinels named (`./sentinel.ts`),
+ * with the `master_name` and `sentinel_kwargs` of its transport options.
+ */
+function connectionOptions(url: string, transportOptions: Record<string, unknown> | undefined, kind: 'broker' | 'backend'): RedisOptions {
+  return isSentinelUrl(url) ? sentinelOptions(url, transportOptions, kind) : redisOptionsFromUrl(url);
+}
+
+/** The TLS options of a URL (`./tls.ts`); a `sentinel://` URL with TLS is refused (not supported yet). */
+function tlsFor(url: string, target: RedisOptions, ssl: unknown, role: 'broker' | 'backend'): TlsOptions | undefined {
+  if (!target.sentinels) return redisTls(url, ssl, role);
+  if (ssl !== undefined && ssl !== null && ssl !== false) {
+    throw new ImproperlyConfigured(`${role === 'broker' ? 'broker_use_ssl' : 'redis_backend_use_ssl'} with a sentinel:// URL: TLS under Sentinel is not supported yet`);
+  }
+  return undefined;
+}
+
 /** Opens an ioredis connection, failing after `connectTimeout` ms on the first attempt; over TLS with `tls` (see `./tls.ts`). */
-async function connect(url: string, connectTimeout: number, name: string, tls?: TlsOptions): Promise<RedisClient> {
+async function connect(target: RedisOptions, connectTimeout: number, name: string, tls?: TlsOptions): Promise<RedisClient> {
   const Redis = await loadRedis();
   const client = new Redis({
-    ...redisOptionsFromUrl(url),
+    ...target,
     ...(tls ? { tls } : {}),
     lazyConnect: true,
     connectTimeout,
@@ -147,23 +166,39 @@ async function connect(url: string, connectTimeout: number, name: string, tls?: 
     retryStrategy: (times: number) => Math.min(50 * times, 1000),
   });
   // ioredis emits 'error' for every failed reconnect; the command promises carry the errors.
-  // The first attempt's is kept: connect() itself rejects with a bare 'Connection is closed.'.
+  // The first attempt's is kept: connect() itself rejects with a bare 'Connection is closed.';
+  // the last too: a sentinel set-up retries behind the timeout (e.g. "All sentinels are unreachable ... WRONGPASS").
   let firstError: unknown;
-  client.on('error', (e: unknown) => {
+  let last: unknown;
+  const onError = (e: unknown): void => {
     firstError ??= e;
-  });
+    last = e;
+  };
+  client.on('error', onError);
+  client.on('connect', () => epochs.set(client, epochOf(client) + 1));
   try {
     await withTimeout(client.connect(), connectTimeout, `connecting to Redis (${name})`);
   } catch (err) {
     client.disconnect();
     let why = tls ? tlsFailure(firstError, 'redis') ?? tlsFailure(err, 'redis') : undefined;
-    const o = tls && !why && mayHideAlert(firstError ?? err) ? redisOptionsFromUrl(url) : undefined;
+    const o = tls && !why && mayHideAlert(firstError ?? err) ? target : undefined;
     const alert = o?.host ? await diagnoseTls(o.host, o.port ?? 6379, tls!) : undefined;
     why ??= tlsFailure(alert, 'redis');
     if (why) throw new WireError('ERR_BROKER', `Cannot connect to Redis over TLS (${name}): ${why}`, { cause: alert ?? firstError ?? err });
+    if (target.sentinels && last !== undefined && last !== err) {
+      throw new WireError('ERR_BROKER', `Cannot connect to Redis: ${errorText(err)} (${errorText(last)})`, { cause: last });
+    }
     throw new WireError('ERR_BROKER', `Cannot connect to Redis: ${errorText(firstError ?? err)}`, { cause: firstError ?? err });
   }
+  client.off('error', onError);
+  client.on('error', () => {});
   return client;
+}
+
+/** How many times each connection has (re)connected: a `WAIT` after a reconnect speaks for the new connection's writes only. */
+const epochs = new WeakMap<RedisClient, number>();
+function epochOf(client: RedisClient): number {
+  return epochs.get(client) ?? 0;
 }
 
 function errorText(err: unknown): string {
@@ -203,6 +238,25 @@ class Script {
       if (!errorText(err).includes('NOSCRIPT')) throw err;
       return client.eval(this.source, keys.length, ...keys, ...args);
     }
+  }
+
+  /** Runs the script and `WAIT` in one round trip; returns the replicas `WAIT` heard from. */
+  async runThenWait(client: RedisClient, keys: readonly string[], args: readonly (string | number)[], wait: ReplicationWait): Promise<unknown> {
+    for (const full of [false, true]) {
+      const pipe = client.pipeline();
+      if (full) pipe.eval(this.source, keys.length, ...keys, ...args);
+      else pipe.evalsha(this.sha, keys.length, ...keys, ...args);
+      pipe.wait(wait.replicas, wait.timeoutMs);
+      const res = (await pipe.exec()) ?? [];
+      const err = res[0]?.[0];
+      if (err) {
+        if (!full && errorText(err).includes('NOSCRIPT')) continue;
+        throw err;
+      }
+      if (res[1]?.[0]) throw res[1][0];
+      return res[1]?.[1];
+    }
+    return undefined;
   }
 }
 
@@ -622,8 +676,9 @@ export class UnrestorableEntryError extends WireError {
 
 /** kombu's Redis transport: publishing and consuming with kombu's layout. */
 export class RedisTransport implements BrokerTransport {
-  readonly name = 'redis';
-  readonly #url: string;
+  /** `'sentinel'` for a `sentinel://` URL (kombu's transport name), else `'redis'`. */
+  readonly name: 'redis' | 'sentinel';
+  readonly #url: RedisOptions;
   readonly #settings: Settings;
   readonly #connectTimeout: number;
   readonly #client: RedisClient;
@@ -631,24 +686,33 @@ export class RedisTransport implements BrokerTransport {
   readonly #consumers = new Set<RedisConsumer>();
   readonly #db: number;
   readonly #tls: TlsOptions | undefined;
+  readonly #wait: ReplicationWait | null;
   #closed = false;
 
-  private constructor(url: string, client: RedisClient, settings: Settings, connectTimeout: number, tls?: TlsOptions) {
+  private constructor(url: RedisOptions, client: RedisClient, settings: Settings, connectTimeout: number, wait: ReplicationWait | null, tls?: TlsOptions) {
+    this.name = url.sentinels ? 'sentinel' : 'redis';
     this.#url = url;
     this.#tls = tls;
     this.#client = client;
     this.#settings = settings;
     this.#connectTimeout = connectTimeout;
-    this.#db = redisOptionsFromUrl(url).db ?? 0;
+    this.#db = url.db ?? 0;
+    this.#wait = wait;
   }
 
-  /** Connects to the broker at `url`. */
+  /**
+   * Connects to the broker at `url`: `redis://`, `rediss://`,
+   * `redis+socket://`, or `sentinel://` (several joined with `;`, with
+   * `master_name` in the transport options: `./sentinel.ts`).
+   */
   static async open(url: string, options: TransportOptions = {}): Promise<RedisTransport> {
     const settings = settingsFrom(options.transportOptions);
+    const target = connectionOptions(url, options.transportOptions, 'broker');
+    const wait = replicationWait(options.transportOptions);
     const connectTimeout = options.connectTimeout ?? 10000;
-    const tls = redisTls(url, options.ssl, 'broker');
-    const client = await connect(url, connectTimeout, 'celery-sign', tls);
-    return new RedisTransport(url, client, settings, connectTimeout, tls);
+    const tls = tlsFor(url, target, options.ssl, 'broker');
+    const client = await connect(target, connectTimeout, 'celery-sign', tls);
+    return new RedisTransport(target, client, settings, connectTimeout, wait, tls);
   }
 
   /** The settings in effect (kombu names). */
@@ -681,10 +745,11 @@ export class RedisTransport implements BrokerTransport {
     pipe.sadd(this.key(`_kombu.binding_permanent.${ex}`), member);
   }
 
-  async #execDeclared(pipe: ReturnType<RedisClient['pipeline']>, ids: string[]): Promise<void> {
+  async #execDeclared(pipe: ReturnType<RedisClient['pipeline']>, ids: string[]): Promise<[Error | null, unknown][] | null> {
     const res = await pipe.exec();
     for (const [err] of res ?? []) if (err) throw err;
     for (const id of ids) this.#declared.add(id);
+    return res;
   }
 
   /** Declares queues (their bindings), as a kombu consumer does at start. */
@@ -717,7 +782,21 @@ export class RedisTransport implements BrokerTransport {
       const queue = m.exchange ? m.queue : m.routingKey;
       pipe.lpush(this.key(this.listFor(queue, messagePriority(m.properties))), redisEnvelope(m));
     }
-    await this.#execDeclared(pipe, ids);
+    const wait = this.#wait;
+    if (wait) pipe.wait(wait.replicas, wait.timeoutMs);
+    const epoch = epochOf(this.#client);
+    const res = await this.#execDeclared(pipe, ids);
+    if (wait) {
+      const got = res?.[res.length - 1]?.[1];
+      if (typeof got !== 'number' || got < wait.replicas) throw notReplicated(`Published ${messages.length} message(s), which`, got, wait);
+      // Reconnected meanwhile (a fail-over): part may have gone to the old master, which WAIT did not see.
+      if (epochOf(this.#client) !== epoch) {
+        throw new WireError(
+          'ERR_BROKER',
+          `Published ${messages.length} message(s) while the connection to the master was replaced: whether they survive a fail-over is unknown (sending again may run them twice)`,
+        );
+      }
+    }
   }
 
   /**
@@ -1421,7 +1500,7 @@ const CHORD_PUBLISH_EXPIRES = 21;
 
 /** Celery's Redis result backend: `celery-task-meta-<id>` keys, announced with PUBLISH. */
 export class RedisBackend implements ResultBackend {
-  readonly #url: string;
+  readonly #url: RedisOptions;
   readonly #client: RedisClient;
   readonly #expires: number;
   readonly #pollInterval: number;
@@ -1436,10 +1515,12 @@ export class RedisBackend implements ResultBackend {
   #closed = false;
   readonly #backendOptions: Record<string, unknown>;
   readonly #tls: TlsOptions | undefined;
+  readonly #wait: ReplicationWait | null;
 
-  private constructor(url: string, client: RedisClient, options: BackendOptions, tls?: TlsOptions) {
+  private constructor(url: RedisOptions, client: RedisClient, options: BackendOptions, tls?: TlsOptions) {
     this.#url = url;
     this.#tls = tls;
+    this.#wait = replicationWait(options.transportOptions);
     this.#client = client;
     this.#expires = options.resultExpires === undefined ? 86400 : options.resultExpires ?? 0;
     this.#pollInterval = options.pollInterval ?? 1000;
@@ -1449,11 +1530,16 @@ export class RedisBackend implements ResultBackend {
     this.#backendOptions = options.transportOptions ?? {};
   }
 
-  /** Connects to the result backend at `url`. */
+  /**
+   * Connects to the result backend at `url` (`sentinel://` too, with
+   * `master_name` in `result_backend_transport_options`: `./sentinel.ts`).
+   */
   static async open(url: string, options: BackendOptions = {}): Promise<RedisBackend> {
-    const tls = redisTls(url, options.ssl, 'backend');
-    const client = await connect(url, options.connectTimeout ?? 10000, 'celery-sign-backend', tls);
-    return new RedisBackend(url, client, options, tls);
+    const target = connectionOptions(url, options.transportOptions, 'backend');
+    replicationWait(options.transportOptions); // refuse bad options before connecting
+    const tls = tlsFor(url, target, options.ssl, 'backend');
+    const client = await connect(target, options.connectTimeout ?? 10000, 'celery-sign-backend', tls);
+    return new RedisBackend(target, client, options, tls);
   }
 
   /** The key of a task's meta. */
@@ -1461,16 +1547,31 @@ export class RedisBackend implements ResultBackend {
     return this.#prefix + TASK_KEY_PREFIX + taskId;
   }
 
-  /** Celery's `_store_result` for many: `SETEX` + `PUBLISH` each, skipping a stored `SUCCESS`, 500 per script call. */
+  /**
+   * Celery's `_store_result` for many: `SETEX` + `PUBLISH` each, skipping a
+   * stored `SUCCESS`, 500 per script call. With `wait_replicas`, each call
+   * is followed by `WAIT` in the same round trip, and repeated (it is
+   * idempotent) when the connection was replaced meanwhile.
+   */
   async store(results: readonly StoredResult[]): Promise<void> {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
+    const wait = this.#wait;
     for (let i = 0; i < results.length; i += 500) {
       const chunk = results.slice(i, i + 500);
-      await STORE_RESULTS.run(
-        this.#client,
-        chunk.map((r) => this.keyFor(r.taskId)),
-        [String(Math.max(0, Math.floor(this.#expires))), ...chunk.map((r) => r.value)],
-      );
+      const keys = chunk.map((r) => this.keyFor(r.taskId));
+      const args = [String(Math.max(0, Math.floor(this.#expires))), ...chunk.map((r) => r.value)];
+      if (!wait) {
+        await STORE_RESULTS.run(this.#client, keys, args);
+        continue;
+      }
+      for (let attempt = 1; ; attempt++) {
+        const epoch = epochOf(this.#client);
+        const got = await STORE_RESULTS.runThenWait(this.#client, keys, args, wait);
+        const same = epochOf(this.#client) === epoch;
+        if (same && typeof got === 'number' && got >= wait.replicas) break;
+        // Reconnected meanwhile (a fail-over): the WAIT spoke for the new connection only: store again.
+        if (same || attempt >= 3) throw notReplicated(`Storing ${chunk.length} result(s), which`, same ? got : null, wait);
+      }
     }
   }
 
@@ -1677,5 +1778,5 @@ interface Waiter {
   timer: NodeJS.Timeout | undefined;
 }
 
-registerTransport(['redis', 'rediss', 'redis+socket'], (url, options) => RedisTransport.open(url, options));
-registerBackend(['redis', 'rediss', 'redis+socket'], (url, options) => RedisBackend.open(url, options));
+registerTransport(['redis', 'rediss', 'redis+socket', 'sentinel'], (url, options) => RedisTransport.open(url, options));
+registerBackend(['redis', 'rediss', 'redis+socket', 'sentinel'], (url, options) => RedisBackend.open(url, options));

@@ -73,6 +73,7 @@ import {
   type TaskMessage,
 } from './protocol.js';
 import { ReplayGuard } from './replay.js';
+import { redactTransportOptions } from './sentinel.js';
 import {
   bindRetry,
   buildRetryMessage,
@@ -1737,8 +1738,10 @@ export class Worker extends EventEmitter {
 /** kombu's `Connection.info()` of the broker URL, without the password (`inspect stats`). */
 function brokerInfo(url: string, transport: string | null, connectTimeout: number, transportOptions: Record<string, unknown>, useSsl = false): Record<string, unknown> {
   let u: URL | undefined;
+  // A sentinel:// list (`;`-joined): the first URL, as kombu's Connection keeps it (the rest are `alternates`).
+  const chunks = url.split(';').filter((c) => c.trim() !== '');
   try {
-    u = new URL(url);
+    u = new URL(chunks[0] ?? url);
   } catch {
     u = undefined;
   }
@@ -1749,17 +1752,17 @@ function brokerInfo(url: string, transport: string | null, connectTimeout: numbe
     hostname: u ? u.hostname.replace(/^\[|\]$/g, '') || 'localhost' : null,
     userid: u?.username ? decodeURIComponent(u.username) : amqp ? 'guest' : null,
     virtual_host: amqp ? path || '/' : path || '0',
-    port: u?.port ? Number(u.port) : amqp ? (scheme.endsWith('s') ? 5671 : 5672) : 6379,
+    port: u?.port ? Number(u.port) : amqp ? (scheme.endsWith('s') ? 5671 : 5672) : scheme === 'sentinel' ? 26379 : 6379,
     insist: false,
     ssl: useSsl || scheme === 'rediss' || scheme === 'amqps' || scheme === 'pyamqps',
     transport: transport ?? scheme,
     connect_timeout: connectTimeout / 1000,
-    transport_options: transportOptions,
+    transport_options: redactTransportOptions(transportOptions),
     login_method: amqp ? 'PLAIN' : null,
     uri_prefix: null,
     heartbeat: amqp ? 60 : null,
     failover_strategy: 'round-robin',
-    alternates: [],
+    alternates: chunks.length > 1 ? chunks.map((c) => c.trim().replace(/\/\/[^@/]*@/, '//')) : [],
     credential_provider: null,
   };
 }

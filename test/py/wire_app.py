@@ -199,3 +199,20 @@ if os.environ.get('WIRE_BIND_WORKER') or os.environ.get('WIRE_AUTHORIZE'):
     _rules = os.environ.get('WIRE_AUTHORIZE')
     celery_sign_binding.install_worker(app, require=os.environ.get('WIRE_BIND_WORKER') == 'require',
                                        authorize=_json.loads(_rules) if _rules else None)
+
+
+# --- Redis Sentinel (test/wire/sentinel.test.ts) ---
+#   WIRE_BROKER_TRANSPORT_OPTIONS   JSON, merged into broker_transport_options (e.g. master_name, sentinel_kwargs)
+#   WIRE_BACKEND_TRANSPORT_OPTIONS  JSON, result_backend_transport_options (the sentinel:// backend's master_name...)
+
+def _json_env(name):
+    import json
+    raw = os.environ.get(name)
+    return json.loads(raw) if raw else None
+
+
+if _json_env('WIRE_BROKER_TRANSPORT_OPTIONS'):
+    app.conf.broker_transport_options = {**(app.conf.broker_transport_options or {}),
+                                         **_json_env('WIRE_BROKER_TRANSPORT_OPTIONS')}
+if _json_env('WIRE_BACKEND_TRANSPORT_OPTIONS'):
+    app.conf.result_backend_transport_options = _json_env('WIRE_BACKEND_TRANSPORT_OPTIONS')
