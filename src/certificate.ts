@@ -115,6 +115,14 @@ export function chainOf(options: Partial<CertChainOptions>): CertChain | null {
   return CertChain.load(options as CertChainOptions);
 }
 
+/** The chain each store checks added certificates against (none: no check). */
+const chains = new WeakMap<CertStore, CertChain>();
+
+function setChain(store: CertStore, chain: CertChain | null): void {
+  if (chain === null) chains.delete(store);
+  else chains.set(store, chain);
+}
+
 /**
  * Certificates by Celery id (Celery's `CertStore`). With `ca` in the
  * options ({@link CertStoreOptions}) it takes only certificates issued by
@@ -125,11 +133,9 @@ export class CertStore implements Iterable<Certificate> {
   readonly native: NativeCertStore = new native.NativeCertStore();
   #certs = new Map<string, Certificate>();
   #generation = 0;
-  /** @internal The chain every added certificate is checked against, or null (no check). */
-  protected chain: CertChain | null = null;
 
   constructor(certs?: Iterable<Certificate>, options: CertStoreOptions = {}) {
-    this.chain = chainOf(options);
+    setChain(this, chainOf(options));
     if (certs) for (const cert of certs) this.add(cert);
   }
 
@@ -140,7 +146,7 @@ export class CertStore implements Iterable<Certificate> {
    */
   add(cert: Certificate): void {
     if (!(cert instanceof Certificate)) throw new TypeError('cert must be a Certificate');
-    this.chain?.check(cert);
+    chains.get(this)?.check(cert);
     call(() => this.native.add(cert.native));
     this.#certs.set(cert.id, cert);
     this.#generation++;
@@ -348,7 +354,7 @@ export class FSCertStore extends CertStore {
     this.#chainOptions = { ca: options.ca, intermediates: options.intermediates, crl: options.crl };
     const chain = chainOf(this.#chainOptions);
     const loaded = this.#load(chain);
-    this.chain = chain;
+    setChain(this, chain);
     this.replaceAll(loaded.certs);
     this.#texts = loaded.texts;
     this.#skipped = loaded.skipped;
@@ -388,7 +394,7 @@ export class FSCertStore extends CertStore {
       if (chain !== null) this.#prune(chain, source);
       throw err;
     }
-    this.chain = chain;
+    setChain(this, chain);
     const before = this.#texts;
     const added: string[] = [];
     const replaced: string[] = [];
@@ -435,7 +441,7 @@ export class FSCertStore extends CertStore {
         removed.push(cert.id);
       }
     }
-    this.chain = chain;
+    setChain(this, chain);
     if (removed.length === 0) return;
     this.replaceAll(kept);
     const texts = new Map(this.#texts);
