@@ -42,7 +42,9 @@ export type CrlSource = string | Uint8Array;
  * (celery-sign's; Celery's stores have none). With `ca` set, a certificate
  * enters the store only if it is issued by one of those CAs, and is refused
  * with `ERR_INVALID_CERTIFICATE` otherwise, naming the certificate id and
- * the reason. Every issuer on the way must be valid now, have the
+ * the reason. An issuer is a CA (or intermediate) whose subject name is
+ * the certificate's issuer name, byte for byte (as a CA writes both), and
+ * whose key verifies the certificate's signature. Every issuer on the way must be valid now, have the
  * basicConstraints `cA` flag, and (where it has a keyUsage extension) allow
  * keyCertSign; a `pathLenConstraint` is honoured. An {@link FSCertStore}
  * reads the `ca`, `intermediates` and `crl` paths again at every load, so
@@ -64,7 +66,11 @@ export interface CertChainOptions {
    * key, else the store does not load). A certificate whose issuer has a CRL
    * is refused when its serial is listed, and also when that CRL is stale
    * (its nextUpdate has passed): revocation data that is out of date is no
-   * answer. A CA without a CRL here is not checked for revocation.
+   * answer. Of several CRLs of one CA the latest (thisUpdate) decides. A
+   * CA without a CRL here is not checked for revocation. Full CRLs only: a
+   * CRL with a critical extension other than cRLNumber and
+   * authorityKeyIdentifier (a delta CRL, an issuing distribution point) is
+   * refused.
    * Supported CRL signatures: RSA PKCS#1 v1.5 (SHA-1/224/256/384/512), ECDSA
    * (SHA-256/384/512), Ed25519.
    */
@@ -72,6 +78,9 @@ export interface CertChainOptions {
 }
 
 const MAX_DEPTH = 8;
+
+/** CRL extensions understood (may be critical): cRLNumber, authorityKeyIdentifier. */
+const KNOWN_CRL_EXTENSIONS: ReadonlySet<string> = new Set(['551d14', '551d23']);
 
 const OID_BASIC_CONSTRAINTS = Buffer.from([0x55, 0x1d, 0x13]);
 const OID_KEY_USAGE = Buffer.from([0x55, 0x1d, 0x0f]);
@@ -275,9 +284,10 @@ function parseCrl(der: Uint8Array): {
   thisUpdate: number;
   nextUpdate: number | null;
   revoked: Map<bigint, number>;
+  unhandledCritical: boolean;
 } {
   const outer = must(readTlv(der), 'CertificateList');
-  if (outer.tag !== 0x30) throw new Error('CertificateList');
+  if (outer.tag !== 0x30 || outer.rest.length !== 0) throw new Error('CertificateList');
   const tbs = must(readTlv(outer.body), 'tbsCertList');
   const alg = must(readTlv(tbs.rest), 'signatureAlgorithm');
   const sig = must(readTlv(alg.rest), 'signatureValue');
@@ -298,6 +308,7 @@ function parseCrl(der: Uint8Array): {
     rest = nu.rest;
   }
   const revoked = new Map<bigint, number>();
+  let unhandledCritical = false;
   if (rest.length > 0 && rest[0] === 0x30) {
     const entries = must(readTlv(rest), 'revokedCertificates');
     rest = entries.rest;
@@ -311,7 +322,23 @@ function parseCrl(der: Uint8Array): {
       revoked.set(toBigInt(serial.body), must(parseTime(date.tag, date.body), 'revocationDate'));
     }
   }
+  if (rest.length > 0 && rest[0] === 0xa0) {
+    const wrapper = must(readTlv(rest), 'crlExtensions');
+    rest = wrapper.rest;
+    let e = must(readTlv(wrapper.body), 'crlExtensions').body;
+    while (e.length > 0) {
+      const ext = must(readTlv(e), 'extension');
+      e = ext.rest;
+      const oid = must(readTlv(ext.body), 'extension id');
+      const next = oid.rest;
+      const critical = next.length > 0 && next[0] === 0x01 && must(readTlv(next), 'critical').body[0] === 0xff;
+      const known = KNOWN_CRL_EXTENSIONS.has(Buffer.from(oid.body).toString('hex'));
+      if (critical && !known) unhandledCritical = true;
+    }
+  }
+  if (rest.length !== 0) throw new Error('tbsCertList');
   return {
+    unhandledCritical,
     tbs: tbs.raw,
     sigAlg: algOid.body,
     signature: sig.body.subarray(1),
@@ -334,6 +361,11 @@ function loadCrls(sources: readonly CrlSource[], cas: readonly CertInfo[]): Crl[
         crl = parseCrl(der);
       } catch (err) {
         return refuse(`Invalid CRL ${describe(src)}: could not parse it`, err);
+      }
+      if (crl.unhandledCritical) {
+        refuse(
+          `The CRL ${describe(src)} has a critical extension celery-sign does not handle (a delta CRL or an issuing distribution point): give a full CRL`,
+        );
       }
       const issuers = cas.filter((c) => compareBytes(c.subject, crl.issuer) === 0);
       if (issuers.length === 0) {
@@ -470,10 +502,16 @@ export class CertChain {
     return null;
   }
 
-  /** null unless a CRL of `c`'s issuer revokes it or is stale. */
+  /** null unless the CRL of `c`'s issuer (the latest, when several are given) revokes it or is stale. */
   #revocation(c: CertInfo, now: number): string | null {
-    for (const crl of this.#crls) {
-      if (compareBytes(crl.issuer, c.issuer) !== 0) continue;
+    let crl: Crl | undefined;
+    for (const x of this.#crls) {
+      if (compareBytes(x.issuer, c.issuer) === 0 && (crl === undefined || x.thisUpdate > crl.thisUpdate)) crl = x;
+    }
+    if (crl !== undefined) {
+      if (now < crl.thisUpdate) {
+        return `the CRL of its issuer ${JSON.stringify(crl.issuerName)} (${crl.source}) is not valid before its thisUpdate ${iso(crl.thisUpdate)}`;
+      }
       if (crl.nextUpdate !== null && now >= crl.nextUpdate) {
         return `the CRL of its issuer ${JSON.stringify(crl.issuerName)} (${crl.source}) is stale: its nextUpdate ${iso(crl.nextUpdate)} has passed, so its revocation status is unknown`;
       }

@@ -109,6 +109,13 @@ test('crl: a revoked serial is refused, PEM or DER; the others pass', (t) => {
     t.deepEqual([...store].map((c) => c.id), [id('good')]);
   }
   t.notThrows(() => new CertStore([cert('good'), cert('revoked')], { ca: CA(), crl: crlPath(pki, 'crl_empty') }));
+  // Several CRLs of one CA: the latest (thisUpdate) decides, so an old stale one does not matter.
+  const both = new CertStore([cert('good')], { ca: CA(), crl: [crlPath(pki, 'crl_stale'), crlPath(pki, 'crl')] });
+  refused(t, () => both.add(cert('revoked')), 'revoked', /it is revoked/);
+  // A delta CRL (a critical extension not handled) is refused rather than misread as a full one.
+  const err = t.throws(() => new CertStore([], { ca: CA(), crl: crlPath(pki, 'crl_delta') }), { instanceOf: SecurityError });
+  t.is(err?.code, 'ERR_INVALID_CERTIFICATE');
+  t.regex(err!.message, /has a critical extension celery-sign does not handle/);
 });
 
 test('crl: a stale CRL refuses the certificates of its CA and says so; the CA of another stays unaffected', (t) => {
@@ -126,6 +133,15 @@ test('crl: a CRL not signed by the CA, or by no trusted CA, refuses the store', 
   t.regex(err!.message, /The CRL ".*crl_other.crl.pem" is not issued by a trusted CA/);
   err = t.throws(() => new CertStore([], { ca: CA(), crl: certPath(pki, 'good') }), { instanceOf: SecurityError });
   t.regex(err!.message, /No CRL in/);
+  // Garbage and truncated CRLs: a typed refusal, never a crash.
+  const der = readFileSync(join(pki, 'crl_der.crl.der'));
+  for (const bad of [Buffer.from('garbage'), der.subarray(0, der.length - 10), Buffer.concat([der, Buffer.from([0])])]) {
+    err = t.throws(() => new CertStore([], { ca: CA(), crl: bad }), { instanceOf: SecurityError });
+    t.is(err?.code, 'ERR_INVALID_CERTIFICATE');
+    t.regex(err!.message, /Invalid CRL given as bytes: could not parse it/);
+  }
+  err = t.throws(() => new CertStore([], { ca: Buffer.from('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n') }), { instanceOf: SecurityError });
+  t.regex(err!.message, /Invalid CA certificate given as bytes: could not parse it/);
 });
 
 test('FSCertStore: the constructor refuses a directory with a certificate the CA did not issue', (t) => {

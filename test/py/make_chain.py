@@ -14,7 +14,8 @@ with the `cryptography` library Celery itself uses:
 - CRLs: crl (by ca, revokes `revoked`, fresh), crl_der (the same, DER),
   crl_empty (by ca, revokes nothing), crl_stale (by ca, nextUpdate passed),
   crl_forged (the name of ca, signed with the key of other), crl_other (by
-  other, revokes nothing), crl_inter (by inter, revokes nothing).
+  other, revokes nothing), crl_inter (by inter, revokes nothing), crl_delta
+  (by ca, a delta CRL: its DeltaCRLIndicator is critical).
 
 Request (JSON on stdin): {"dir": "/tmp/x"}. Writes <name>.cert.pem,
 <name>.key.pem and <crl>.crl.pem / crl_der.crl.der; prints {"ok": true}.
@@ -88,8 +89,11 @@ def main():
     make('under_oldca', 17, 'oldca')
     make('forged', 18, 'ca', signer='other')
 
-    def crl(n, issuer_name, signer, revoked=(), last=NOW - DAY, nxt=NOW + 7 * DAY, der=False):
+    def crl(n, issuer_name, signer, revoked=(), last=NOW - DAY, nxt=NOW + 7 * DAY, der=False, delta=False):
         b = x509.CertificateRevocationListBuilder().issuer_name(issuer_name).last_update(last).next_update(nxt)
+        b = b.add_extension(x509.CRLNumber(2 if delta else 1), critical=False)
+        if delta:
+            b = b.add_extension(x509.DeltaCRLIndicator(1), critical=True)
         for serial in revoked:
             b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
                                           .revocation_date(NOW - DAY).build())
@@ -106,6 +110,7 @@ def main():
     crl('crl_forged', ca, 'other', revoked=[10])
     crl('crl_other', certs['other'].subject, 'other')
     crl('crl_inter', certs['inter'].subject, 'inter')
+    crl('crl_delta', ca, 'ca', delta=True)
     print(json.dumps({'ok': True}))
 
 
