@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync, statSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { toBytes, type Bytes, type Digest } from './bytes.js';
+import { decodeBlock, firstBlockLabelled } from './backend/js/pem.js';
+import { CertChain, type CertChainOptions } from './chain.js';
 import { SecurityError } from './errors.js';
 import { call, native, type NativeCertificate, type NativeCertStore } from './native.js';
 import { checkDigest } from './options.js';
@@ -33,6 +35,8 @@ export class Certificate {
   readonly commonName: string | null;
   /** The subject as Python `cryptography`'s `Name.rfc4514_string()` writes it (`CN=billing-api,O=Acme`), or `''`. */
   readonly subject: string;
+  /** @internal The certificate's DER (for chain verification, {@link CertChainOptions}). */
+  readonly der: Uint8Array;
 
   constructor(pem: Bytes) {
     const bytes = toBytes(pem, 'pem');
@@ -47,6 +51,8 @@ export class Certificate {
     const subject = subjectOf(bytes);
     this.commonName = subject?.commonName ?? null;
     this.subject = subject?.rfc4514 ?? '';
+    const block = firstBlockLabelled(bytes, ['CERTIFICATE', 'X509 CERTIFICATE']);
+    this.der = (block && decodeBlock(block)) ?? new Uint8Array(0);
   }
 
   /** Celery's `has_expired()`: `now >= notAfter`. */
@@ -91,20 +97,56 @@ export class Certificate {
   }
 }
 
-/** Certificates by Celery id (Celery's `CertStore`). */
+/**
+ * Options of {@link CertStore}: opt-in chain verification (celery-sign's,
+ * see {@link CertChainOptions}). Without `ca` the store takes any
+ * certificate, as Celery's does.
+ */
+export interface CertStoreOptions extends Partial<CertChainOptions> {}
+
+/** @internal The chain of a store's options, or null; `crl` or `intermediates` without `ca` is a mistake. */
+export function chainOf(options: Partial<CertChainOptions>): CertChain | null {
+  if (options.ca === undefined) {
+    if (options.crl !== undefined || options.intermediates !== undefined) {
+      throw new TypeError('crl and intermediates need ca (the trusted CA certificates)');
+    }
+    return null;
+  }
+  return CertChain.load(options as CertChainOptions);
+}
+
+/** The chain each store checks added certificates against (none: no check). */
+const chains = new WeakMap<CertStore, CertChain>();
+
+function setChain(store: CertStore, chain: CertChain | null): void {
+  if (chain === null) chains.delete(store);
+  else chains.set(store, chain);
+}
+
+/**
+ * Certificates by Celery id (Celery's `CertStore`). With `ca` in the
+ * options ({@link CertStoreOptions}) it takes only certificates issued by
+ * those CAs (and, with `crl`, not revoked); else any.
+ */
 export class CertStore implements Iterable<Certificate> {
   /** @internal */
   readonly native: NativeCertStore = new native.NativeCertStore();
   #certs = new Map<string, Certificate>();
   #generation = 0;
 
-  constructor(certs?: Iterable<Certificate>) {
+  constructor(certs?: Iterable<Certificate>, options: CertStoreOptions = {}) {
+    setChain(this, chainOf(options));
     if (certs) for (const cert of certs) this.add(cert);
   }
 
-  /** Adds a certificate; a second one with the same id throws `ERR_DUPLICATE_CERTIFICATE`. */
+  /**
+   * Adds a certificate; a second one with the same id throws
+   * `ERR_DUPLICATE_CERTIFICATE`. A store with chain verification refuses a
+   * certificate its CAs did not issue, or revoked, with `ERR_INVALID_CERTIFICATE`.
+   */
   add(cert: Certificate): void {
     if (!(cert instanceof Certificate)) throw new TypeError('cert must be a Certificate');
+    chains.get(this)?.check(cert);
     call(() => this.native.add(cert.native));
     this.#certs.set(cert.id, cert);
     this.#generation++;
@@ -181,8 +223,15 @@ export interface FSCertStoreWatchOptions {
   debounce?: number;
 }
 
-/** Options of {@link FSCertStore}. */
-export interface FSCertStoreOptions {
+/**
+ * Options of {@link FSCertStore}. `ca`, `intermediates` and `crl` turn on
+ * chain verification ({@link CertChainOptions}): a certificate among the
+ * files that its CAs did not issue, or revoked, throws `ERR_INVALID_CERTIFICATE`
+ * from the constructor or {@link FSCertStore.reload} (a watch reload emits
+ * `'error'`); the paths are read again at every load, so a reload with a
+ * new CRL takes out the certificates it revokes.
+ */
+export interface FSCertStoreOptions extends Partial<CertChainOptions> {
   /**
    * An expired certificate among the files: `'throw'` (the default, Celery's
    * behaviour) throws `ERR_CERTIFICATE_EXPIRED` from the constructor or
@@ -293,6 +342,7 @@ export class FSCertStore extends CertStore {
   /** The certificate text of each id, as last loaded. */
   #texts = new Map<string, string>();
   #skipped: CertExpiredEvent[] = [];
+  readonly #chainOptions: Partial<CertChainOptions>;
 
   constructor(path: string, options: FSCertStoreOptions = {}) {
     super();
@@ -301,7 +351,10 @@ export class FSCertStore extends CertStore {
     if (onExpired !== 'throw' && onExpired !== 'skip') throw new TypeError("onExpired must be 'throw' or 'skip'");
     this.path = path;
     this.onExpired = onExpired;
-    const loaded = this.#load();
+    this.#chainOptions = { ca: options.ca, intermediates: options.intermediates, crl: options.crl };
+    const chain = chainOf(this.#chainOptions);
+    const loaded = this.#load(chain);
+    setChain(this, chain);
     this.replaceAll(loaded.certs);
     this.#texts = loaded.texts;
     this.#skipped = loaded.skipped;
@@ -333,7 +386,15 @@ export class FSCertStore extends CertStore {
   }
 
   #reload(source: CertStoreReload['source']): CertStoreReload {
-    const loaded = this.#load();
+    const chain = chainOf(this.#chainOptions);
+    let loaded: Loaded;
+    try {
+      loaded = this.#load(chain);
+    } catch (err) {
+      if (chain !== null) this.#prune(chain, source);
+      throw err;
+    }
+    setChain(this, chain);
     const before = this.#texts;
     const added: string[] = [];
     const replaced: string[] = [];
@@ -362,6 +423,39 @@ export class FSCertStore extends CertStore {
     for (const e of loaded.skipped) this.#events.emit('expired', e);
     if (changed) this.#events.emit('reload', result);
     return result;
+  }
+
+  /**
+   * After a failed load with chain verification: the certificates kept are
+   * checked against the CAs and CRLs just read, and those refused now (a
+   * newly revoked one) leave the store anyway, with a `'reload'` event.
+   */
+  #prune(chain: CertChain, source: CertStoreReload['source']): void {
+    const kept: Certificate[] = [];
+    const removed: string[] = [];
+    for (const cert of this) {
+      try {
+        chain.check(cert);
+        kept.push(cert);
+      } catch {
+        removed.push(cert.id);
+      }
+    }
+    setChain(this, chain);
+    if (removed.length === 0) return;
+    this.replaceAll(kept);
+    const texts = new Map(this.#texts);
+    for (const id of removed) texts.delete(id);
+    this.#texts = texts;
+    this.#events.emit('reload', {
+      added: [],
+      removed,
+      replaced: [],
+      ids: kept.map((c) => c.id),
+      skipped: [],
+      changed: true,
+      source,
+    } satisfies CertStoreReload);
   }
 
   /**
@@ -463,7 +557,7 @@ export class FSCertStore extends CertStore {
   /** Size, mtime and inode of every match: changes when a file does. */
   #signature(): string {
     const parts: string[] = [];
-    for (const file of glob(this.#pattern())) {
+    for (const file of [...glob(this.#pattern()), ...CertChain.paths(this.#chainOptions as CertChainOptions)]) {
       try {
         const st = statSync(file);
         parts.push(`${file}\0${st.size}\0${st.mtimeMs}\0${st.ino}`);
@@ -474,7 +568,7 @@ export class FSCertStore extends CertStore {
     return parts.join('\n');
   }
 
-  #load(): Loaded {
+  #load(chain: CertChain | null): Loaded {
     const certs: Certificate[] = [];
     const texts = new Map<string, string>();
     const skipped: CertExpiredEvent[] = [];
@@ -506,6 +600,7 @@ export class FSCertStore extends CertStore {
       if (texts.has(cert.id)) {
         throw new SecurityError('ERR_DUPLICATE_CERTIFICATE', `Duplicate certificate: '${cert.id}'`);
       }
+      chain?.check(cert, now);
       certs.push(cert);
       texts.set(cert.id, text);
     }

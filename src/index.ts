@@ -20,6 +20,7 @@ export { PrivateKey } from './keys.js';
 export { Certificate, CertStore, FSCertStore } from './certificate.js';
 export type {
   CertExpiredEvent,
+  CertStoreOptions,
   CertStoreReload,
   CertStoreWatch,
   FSCertStoreEvents,
@@ -27,6 +28,7 @@ export type {
   FSCertStoreWatchOptions,
   OnExpired,
 } from './certificate.js';
+export type { CaSource, CertChainOptions, CrlSource } from './chain.js';
 export { SecureSerializer, DEFAULT_MAX_PAYLOAD_SIZE } from './serializer.js';
 export type { SecureSerializerOptions, DeserializeResult } from './serializer.js';
 

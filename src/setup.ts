@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { toBytes, type Bytes, type Digest } from './bytes.js';
 import { Certificate, FSCertStore } from './certificate.js';
+import type { CaSource, CrlSource } from './chain.js';
 import { ImproperlyConfigured } from './errors.js';
 import { PrivateKey } from './keys.js';
 import { disableInsecureSerializers, registry } from './registry.js';
@@ -36,6 +37,15 @@ export interface RegisterAuthOptions {
   store?: string;
   digest?: Digest;
   serializer?: string;
+  /**
+   * celery-sign's chain verification of the store (see {@link CertChainOptions}):
+   * the trusted CA certificates; the store then takes only certificates they issued.
+   */
+  ca?: CaSource | readonly CaSource[];
+  /** Intermediate CA certificates between `ca` and the signers (needs `ca`). */
+  intermediates?: CaSource | readonly CaSource[];
+  /** CRLs of the CAs (needs `ca`): revoked certificates are refused. */
+  crl?: CrlSource | readonly CrlSource[];
 }
 
 /**
@@ -46,7 +56,15 @@ export function registerAuth(opts: RegisterAuthOptions = {}): SecureSerializer {
   const s = new SecureSerializer({
     ...(opts.key ? { key: new PrivateKey(opts.key, opts.keyPassword ?? null) } : {}),
     ...(opts.cert ? { cert: new Certificate(opts.cert) } : {}),
-    ...(opts.store ? { store: new FSCertStore(opts.store) } : {}),
+    ...(opts.store
+      ? {
+          store: new FSCertStore(opts.store, {
+            ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+            ...(opts.intermediates !== undefined ? { intermediates: opts.intermediates } : {}),
+            ...(opts.crl !== undefined ? { crl: opts.crl } : {}),
+          }),
+        }
+      : {}),
     digest: opts.digest ?? 'sha256',
     serializer: opts.serializer ?? 'json',
   });
@@ -71,12 +89,26 @@ export interface SetupSecurityOverrides {
   cert?: string;
   /** Directory or glob; overrides `security_cert_store`. */
   store?: string;
+  /** Path(s) of the trusted CA certificates; overrides `security_cert_store_ca`. */
+  ca?: string | string[];
+  /** Path(s) of intermediate CA certificates; overrides `security_cert_store_intermediates`. */
+  intermediates?: string | string[];
+  /** Path(s) of CRLs; overrides `security_cert_store_crl`. */
+  crl?: string | string[];
   digest?: Digest;
   serializer?: string;
 }
 
 function setting(conf: Record<string, unknown>, name: string): unknown {
   return conf[name];
+}
+
+function optionalPaths(conf: Record<string, unknown>, name: string): string[] | undefined {
+  const v = setting(conf, name);
+  if (v == null || v === '' || (Array.isArray(v) && v.length === 0)) return undefined;
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v) && v.every((p) => typeof p === 'string' && p !== '')) return v as string[];
+  throw new ImproperlyConfigured(`${name} must be a path or a list of paths`);
 }
 
 function optionalString(conf: Record<string, unknown>, name: string): string | undefined {
@@ -90,7 +122,13 @@ function optionalString(conf: Record<string, unknown>, name: string): string | u
  * Celery's `setup_security`, reading Celery's own setting names:
  * `task_serializer`, `accept_content`, `security_key` (a path),
  * `security_key_password`, `security_certificate` (a path),
- * `security_cert_store` (a path or glob), `security_digest`.
+ * `security_cert_store` (a path or glob), `security_digest`; and
+ * celery-sign's own chain verification settings (Celery has none; see
+ * {@link CertChainOptions}): `security_cert_store_ca` (a path or a list of
+ * paths of the trusted CA certificates: the store then takes only
+ * certificates they issued), `security_cert_store_intermediates` and
+ * `security_cert_store_crl` (paths; they need `security_cert_store_ca`,
+ * else {@link ImproperlyConfigured}).
  *
  * Disables the untrusted serializers, checks that `task_serializer` is
  * `'auth'` and `accept_content` exactly `['auth']` and that key, certificate
@@ -116,6 +154,14 @@ export function setupSecurity(conf: Record<string, unknown>, overrides: SetupSec
   const store = overrides.store ?? optionalString(conf, 'security_cert_store');
   const digest = overrides.digest ?? (optionalString(conf, 'security_digest') as Digest | undefined) ?? 'sha256';
   if (!(key && cert && store)) throw new ImproperlyConfigured(SECURITY_SETTING_MISSING);
+  const ca = overrides.ca ?? optionalPaths(conf, 'security_cert_store_ca');
+  const intermediates = overrides.intermediates ?? optionalPaths(conf, 'security_cert_store_intermediates');
+  const crl = overrides.crl ?? optionalPaths(conf, 'security_cert_store_crl');
+  if (ca === undefined && (intermediates !== undefined || crl !== undefined)) {
+    throw new ImproperlyConfigured(
+      'security_cert_store_crl and security_cert_store_intermediates need security_cert_store_ca (the trusted CA certificates)',
+    );
+  }
 
   const keyPem = readFileSync(key);
   const certPem = readFileSync(cert);
@@ -124,6 +170,9 @@ export function setupSecurity(conf: Record<string, unknown>, overrides: SetupSec
     keyPassword: password == null || password === '' ? null : toBytes(password, 'security_key_password'),
     cert: certPem,
     store,
+    ...(ca !== undefined ? { ca } : {}),
+    ...(intermediates !== undefined ? { intermediates } : {}),
+    ...(crl !== undefined ? { crl } : {}),
     digest,
     serializer: overrides.serializer ?? 'json',
   });

@@ -46,3 +46,10 @@ export function nowSeconds(): number {
 
 export const certPath = (dir: string, name: string): string => join(dir, `${name}.cert.pem`);
 export const keyPath = (dir: string, key: string): string => join(dir, `${key}.key.pem`);
+
+/** Writes the chain tests' PKI into `dir` (test/py/make_chain.py says what is in it). */
+export function makeChainPki(dir: string): void {
+  runPython(join(ROOT, 'test', 'py', 'make_chain.py'), { dir });
+}
+
+export const crlPath = (dir: string, name: string): string => join(dir, `${name}.crl.pem`);
