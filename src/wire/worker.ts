@@ -384,7 +384,8 @@ interface Job {
   /** The verified body carried a header binding (a retry then binds its own headers). */
   bound: boolean;
   abandoned: boolean;
-  controller?: AbortController;
+  /** Aborts the task's `ctx.signal` (made only when the task reads it). */
+  abort?: (reason: unknown) => void;
   timer?: NodeJS.Timeout;
   /** Seconds since the epoch when it started running. */
   started?: number;
@@ -1214,8 +1215,22 @@ export class Worker extends EventEmitter {
 
   async #run(job: Job): Promise<void> {
     const h = job.delivery.headers;
-    const controller = new AbortController();
-    job.controller = controller;
+    // ctx.signal's controller is made when the task first reads it: most tasks never do.
+    let controller: AbortController | undefined;
+    let aborted: { reason: unknown } | undefined;
+    const abort = (reason: unknown): void => {
+      if (aborted) return;
+      aborted = { reason };
+      controller?.abort(reason);
+    };
+    const signal = (): AbortSignal => {
+      if (!controller) {
+        controller = new AbortController();
+        if (aborted) controller.abort(aborted.reason);
+      }
+      return controller.signal;
+    };
+    job.abort = abort;
     const limits = Array.isArray(h.timelimit) ? (h.timelimit as unknown[]) : [];
     const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : (this.#timeLimits.get(job.name)?.hard ?? null);
     const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : (this.#timeLimits.get(job.name)?.soft ?? null);
@@ -1230,17 +1245,17 @@ export class Worker extends EventEmitter {
       if (terminated !== null) return;
       terminated = sig;
       const err = Object.assign(new Error(`Terminated(${sig})`), { name: 'Terminated' });
-      controller.abort(err);
+      abort(err);
       hardReject?.(err);
     };
     job.started = Date.now() / 1000;
     this.#total.set(job.name, (this.#total.get(job.name) ?? 0) + 1);
-    if (soft) timers.push(setTimeout(() => controller.abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
+    if (soft) timers.push(setTimeout(() => abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
     if (hard) {
       timers.push(
         setTimeout(() => {
           const err = Object.assign(new Error(`TimeLimitExceeded(${hard})`), { name: 'TimeLimitExceeded' });
-          controller.abort(err);
+          abort(err);
           hardReject?.(err);
         }, hard * 1000),
       );
@@ -1265,7 +1280,9 @@ export class Worker extends EventEmitter {
       redelivered: job.delivery.redelivered,
       embed: job.embed,
       hostname: this.hostname,
-      signal: controller.signal,
+      get signal() {
+        return signal();
+      },
       retry:
         retrier?.retry ??
         (() => {
@@ -1648,7 +1665,7 @@ export class Worker extends EventEmitter {
       const left = [...this.#running];
       for (const j of left) {
         j.abandoned = true;
-        j.controller?.abort(new Error('worker stopped'));
+        j.abort?.(new Error('worker stopped'));
       }
       this.#forget(left.map((j) => j.delivery));
       await this.#consumer!.recover(left.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
