@@ -27,11 +27,13 @@ export const SETTINGS = [
   'security_digest',
   'broker_transport_options',
   'result_backend_transport_options',
+  'broker_use_ssl',
+  'redis_backend_use_ssl',
 ] as const;
 
 const LISTS = new Set(['accept_content']);
 /** Settings whose value is a JSON object (e.g. `{"master_name": "mymaster"}`). */
-const OBJECTS = new Set(['broker_transport_options', 'result_backend_transport_options']);
+const OBJECTS = new Set(['broker_transport_options', 'result_backend_transport_options', 'broker_use_ssl', 'redis_backend_use_ssl']);
 
 function objectValue(name: string, v: string): Record<string, unknown> {
   let o: unknown;

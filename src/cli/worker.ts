@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createWorker, type TaskHandler } from '../wire/worker.js';
+import type { BrokerUseSsl, RedisSslOptions } from '../wire/tls.js';
 import { CliError, EXIT, int, str, UsageError, type Command } from './common.js';
 import { checkConfig } from './check-config.js';
 import { loadSettings } from './settings.js';
@@ -42,7 +43,8 @@ else --config/--env-file, else the environment (CELERY_BROKER_URL,
 CELERY_RESULT_BACKEND, CELERY_TASK_SERIALIZER=auth, CELERY_ACCEPT_CONTENT=auth,
 CELERY_SECURITY_KEY, CELERY_SECURITY_KEY_PASSWORD, CELERY_SECURITY_CERTIFICATE,
 CELERY_SECURITY_CERT_STORE, CELERY_SECURITY_DIGEST, CELERY_BROKER_TRANSPORT_OPTIONS and
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS as JSON; see check-config --help).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS, CELERY_BROKER_USE_SSL and CELERY_REDIS_BACKEND_USE_SSL
+as JSON; see check-config --help).
 SIGTERM or SIGINT: warm shutdown (running tasks finish, the rest go back to the
 queue); a second signal exits at once.
 
@@ -100,11 +102,16 @@ Options:
     };
     const transportOptions = objectOf(conf.broker_transport_options, 'broker_transport_options');
     const backendTransportOptions = objectOf(conf.result_backend_transport_options, 'result_backend_transport_options');
+    // broker_use_ssl / redis_backend_use_ssl: Celery's TLS settings, the same keys (checked by the transports).
+    const brokerUseSsl = objectOf(conf.broker_use_ssl, 'broker_use_ssl') as BrokerUseSsl | undefined;
+    const redisBackendUseSsl = objectOf(conf.redis_backend_use_ssl, 'redis_backend_use_ssl') as RedisSslOptions | undefined;
     const worker = createWorker({
       broker,
       ...(backend ? { backend } : {}),
       ...(transportOptions ? { transportOptions } : {}),
       ...(backendTransportOptions ? { backendTransportOptions } : {}),
+      ...(brokerUseSsl ? { brokerUseSsl } : {}),
+      ...(redisBackendUseSsl ? { redisBackendUseSsl } : {}),
       security: conf,
       tasks,
       queues,

@@ -238,3 +238,81 @@ test.serial('a TLS file that cannot be read is ImproperlyConfigured naming the s
   );
   t.regex(bad!.message, /unknown key "ssl_ca_cert"/);
 });
+
+test.serial('the celery-sign worker command takes broker_use_ssl and redis_backend_use_ssl (CELERY_BROKER_USE_SSL, JSON) and runs a task over mutual TLS', async (t) => {
+  t.timeout(90000);
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { ROOT } = await import('../helpers/python.js');
+  const dir = mkdtempSync(join(tmpdir(), 'celery-sign-cli-tls-'));
+  const mod = join(dir, 'tasks.mjs');
+  writeFileSync(mod, "export const tasks = { 'cli.mul': ([x, y]) => x * y };\n");
+  const url = `rediss://127.0.0.1:${port}/0`;
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    CELERY_BROKER_URL: url,
+    CELERY_RESULT_BACKEND: url,
+    CELERY_BROKER_USE_SSL: JSON.stringify(mutual()),
+    CELERY_REDIS_BACKEND_USE_SSL: JSON.stringify(mutual()),
+    CELERY_TASK_SERIALIZER: 'auth',
+    CELERY_ACCEPT_CONTENT: '["auth"]',
+    CELERY_SECURITY_KEY: pki.key,
+    CELERY_SECURITY_CERTIFICATE: pki.cert,
+    CELERY_SECURITY_CERT_STORE: pki.storeDir,
+  };
+  const child = spawn(process.execPath, [join(ROOT, 'lib', 'cli', 'main.js'), 'worker', mod, '-Q', 'cli-tls'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  try {
+    const deadline = Date.now() + 30000;
+    while (!/ ready: 1 task \(cli\.mul\), queues cli-tls/.test(out)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker not ready: ${out}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    await withClient({ brokerUseSsl: mutual(), backend: url, redisBackendUseSsl: mutual() }, async (c) => {
+      const res = await c.sendTask('cli.mul', [6, 7], {}, { queue: 'cli-tls' });
+      t.is(await res.get({ timeout: 20000 }), 42);
+    });
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('the celery-sign worker command without the client certificate: it does not start, and says why', async (t) => {
+  t.timeout(60000);
+  const { spawnSync: run } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { ROOT } = await import('../helpers/python.js');
+  const dir = mkdtempSync(join(tmpdir(), 'celery-sign-cli-tls-'));
+  const mod = join(dir, 'tasks.mjs');
+  writeFileSync(mod, "export const tasks = { 'cli.mul': ([x, y]) => x * y };\n");
+  try {
+    const r = run(process.execPath, [join(ROOT, 'lib', 'cli', 'main.js'), 'worker', mod, '-Q', 'cli-tls'], {
+      env: {
+        PATH: process.env.PATH,
+        CELERY_BROKER_URL: `rediss://127.0.0.1:${port}/0`,
+        CELERY_BROKER_USE_SSL: JSON.stringify({ ssl_cert_reqs: 'CERT_REQUIRED', ssl_ca_certs: tls.ca }),
+        CELERY_TASK_SERIALIZER: 'auth',
+        CELERY_ACCEPT_CONTENT: '["auth"]',
+        CELERY_SECURITY_KEY: pki.key,
+        CELERY_SECURITY_CERTIFICATE: pki.cert,
+        CELERY_SECURITY_CERT_STORE: pki.storeDir,
+      },
+      encoding: 'utf8',
+      timeout: 40000,
+    });
+    t.not(r.status, 0);
+    t.regex(r.stderr, /cannot start the worker: .*client certificate/);
+    t.false(r.stderr.includes('PRIVATE KEY'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
