@@ -182,7 +182,7 @@ export const CONTENDER_IDS: readonly ContenderId[] = [
 /** One name for a contender's verify and sign forms (tables, chart legend). */
 export const PAIR_LABEL: Record<ContenderId, string> = {
   'cs-many': 'celery-sign deserializeMany / serializeMany',
-  'cs-nosimd': 'celery-sign deserializeMany / serializeMany, CELERY_SIGN_SIMD=0 (AWS-LC, no IFMA kernels)',
+  'cs-nosimd': 'celery-sign deserializeMany / serializeMany, CELERY_SIGN_SIMD=0 (AWS-LC)',
   'cs-many-buf': 'celery-sign deserializeMany, Buffer payloads',
   'cs-async': 'celery-sign deserializeAsync / serializeAsync, one at a time',
   'cs-sync': 'celery-sign deserialize / serialize (sync)',

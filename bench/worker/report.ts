@@ -299,7 +299,7 @@ export function workerSvg(r: WorkerResults): string {
   });
   const foot = top + peers.length * (barH + gap) + 44;
   r.targets.forEach((x, i) => {
-    const line = `${status(x)}  ${x.title.replace(/ \(.*\)$/, '')}: ${fx(x.rate)} tasks/s, ${fx(x.perCpu)} per CPU-second (required >= ${x.required}x both)`;
+    const line = `${status(x)}  ${x.title.replace(/ \([^()]*\)$/, '')}: ${fx(x.rate)} tasks/s, ${fx(x.perCpu)} per CPU-second (required >= ${x.required}x both)`;
     out.push(`<text x="${labelW}" y="${foot + i * 17}" class="foot">${esc(line)}</text>`);
   });
   const style = `
