@@ -138,18 +138,23 @@ export async function memoryGrowth(
   };
 }
 
-/** Runs {@link memoryGrowth} in a fresh Node process (bench/memory-child.ts). */
+/**
+ * Runs {@link memoryGrowth} in a fresh Node process (bench/memory-child.ts),
+ * with `env` over this process's environment (CELERY_SIGN_SIMD=0 for the
+ * second RSA path).
+ */
 export async function memoryGrowthInChild(
   total: number,
   chunk: number,
   threads: number,
   onProgress: (done: number) => void,
+  env: NodeJS.ProcessEnv = {},
 ): Promise<MemoryResult> {
   const tsx = import.meta.resolve('tsx');
   const child = spawn(
     process.execPath,
     ['--import', tsx, fileURLToPath(new URL('./memory-child.ts', import.meta.url)), String(total), String(chunk), String(threads)],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   );
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));

@@ -1,5 +1,6 @@
 /** Tables for the terminal and for BENCHMARKS.md, from one abstract description. */
 import type { CellResult } from './measure.js';
+import { RSA_PATH_LABEL, RSA_PATH_SHORT } from './machine.js';
 import { findCell, opensslStats, type BenchResults, type TargetResult } from './results.js';
 import { spread, type Stats } from './stats.js';
 import { CONTENDER_IDS, HOW, PAIR_LABEL, sizeLabel, type Bits, type ContenderId, type Op } from './workloads.js';
@@ -91,15 +92,16 @@ function headlineTable(r: BenchResults, op: Op): Table | null {
   };
 }
 
-function ratioTable(r: BenchResults, op: Op): Table | null {
+function ratioTable(r: BenchResults, op: Op, ref: 'cs-many' | 'cs-nosimd' = 'cs-many'): Table | null {
   const cells = r.cells.filter((c) => c.section === 'headline' && c.op === op);
   if (!cells.length) return null;
+  if (!cells.some((c) => c.contender === ref && c.status === 'ok')) return null;
   const batches = [...new Set(cells.map((c) => c.batch))].sort((a, b) => a - b);
-  const many = op === 'verify' ? 'deserializeMany' : 'serializeMany';
+  const many = `${op === 'verify' ? 'deserializeMany' : 'serializeMany'}${ref === 'cs-nosimd' ? ' with CELERY_SIGN_SIMD=0' : ''}`;
   const rows: Value[][] = [];
-  const refAt = (b: number) => findCell(r, { section: 'headline', op, contender: 'cs-many', batch: b })?.stats?.median;
+  const refAt = (b: number) => findCell(r, { section: 'headline', op, contender: ref, batch: b })?.stats?.median;
   for (const id of contendersOf(r, 'headline', op)) {
-    if (id === 'cs-many') continue;
+    if (id === ref) continue;
     rows.push([
       labelOf(r, op, id),
       ...batches.map((b) => {
@@ -190,12 +192,16 @@ function eventLoopTable(r: BenchResults): Table | null {
 function memoryTable(r: BenchResults): Table | null {
   const m = r.memory;
   if (!m) return null;
+  const runs = [
+    { m, path: r.machine.rsaPath ? RSA_PATH_SHORT[r.machine.rsaPath] : 'celery-sign' },
+    ...(r.memorySecond ? [{ m: r.memorySecond, path: RSA_PATH_SHORT['aws-lc-forced'] }] : []),
+  ];
   return {
     title: `Resident memory, ${m.payloads.toLocaleString('en-US')} payloads through deserializeMany in chunks of ${m.chunk}${m.quick ? ' (quick mode: fewer than the 1,000,000 of the target)' : ''}`,
-    head: ['RSS, first eighth', 'RSS, last eighth', 'growth', 'peak - first', 'heap used', 'external', 'payloads/s'],
-    right: [true, true, true, true, true, true, true],
-    rows: [
-      [
+    head: ['RSA path', 'RSS, first eighth', 'RSS, last eighth', 'growth', 'peak - first', 'heap used', 'external', 'payloads/s'],
+    right: [false, true, true, true, true, true, true, true],
+    rows: runs.map(({ m, path }) => [
+        path,
         `${m.baselineMiB.toFixed(1)} MiB`,
         `${m.finalMiB.toFixed(1)} MiB`,
         `${m.growthMiB >= 0 ? '+' : ''}${m.growthMiB.toFixed(1)} MiB`,
@@ -203,8 +209,7 @@ function memoryTable(r: BenchResults): Table | null {
         `${m.heapUsedMiB.toFixed(1)} MiB`,
         `${m.externalMiB.toFixed(1)} MiB`,
         Math.round(m.opsPerSec).toLocaleString('en-US'),
-      ],
-    ],
+      ]),
     notes: [`RSS samples after every chunk; first and last eighth are medians. Along the way: ${m.checkpoints.map((c) => `${shortRate(c.payloads)}: ${c.rssMiB.toFixed(0)} MiB`).join(', ')}`],
   };
 }
@@ -229,7 +234,7 @@ export function targetStatus(t: TargetResult): string {
 
 function targetsTable(r: BenchResults): Table {
   return {
-    title: 'Targets (issue 3), measured in this run',
+    title: 'Targets (issues 3, 8 and 11), measured in this run',
     head: ['', 'target', 'required', 'measured', 'detail'],
     right: [false, false, true, true, false],
     rows: r.targets.map((t) => [targetStatus(t), t.title, t.required, targetMeasured(t), t.detail]),
@@ -269,6 +274,8 @@ export function tables(r: BenchResults): Table[] {
     headlineTable(r, 'sign'),
     ratioTable(r, 'verify'),
     ratioTable(r, 'sign'),
+    ratioTable(r, 'verify', 'cs-nosimd'),
+    ratioTable(r, 'sign', 'cs-nosimd'),
     bodiesTable(r, 'verify'),
     bodiesTable(r, 'sign'),
     keysTable(r, 'verify'),
@@ -337,6 +344,18 @@ export function renderMarkdown(t: Table, level = '###'): string {
   return [`${level} ${t.title}`, '', head, sep, ...rows, ...(t.notes.length ? ['', ...t.notes] : [])].join('\n');
 }
 
+/** AVX-512 IFMA on the CPU, and which RSA path each celery-sign measurement took. */
+export function simdLines(r: BenchResults): { ifma: string; paths: string } {
+  const m = r.machine;
+  const ifma = m.ifma === undefined ? 'not recorded' : m.ifma ? 'yes (avx512ifma in /proc/cpuinfo)' : 'no';
+  if (!r.paths) return { ifma, paths: m.rsaPath ? RSA_PATH_LABEL[m.rsaPath] : 'not recorded' };
+  const measured = r.paths.filter((p) => p.status === 'measured');
+  const skipped = r.paths.filter((p) => p.status !== 'measured');
+  const text = measured.map((p) => `${p.contender === 'cs-many' ? 'celery-sign' : 'cs-nosimd rows'}: ${RSA_PATH_LABEL[p.rsaPath]}, ${p.where}`).join('; ');
+  const why = measured.length === 1 && skipped.length ? ` (one path only: ${skipped.map((p) => p.reason).join('; ')})` : '';
+  return { ifma, paths: text + why };
+}
+
 export function header(r: BenchResults): string[] {
   const m = r.machine;
   const py =
@@ -348,6 +367,7 @@ export function header(r: BenchResults): string[] {
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os} (${m.kernel}), Node ${m.node} (OpenSSL ${m.nodeOpenssl})`,
     `Threads: celery-sign ${r.threads.celerySign}, worker_threads pool ${r.threads.workerPool}, libuv threadpool ${r.threads.uvThreadpool}; ` +
       `load average ${m.loadAverage.map((x) => x.toFixed(2)).join(' ')} at the start, ${r.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')} at the end`,
+    `AVX-512 IFMA: ${simdLines(r).ifma}; RSA path: ${simdLines(r).paths}`,
     `Limit: ${r.openssl.status === 'measured' ? `${r.openssl.version ?? 'openssl'}; ${r.openssl.how}` : `openssl not measured: ${r.openssl.note ?? ''}`}`,
     py,
   ];
@@ -394,6 +414,8 @@ export function renderMarkdownReport(r: BenchResults, chartPath: string): string
     `| memory | ${m.memoryGiB} GiB |`,
     `| OS | ${m.os} (${m.kernel}) |`,
     `| Node | ${m.node} (OpenSSL ${m.nodeOpenssl}) |`,
+    `| AVX-512 IFMA | ${simdLines(r).ifma} |`,
+    `| RSA path | ${simdLines(r).paths.replace(/\|/g, '\\|')} |`,
     `| system OpenSSL | ${r.openssl.version ?? 'not found'} |`,
     `| the limit | ${r.openssl.status === 'measured' ? r.openssl.how : `not measured: ${r.openssl.note ?? ''}`} |`,
     `| Python | ${r.python.status === 'measured' && r.python.versions ? `${r.python.versions.python}, Celery ${r.python.versions.celery}, kombu ${r.python.versions.kombu}, cryptography ${r.python.versions.cryptography} (${r.python.versions.openssl})` : `not measured: ${r.python.reason ?? ''}`} |`,

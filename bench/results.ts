@@ -1,7 +1,7 @@
-/** The shape of a run's results (also what `--json` prints), and the targets of issue 3. */
+/** The shape of a run's results (also what `--json` prints), and the targets of issues 3, 8 and 11. */
 import type { CellResult } from './measure.js';
 import type { EventLoopResult, MemoryResult } from './extras.js';
-import type { Machine } from './machine.js';
+import { RSA_PATH_SHORT, type Machine, type RsaPath } from './machine.js';
 import type { PythonVersions } from './contenders/python.js';
 import { stats, type Stats } from './stats.js';
 import type { Bits, ContenderId, Op } from './workloads.js';
@@ -44,6 +44,19 @@ export interface TargetResult {
   detail: string;
 }
 
+/** One RSA path celery-sign was (or was not) measured on in a run. */
+export interface PathInfo {
+  /** Its contender: `cs-many` (this process) or `cs-nosimd` (a child with CELERY_SIGN_SIMD=0). */
+  contender: 'cs-many' | 'cs-nosimd';
+  rsaPath: RsaPath;
+  status: 'measured' | 'not measured';
+  /** Where it ran, for the report. */
+  where: string;
+  reason?: string;
+  /** A result saved before issue 11: the path was not recorded (targets take the bar of a CPU without IFMA). */
+  unrecorded?: boolean;
+}
+
 export interface BenchResults {
   schema: 1;
   mode: 'quick' | 'full';
@@ -60,6 +73,10 @@ export interface BenchResults {
   cells: CellResult[];
   eventLoop: EventLoopResult[];
   memory: (MemoryResult & { quick: boolean }) | null;
+  /** The memory run of the second RSA path (CELERY_SIGN_SIMD=0), where there is one. Absent before issue 11. */
+  memorySecond?: (MemoryResult & { quick: boolean }) | null;
+  /** The RSA paths of celery-sign in this run (absent before issue 11: one path, unrecorded). */
+  paths?: PathInfo[];
   targets: TargetResult[];
   /** Observations the report should carry (derived from the figures). */
   notes: string[];
@@ -110,46 +127,124 @@ function ratioTarget(
 
 const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}/s`;
 
-/** The targets of issue 3, as ratios measured in this run. */
-export function computeTargets(r: Omit<BenchResults, 'targets' | 'notes'>): TargetResult[] {
+/** The paths measured in `r`: those it recorded, or (an older result) the one of its process. */
+export function measuredPaths(r: Pick<BenchResults, 'paths' | 'machine'>): PathInfo[] {
+  if (r.paths) return r.paths.filter((p) => p.status === 'measured');
+  return [
+    { contender: 'cs-many', rsaPath: r.machine.rsaPath ?? 'aws-lc', status: 'measured', where: 'this process', ...(r.machine.rsaPath ? {} : { unrecorded: true }) },
+  ];
+}
+
+/** The targets of one RSA path (issue 11): deserializeMany and serializeMany against their peers of the same run. */
+function pathTargets(r: Omit<BenchResults, 'targets' | 'notes'>, path: PathInfo, tag: string, suffix: string): TargetResult[] {
   const head = { section: 'headline', bits: 2048, digest: 'sha256', batch: 4096 } as const;
-  const csMany = median(findCell(r, { ...head, op: 'verify', contender: 'cs-many' }));
-  const csSignMany = median(findCell(r, { ...head, op: 'sign', contender: 'cs-many' }));
+  const id = path.contender;
+  const many = median(findCell(r, { ...head, op: 'verify', contender: id }));
+  const signMany = median(findCell(r, { ...head, op: 'sign', contender: id }));
   const wcAll = median(findCell(r, { ...head, op: 'verify', contender: 'wc-all' }));
+  const nodePool = median(findCell(r, { ...head, op: 'verify', contender: 'node-pool' }));
   const multiV = opensslStats(r.openssl, 'multi', 2048, 'verify')?.median ?? null;
   const multiS = opensslStats(r.openssl, 'multi', 2048, 'sign')?.median ?? null;
-  const out: TargetResult[] = [];
   const n = r.openssl.processes;
-  out.push(
+  const vsOpenssl = path.rsaPath === 'ifma' ? 1.5 : 0.8;
+  const pair = (a: number | null, b: number | null, missing: string) => (a !== null && b !== null ? `${rate(a)} vs ${rate(b)}` : missing);
+  return [
     ratioTarget(
-      'verify-vs-openssl',
-      `deserializeMany vs openssl speed -multi ${n} verify/s (RSA-2048, batch 4096)`,
-      0.8,
-      csMany,
+      `verify-vs-openssl${suffix}`,
+      `${tag}deserializeMany vs openssl speed -multi ${n} verify/s (RSA-2048, batch 4096${path.unrecorded ? '; RSA path not recorded: the bar without IFMA' : path.rsaPath === 'ifma' ? ', with IFMA' : ', without IFMA'})`,
+      vsOpenssl,
+      many,
       multiV,
-      csMany !== null && multiV !== null ? `${rate(csMany)} vs ${rate(multiV)}` : 'deserializeMany or openssl missing',
+      pair(many, multiV, 'deserializeMany or openssl missing'),
     ),
-  );
-  out.push(
     ratioTarget(
-      'verify-vs-webcrypto',
-      'deserializeMany vs WebCrypto Promise.all (batch 4096)',
-      2.5,
-      csMany,
+      `verify-vs-webcrypto${suffix}`,
+      `${tag}deserializeMany vs WebCrypto Promise.all (batch 4096)`,
+      3,
+      many,
       wcAll,
-      csMany !== null && wcAll !== null ? `${rate(csMany)} vs ${rate(wcAll)}` : 'a contender missing',
+      pair(many, wcAll, 'a contender missing'),
     ),
-  );
-  out.push(
     ratioTarget(
-      'sign-vs-openssl',
-      `serializeMany vs openssl speed -multi ${n} sign/s (RSA-2048, batch 4096)`,
-      0.85,
-      csSignMany,
-      multiS,
-      csSignMany !== null && multiS !== null ? `${rate(csSignMany)} vs ${rate(multiS)}` : 'serializeMany or openssl missing',
+      `verify-vs-pool${suffix}`,
+      `${tag}deserializeMany vs the node:crypto worker_threads pool (batch 4096)`,
+      1.5,
+      many,
+      nodePool,
+      pair(many, nodePool, 'a contender missing'),
     ),
-  );
+    ratioTarget(
+      `sign-vs-openssl${suffix}`,
+      `${tag}serializeMany vs openssl speed -multi ${n} sign/s (RSA-2048, batch 4096)`,
+      0.95,
+      signMany,
+      multiS,
+      pair(signMany, multiS, 'serializeMany or openssl missing'),
+    ),
+  ];
+}
+
+function bigBodiesTarget(r: Omit<BenchResults, 'targets' | 'notes'>, id: ContenderId, tag: string, suffix: string): TargetResult {
+  const big = findCell(r, { op: 'verify', contender: id, bodySize: 1 << 20 });
+  const bigRate = median(big);
+  if (big && bigRate !== null) {
+    const gbs = (bigRate * big.meanBody) / 1e9;
+    const b64 = (bigRate * big.meanPayload) / 1e9;
+    return {
+      id: `big-bodies${suffix}`,
+      title: `${tag}1 MiB bodies verified by deserializeMany (batch ${big.batch}, ${r.threads.celerySign} threads)`,
+      required: '>= 1 GB/s',
+      measured: gbs,
+      unit: 'GB/s',
+      pass: gbs >= 1,
+      detail: `${gbs.toFixed(2)} GB/s of body (${b64.toFixed(2)} GB/s of base64 payload), ${bigRate.toFixed(0)} payloads/s`,
+    };
+  }
+  return { id: `big-bodies${suffix}`, title: `${tag}1 MiB bodies verified by deserializeMany`, required: '>= 1 GB/s', measured: null, unit: 'GB/s', pass: null, detail: 'not measured' };
+}
+
+function eventLoopTarget(r: Omit<BenchResults, 'targets' | 'notes'>, id: string, tag: string, suffix: string): TargetResult {
+  const eld = r.eventLoop.find((e) => e.id === id);
+  return eld
+    ? {
+        id: `event-loop${suffix}`,
+        title: `${tag}p99 event-loop delay, deserializeMany batches of 4096 back to back`,
+        required: '<= 5 ms',
+        measured: eld.p99Ms,
+        unit: 'ms',
+        pass: eld.p99Ms <= 5,
+        detail: `p50 ${eld.p50Ms.toFixed(2)} ms, p99 ${eld.p99Ms.toFixed(2)} ms, max ${eld.maxMs.toFixed(2)} ms over ${eld.seconds.toFixed(1)} s`,
+      }
+    : { id: `event-loop${suffix}`, title: `${tag}p99 event-loop delay`, required: '<= 5 ms', measured: null, unit: 'ms', pass: null, detail: 'not measured' };
+}
+
+function memoryTarget(mem: BenchResults['memory'] | undefined, tag: string, suffix: string): TargetResult {
+  return mem
+    ? {
+        id: `memory${suffix}`,
+        title: `${tag}RSS growth over ${mem.payloads.toLocaleString('en-US')} payloads through deserializeMany${mem.quick ? ' (quick: not the 1,000,000 of the target)' : ''}`,
+        required: '<= 32 MiB',
+        measured: mem.growthMiB,
+        unit: 'MiB',
+        pass: mem.growthMiB <= 32,
+        detail: `median RSS ${mem.baselineMiB.toFixed(1)} MiB over the first eighth -> ${mem.finalMiB.toFixed(1)} MiB over the last (peak +${mem.peakGrowthMiB.toFixed(1)} MiB)`,
+      }
+    : { id: `memory${suffix}`, title: `${tag}RSS growth over 1M payloads`, required: '<= 32 MiB', measured: null, unit: 'MiB', pass: null, detail: 'not measured' };
+}
+
+/**
+ * The targets, as ratios measured in this run: issue 11's for each RSA path
+ * measured (the second one's ids end in `:nosimd`), then issue 8's fallback
+ * and issue 3's async one-at-a-time target.
+ */
+export function computeTargets(r: Omit<BenchResults, 'targets' | 'notes'>): TargetResult[] {
+  const head = { section: 'headline', bits: 2048, digest: 'sha256', batch: 4096 } as const;
+  const out: TargetResult[] = [];
+  const paths = measuredPaths(r);
+  const two = paths.length > 1;
+  const tagOf = (p: PathInfo) => (two ? `[${RSA_PATH_SHORT[p.rsaPath]}] ` : '');
+  const suffixOf = (p: PathInfo) => (p.contender === 'cs-nosimd' ? ':nosimd' : '');
+  for (const p of paths) out.push(...pathTargets(r, p, tagOf(p), suffixOf(p)));
   // Issue 8: the fallback's deserializeMany at least matches the best pure-Node peer of the same run.
   const csJs = median(findCell(r, { ...head, op: 'verify', contender: 'cs-js' }));
   const nodePeers = (['node-cb', 'node-pool'] as const)
@@ -186,51 +281,13 @@ export function computeTargets(r: Omit<BenchResults, 'targets' | 'notes'>): Targ
       asyncPair ? `${rate(asyncPair[0])} vs ${rate(asyncPair[1])} (batch ${asyncPair[2]})` : 'a contender missing',
     ),
   );
-  const big = findCell(r, { op: 'verify', contender: 'cs-many', bodySize: 1 << 20 });
-  const bigRate = median(big);
-  if (big && bigRate !== null) {
-    const gbs = (bigRate * big.meanBody) / 1e9;
-    const b64 = (bigRate * big.meanPayload) / 1e9;
-    out.push({
-      id: 'big-bodies',
-      title: `1 MiB bodies verified by deserializeMany (batch ${big.batch}, ${r.threads.celerySign} threads)`,
-      required: '>= 1 GB/s',
-      measured: gbs,
-      unit: 'GB/s',
-      pass: gbs >= 1,
-      detail: `${gbs.toFixed(2)} GB/s of body (${b64.toFixed(2)} GB/s of base64 payload), ${bigRate.toFixed(0)} payloads/s`,
-    });
-  } else {
-    out.push({ id: 'big-bodies', title: '1 MiB bodies verified by deserializeMany', required: '>= 1 GB/s', measured: null, unit: 'GB/s', pass: null, detail: 'not measured' });
+  for (const p of paths) {
+    out.push(
+      bigBodiesTarget(r, p.contender, tagOf(p), suffixOf(p)),
+      eventLoopTarget(r, p.contender, tagOf(p), suffixOf(p)),
+      memoryTarget(p.contender === 'cs-many' ? r.memory : r.memorySecond, tagOf(p), suffixOf(p)),
+    );
   }
-  const eld = r.eventLoop.find((e) => e.id === 'cs-many');
-  out.push(
-    eld
-      ? {
-          id: 'event-loop',
-          title: 'p99 event-loop delay, deserializeMany batches of 4096 back to back',
-          required: '<= 5 ms',
-          measured: eld.p99Ms,
-          unit: 'ms',
-          pass: eld.p99Ms <= 5,
-          detail: `p50 ${eld.p50Ms.toFixed(2)} ms, p99 ${eld.p99Ms.toFixed(2)} ms, max ${eld.maxMs.toFixed(2)} ms over ${eld.seconds.toFixed(1)} s`,
-        }
-      : { id: 'event-loop', title: 'p99 event-loop delay', required: '<= 5 ms', measured: null, unit: 'ms', pass: null, detail: 'not measured' },
-  );
-  const mem = r.memory;
-  out.push(
-    mem
-      ? {
-          id: 'memory',
-          title: `RSS growth over ${mem.payloads.toLocaleString('en-US')} payloads through deserializeMany${mem.quick ? ' (quick: not the 1,000,000 of the target)' : ''}`,
-          required: '<= 32 MiB',
-          measured: mem.growthMiB,
-          unit: 'MiB',
-          pass: mem.growthMiB <= 32,
-          detail: `median RSS ${mem.baselineMiB.toFixed(1)} MiB over the first eighth -> ${mem.finalMiB.toFixed(1)} MiB over the last (peak +${mem.peakGrowthMiB.toFixed(1)} MiB)`,
-        }
-      : { id: 'memory', title: 'RSS growth over 1M payloads', required: '<= 32 MiB', measured: null, unit: 'MiB', pass: null, detail: 'not measured' },
-  );
   return out;
 }
 

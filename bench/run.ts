@@ -3,7 +3,12 @@
  *
  *   npm run bench -- --quick          under a minute; the README's main-job command
  *   npm run bench                     the full suite (~10 min on 2 cores); rewrites BENCHMARKS.md and the chart
- *   options: --json  --threads N  --write  --no-python  --help
+ *   options: --json  --threads N  --write  --no-python  --one-path  --help
+ *
+ * Where the CPU has AVX-512 IFMA, celery-sign's batch contenders are measured
+ * on both RSA paths in the same run: in this process (the IFMA kernels) and in
+ * a child started with CELERY_SIGN_SIMD=0 (AWS-LC, the path of every CPU
+ * without IFMA; contender cs-nosimd), and the targets are computed for each.
  *   npm run bench:small               small batches (1, 16, 256) against the sync deserialize, both SIMD modes (bench/small.ts)
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -19,10 +24,10 @@ import type { Cell, Contender } from './contenders/types.js';
 import { webCryptoContenders } from './contenders/webcrypto.js';
 import { WorkerPool, workerPoolContenders } from './contenders/worker-pool.js';
 import { eventLoopDelay, memoryGrowthInChild, type EventLoopResult } from './extras.js';
-import { machine } from './machine.js';
+import { machine, RSA_PATH_LABEL, RSA_PATH_SHORT } from './machine.js';
 import { contenderKey, Progress, runSection, type CellResult } from './measure.js';
 import { mergeMarkdown, renderMarkdownReport, renderTerminalReport, targetMeasured, targetStatus } from './report.js';
-import { computeNotes, computeTargets, type BenchResults, type OpensslSummary } from './results.js';
+import { computeNotes, computeTargets, type BenchResults, type OpensslSummary, type PathInfo } from './results.js';
 import { throughputSvg } from './svg.js';
 import {
   BENCH_DIR,
@@ -52,6 +57,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --write        also update BENCHMARKS.md, the chart and bench/results/latest.json after --quick
   --no-python    do not measure Python Celery (a full run otherwise requires it)
   --no-fallback  do not measure celery-sign on its node:crypto fallback (CELERY_SIGN_BACKEND=js)
+  --one-path     on a CPU with AVX-512 IFMA, do not also measure celery-sign with
+                 CELERY_SIGN_SIMD=0 (AWS-LC, the path of CPUs without IFMA) in a child
   --only IDS     measure only these contenders (comma-separated: ${CONTENDER_IDS.join(',')}),
                  e.g. --only cs-many,cs-js,node-cb,node-pool for the fallback against its peers
   --from FILE    measure nothing: report a saved --json result (with --write, rewrite the docs)
@@ -62,6 +69,7 @@ Python Celery: $CELERY_SIGN_PYTHON if set, else .venv/bin/python, else /tmp/pyve
 
 interface Options {
   fallback: boolean;
+  secondPath: boolean;
   only: ReadonlySet<ContenderId> | null;
   quick: boolean;
   json: boolean;
@@ -74,7 +82,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { fallback: true, only: null, quick: false, json: false, write: false, python: true, threads: availableParallelism(), from: null, chart: null, argv };
+  const o: Options = { fallback: true, secondPath: true, only: null, quick: false, json: false, write: false, python: true, threads: availableParallelism(), from: null, chart: null, argv };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') o.quick = true;
@@ -82,6 +90,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--write') o.write = true;
     else if (a === '--no-python') o.python = false;
     else if (a === '--no-fallback') o.fallback = false;
+    else if (a === '--one-path') o.secondPath = false;
     else if (a === '--only' || a.startsWith('--only=')) {
       const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
       const ids = (v ?? '').split(',').filter((x) => x !== '');
@@ -153,14 +162,25 @@ async function main(): Promise<number> {
   }
   const mode = opts.quick ? 'quick' : 'full';
   const plan = makePlan(mode);
-  if (opts.only) {
-    const only = opts.only;
-    for (const section of plan.sections) {
-      section.cells = section.cells.map((c) => ({ ...c, contenders: c.contenders.filter((id) => only.has(id)) })).filter((c) => c.contenders.length > 0);
-    }
-  }
   const t0 = performance.now();
   const startMachine = machine();
+  // The second RSA path: only where this process runs the IFMA kernels.
+  const mainPath = startMachine.rsaPath!;
+  let secondWhy = '';
+  if (mainPath !== 'ifma') {
+    secondWhy =
+      mainPath === 'aws-lc'
+        ? 'this CPU has no AVX-512 IFMA: AWS-LC is the only RSA path'
+        : mainPath === 'aws-lc-forced'
+          ? 'CELERY_SIGN_SIMD=0 is set for the whole run: AWS-LC is the only RSA path measured'
+          : 'the run is on the node:crypto fallback';
+  } else if (!opts.secondPath) secondWhy = '--one-path';
+  else if (opts.only && !opts.only.has('cs-nosimd')) secondWhy = 'not among --only';
+  const keep = (id: ContenderId) => (!opts.only || opts.only.has(id)) && (id !== 'cs-nosimd' || secondWhy === '');
+  for (const section of plan.sections) {
+    section.cells = section.cells.map((c) => ({ ...c, contenders: c.contenders.filter(keep) })).filter((c) => c.contenders.length > 0);
+  }
+  plan.eventLoop.which = plan.eventLoop.which.filter((id) => id !== 'cs-nosimd' || secondWhy === '');
   const progress = new Progress();
   const problems: string[] = [];
   const phases: { name: string; seconds: number }[] = [];
@@ -212,6 +232,23 @@ async function main(): Promise<number> {
       problems.push(fallbackMissing);
     }
   }
+  // The other RSA path (CELERY_SIGN_SIMD=0) in a child of its own: the addon reads it at load.
+  let second: FallbackProcess | null = null;
+  if (secondWhy === '') {
+    progress.phase('starting the CELERY_SIGN_SIMD=0 child');
+    try {
+      second = await FallbackProcess.start(opts.threads, 'nosimd');
+    } catch (err) {
+      secondWhy = `the CELERY_SIGN_SIMD=0 child did not start: ${(err as Error).message}`;
+      problems.push(secondWhy);
+    }
+  }
+  const paths: PathInfo[] = [
+    { contender: 'cs-many', rsaPath: mainPath, status: 'measured', where: 'this process' },
+    second
+      ? { contender: 'cs-nosimd', rsaPath: 'aws-lc-forced', status: 'measured', where: 'a child process started with CELERY_SIGN_SIMD=0' }
+      : { contender: 'cs-nosimd', rsaPath: 'aws-lc-forced', status: 'not measured', where: '', reason: secondWhy },
+  ];
   const all: Contender[] = [
     ...celerySignContenders(serializers),
     ...webCryptoContenders(keys),
@@ -219,11 +256,13 @@ async function main(): Promise<number> {
     ...workerPoolContenders(pool),
     ...(python ? python.contenders(keys) : []),
     ...(fallback ? fallback.contenders(keys) : []),
+    ...(second ? second.contenders(keys) : []),
   ];
   const contenders = new Map(all.map((c) => [contenderKey(c.op, c.id), c]));
   const notMeasured = new Map<ContenderId, string>();
   if (!python) notMeasured.set('python', `Python Celery not measured: ${pythonInfo.reason ?? ''}`);
   if (!fallback) notMeasured.set('cs-js', `the node:crypto fallback not measured: ${fallbackMissing || 'not asked for'}`);
+  if (!second) notMeasured.set('cs-nosimd', `CELERY_SIGN_SIMD=0 not measured: ${secondWhy}`);
 
   // The limit, at the start (and in full mode RSA-2048 again at the end).
   const version = opensslVersion();
@@ -293,13 +332,23 @@ async function main(): Promise<number> {
   const headCell = (op: 'verify' | 'sign'): Cell => ({ op, dataset: head!, batch: 4096 });
   const eventLoop: EventLoopResult[] = [];
   const s2048 = serializers.get(2048, 'sha256');
-  const eld: Record<(typeof plan.eventLoop.which)[number], [string, () => Promise<unknown>]> = {
-    'cs-many': ['celery-sign deserializeMany', () => s2048.deserializeMany(head!.payloads)],
+  const eld: Record<Exclude<(typeof plan.eventLoop.which)[number], 'cs-nosimd'>, [string, () => Promise<unknown>]> = {
+    'cs-many': [`celery-sign deserializeMany (${RSA_PATH_SHORT[mainPath]})`, () => s2048.deserializeMany(head!.payloads)],
     'cs-serialize-many': ['celery-sign serializeMany', () => s2048.serializeMany(head!.values)],
     'node-pool': [`node:crypto worker_threads pool (${pool.size} workers), verify`, () => pool.verify(head!.payloads, 4096, 'sha256')],
     'wc-all': ['WebCrypto verify, Promise.all', () => contenders.get(contenderKey('verify', 'wc-all'))!.answer(headCell('verify'))],
   };
   for (const id of plan.eventLoop.which) {
+    if (id === 'cs-nosimd') {
+      if (!second) continue;
+      progress.phase(`event-loop delay: celery-sign deserializeMany with CELERY_SIGN_SIMD=0 (in its process), batches of 4096 for ${plan.eventLoop.seconds} s`);
+      try {
+        eventLoop.push(await second.eventLoopDelay(head, keys, 4096, plan.eventLoop.seconds));
+      } catch (err) {
+        problems.push(`event-loop delay with CELERY_SIGN_SIMD=0 failed: ${(err as Error).message}`);
+      }
+      continue;
+    }
     const [label, run] = eld[id];
     progress.phase(`event-loop delay: ${label}, batches of 4096 for ${plan.eventLoop.seconds} s`);
     eventLoop.push(await eventLoopDelay(id, label, 4096, plan.eventLoop.seconds, run));
@@ -312,10 +361,27 @@ async function main(): Promise<number> {
     progress.show(`${done.toLocaleString('en-US')} payloads`, true),
   );
 
+  let memorySecond: Awaited<ReturnType<typeof memoryGrowthInChild>> | null = null;
+  if (second) {
+    progress.phase(`memory with CELERY_SIGN_SIMD=0: ${plan.memory.payloads.toLocaleString('en-US')} payloads through deserializeMany`);
+    try {
+      memorySecond = await memoryGrowthInChild(
+        plan.memory.payloads,
+        plan.memory.chunk,
+        opts.threads,
+        (done) => progress.show(`${done.toLocaleString('en-US')} payloads`, true),
+        { CELERY_SIGN_BACKEND: 'native', CELERY_SIGN_SIMD: '0' },
+      );
+    } catch (err) {
+      problems.push(`memory with CELERY_SIGN_SIMD=0 failed: ${(err as Error).message}`);
+    }
+  }
+
   endPhase('memory');
   await pool.close();
   await python?.close();
   await fallback?.close();
+  await second?.close();
   progress.clear();
 
   const partial: Omit<BenchResults, 'targets' | 'notes'> = {
@@ -329,11 +395,19 @@ async function main(): Promise<number> {
     threads: { celerySign: threadCount(), workerPool: pool.size, uvThreadpool: process.env.UV_THREADPOOL_SIZE ?? '4 (default)' },
     python: pythonInfo,
     openssl,
-    coverage: [...plan.coverage, ...(python ? [] : ['Python Celery: not measured'])],
+    coverage: [
+      ...plan.coverage,
+      second
+        ? 'both RSA paths: celery-sign in this process (IFMA kernels) and, as its own rows (cs-nosimd), deserializeMany/serializeMany in a child with CELERY_SIGN_SIMD=0 (AWS-LC), with event-loop delay and memory; targets for each'
+        : `one RSA path (${RSA_PATH_LABEL[mainPath]}): ${secondWhy}`,
+      ...(python ? [] : ['Python Celery: not measured']),
+    ],
     contenders: all.map((c) => ({ op: c.op, id: c.id, label: c.label, does: c.does })),
     cells,
     eventLoop,
     memory: { ...memory, quick: mode === 'quick' },
+    memorySecond: memorySecond ? { ...memorySecond, quick: mode === 'quick' } : null,
+    paths,
     problems,
     phases,
   };

@@ -8,6 +8,7 @@ import { CONTENDER_IDS, PAIR_LABEL, sizeLabel, type ContenderId, type Op } from 
 
 const COLORS: Record<ContenderId, string> = {
   'cs-many': '#d62728',
+  'cs-nosimd': '#8b0000',
   'cs-many-buf': '#e377c2',
   'cs-async': '#ff7f0e',
   'cs-sync': '#8c564b',
@@ -19,7 +20,7 @@ const COLORS: Record<ContenderId, string> = {
   'cs-js': '#ff9896',
   python: '#7f7f7f',
 };
-const DASH: Partial<Record<ContenderId, string>> = { 'cs-js': '4 2', 'cs-many-buf': '7 3', 'cs-sync': '2 3', 'wc-serial': '6 3', 'node-sync': '2 3', python: '6 3' };
+const DASH: Partial<Record<ContenderId, string>> = { 'cs-nosimd': '9 3', 'cs-js': '4 2', 'cs-many-buf': '7 3', 'cs-sync': '2 3', 'wc-serial': '6 3', 'node-sync': '2 3', python: '6 3' };
 
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -97,7 +98,7 @@ function panel(r: BenchResults, op: Op, x0: number, y0: number, w: number, h: nu
     // A few pixels apart, so that the whiskers of neighbours do not hide each other.
     const dx = (k - (s.length - 1) / 2) * 2.5;
     const color = COLORS[x.id];
-    const width = x.id === 'cs-many' ? 3.2 : 2;
+    const width = x.id === 'cs-many' || x.id === 'cs-nosimd' ? 3.2 : 2;
     const dash = DASH[x.id] ? ` stroke-dasharray="${DASH[x.id]}"` : '';
     const d = x.points.map((p, i) => `${i ? 'L' : 'M'}${(X(p.batch) + dx).toFixed(1)},${Y(p.median).toFixed(1)}`).join(' ');
     out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="${width}"${dash}><title>${esc(x.label)}</title></path>`);

@@ -152,6 +152,7 @@ export async function makeDataset(spec: DatasetSpec, serializers: Serializers): 
 
 export type ContenderId =
   | 'cs-many'
+  | 'cs-nosimd'
   | 'cs-many-buf'
   | 'cs-async'
   | 'cs-sync'
@@ -165,6 +166,7 @@ export type ContenderId =
 
 export const CONTENDER_IDS: readonly ContenderId[] = [
   'cs-many',
+  'cs-nosimd',
   'cs-many-buf',
   'cs-async',
   'cs-sync',
@@ -180,6 +182,7 @@ export const CONTENDER_IDS: readonly ContenderId[] = [
 /** One name for a contender's verify and sign forms (tables, chart legend). */
 export const PAIR_LABEL: Record<ContenderId, string> = {
   'cs-many': 'celery-sign deserializeMany / serializeMany',
+  'cs-nosimd': 'celery-sign deserializeMany / serializeMany, CELERY_SIGN_SIMD=0 (AWS-LC)',
   'cs-many-buf': 'celery-sign deserializeMany, Buffer payloads',
   'cs-async': 'celery-sign deserializeAsync / serializeAsync, one at a time',
   'cs-sync': 'celery-sign deserialize / serialize (sync)',
@@ -195,6 +198,9 @@ export const PAIR_LABEL: Record<ContenderId, string> = {
 /** How each contender runs. */
 export const HOW: Record<ContenderId, string> = {
   'cs-many': 'one native call per batch, fanned out over the native thread pool; payloads as strings (as from Redis)',
+  'cs-nosimd':
+    'the same calls with CELERY_SIGN_SIMD=0 (AWS-LC does the RSA step, as on a CPU without AVX-512 IFMA), in a child process, timed there; ' +
+    'measured only where the CPU has IFMA',
   'cs-many-buf': 'the same, payloads as Buffers (as an AMQP consumer has them)',
   'cs-async': 'one native task per item, each awaited before the next',
   'cs-sync': 'on the event loop',
@@ -245,7 +251,7 @@ export interface Plan {
    * headline section, interleaved with the contenders.
    */
   openssl: { seconds: number; bits: Bits[]; interleave: boolean };
-  eventLoop: { seconds: number; which: ('cs-many' | 'cs-serialize-many' | 'node-pool' | 'wc-all')[] };
+  eventLoop: { seconds: number; which: ('cs-many' | 'cs-nosimd' | 'cs-serialize-many' | 'node-pool' | 'wc-all')[] };
   memory: { payloads: number; chunk: number };
   /** Human-readable coverage notes for the report. */
   coverage: string[];
@@ -278,18 +284,18 @@ export function makePlan(mode: 'quick' | 'full'): Plan {
               op: 'verify',
               dataset: { bits: 2048, digest: 'sha256', bodySize: MIB, n: 16 },
               batch: 16,
-              contenders: ['cs-many', 'cs-many-buf', 'cs-sync', 'wc-all', 'node-sync', 'node-pool'],
+              contenders: ['cs-many', 'cs-nosimd', 'cs-many-buf', 'cs-sync', 'wc-all', 'node-sync', 'node-pool'],
             },
           ],
         },
       ],
       openssl: { seconds: 1, bits: [2048], interleave: false },
-      eventLoop: { seconds: 2, which: ['cs-many'] },
+      eventLoop: { seconds: 2, which: ['cs-many', 'cs-nosimd'] },
       memory: { payloads: 16 * 4096, chunk: 4096 },
       coverage: [
         'quick mode: RSA-2048/SHA-256 with 512 B bodies at batch sizes 1, 16, 256 and 4096, every contender, verify and sign; ' +
           'at batch 4096 only the batch and all-in-flight contenders (a one-at-a-time rate does not depend on the batch size)',
-        'quick mode: 1 MiB bodies, batch of 16, verify only, six contenders; no 256 B/4 KiB bodies, no RSA-3072/4096, no SHA-512',
+        'quick mode: 1 MiB bodies, batch of 16, verify only, six contenders (seven with the CELERY_SIGN_SIMD=0 path); no 256 B/4 KiB bodies, no RSA-3072/4096, no SHA-512',
         '3 rounds of >= 40 ms samples; openssl speed once, before the sections, 1 s per operation; event-loop delay over 2 s; ' +
           'memory over 65,536 payloads (not the million of the target)',
       ],
@@ -324,7 +330,7 @@ export function makePlan(mode: 'quick' | 'full'): Plan {
       { id: 'keys', title: 'key size and digest, 512 B bodies, batch of 256', rounds: 5, minSampleMs: 150, cells: keys },
     ],
     openssl: { seconds: 2, bits: [3072, 4096], interleave: true },
-    eventLoop: { seconds: 4, which: ['cs-many', 'cs-serialize-many', 'node-pool', 'wc-all'] },
+    eventLoop: { seconds: 4, which: ['cs-many', 'cs-nosimd', 'cs-serialize-many', 'node-pool', 'wc-all'] },
     memory: { payloads: 1_000_000, chunk: 4096 },
     coverage: [
       'headline: RSA-2048/SHA-256, 512 B bodies (the targets\' workload), batch sizes 1, 16, 256, 4096, every contender, verify and sign',

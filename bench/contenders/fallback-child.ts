@@ -1,12 +1,14 @@
 /**
- * The child process of the fallback contender (./fallback.ts): celery-sign
- * on its node:crypto backend. The facade picks its backend at import, so the
- * fallback runs in a process of its own, started with CELERY_SIGN_BACKEND=js.
+ * The child process of the contenders in ./fallback.ts: celery-sign on its
+ * node:crypto backend (started with CELERY_SIGN_BACKEND=js) or on the native
+ * one with the IFMA kernels off (CELERY_SIGN_SIMD=0). Both are read when
+ * celery-sign loads, so each runs in a process of its own.
  * One JSON request a line on stdin, one JSON reply a line on stdout; batches
  * are timed here, as Python times its own.
  */
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { eventLoopDelay } from '../extras.js';
 import { backend, Certificate, CertStore, PrivateKey, SecureSerializer, setThreads, threadCount } from 'celery-sign';
 
 interface Loaded {
@@ -38,7 +40,7 @@ async function handle(req: Record<string, unknown>): Promise<Record<string, unkn
     case 'hello': {
       const asked = req.threads as number;
       setThreads(asked);
-      return { backend, threads: threadCount() };
+      return { backend, threads: threadCount(), simd: process.env.CELERY_SIGN_SIMD ?? null };
     }
     case 'load': {
       const d = JSON.parse(readFileSync(req.file as string, 'utf8')) as {
@@ -74,6 +76,12 @@ async function handle(req: Record<string, unknown>): Promise<Record<string, unkn
         t = performance.now();
       } while (t - t0 < minMs);
       return { ops, seconds: (t - t0) / 1000 };
+    }
+    case 'eld': {
+      const l = get(req.id as string);
+      const n = req.n as number;
+      const label = `celery-sign deserializeMany (${backend === 'js' ? 'node:crypto fallback' : 'AWS-LC, CELERY_SIGN_SIMD=0'})`;
+      return { result: await eventLoopDelay(backend === 'js' ? 'cs-js' : 'cs-nosimd', label, n, req.seconds as number, () => verify(l, n)) };
     }
     case 'quit':
       setImmediate(() => process.exit(0));

@@ -6,7 +6,9 @@
  * run, on the same redis-server:
  *
  * - celery-sign's worker with `auth` (RSA-2048/SHA-256, verified against the
- *   store), filled by celery-sign's client;
+ *   store), filled by celery-sign's client; where the CPU has AVX-512 IFMA,
+ *   also once more with CELERY_SIGN_SIMD=0 (`celery-sign-nosimd`: AWS-LC, the
+ *   RSA path of every CPU without IFMA);
  * - stock Python Celery's worker with `auth`, filled by Celery's own
  *   `send_task` under `setup_security()`: prefork (its default pool, `-c` the
  *   cores) and threads, the better of the two counting;
@@ -18,21 +20,40 @@
  * same run.
  *
  *   npm run bench:worker [-- --n 20000 --python-n 4000 --rounds 3 --json out.json
- *                         --only celery-sign,celery-node,python-prefork,python-threads]
+ *                         --only celery-sign,celery-sign-nosimd,celery-node,python-prefork,python-threads
+ *                         --one-path --write --from saved.json --chart out.svg]
+ *
+ * --json FILE writes the results (bench/worker/report.ts WorkerResults) to
+ * FILE; --write also puts the "Worker end to end" section into BENCHMARKS.md
+ * (between its own markers, apart from `npm run bench`'s), the chart into
+ * bench/results/worker.svg and the results into bench/results/worker.json;
+ * --from FILE measures nothing and reports a saved result (with --write,
+ * rewrites those files from it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { makePki, runProducer, startCeleryWorker, type Pki } from '../../test/wire/helpers/celery.js';
 import { doneSpread, median } from '../../test/wire/helpers/bench.js';
 import { startRedis, type RedisServer } from '../../test/wire/helpers/redis-server.js';
-import { machine } from '../machine.js';
+import { machine, simdForcedOff } from '../machine.js';
+import {
+  computeWorkerTargets,
+  mergeWorkerMarkdown,
+  renderWorkerMarkdown,
+  renderWorkerTerminal,
+  workerSvg,
+  type WorkerPeer,
+  type WorkerResults,
+  type WorkerRound,
+} from './report.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const CHILD = join(HERE, 'child.ts');
+const ROOT = join(HERE, '..', '..');
 
 function arg(name: string, fallback: number): number {
   const at = process.argv.indexOf(`--${name}`);
@@ -41,10 +62,18 @@ function arg(name: string, fallback: number): number {
 const N = arg('n', 20000);
 const PYTHON_N = arg('python-n', 4000);
 const ROUNDS = arg('rounds', 3);
-const JSON_OUT = (() => {
-  const at = process.argv.indexOf('--json');
-  return at >= 0 ? process.argv[at + 1] : undefined;
-})();
+function strArg(name: string): string | undefined {
+  const at = process.argv.indexOf(`--${name}`);
+  if (at < 0) return undefined;
+  const v = process.argv[at + 1];
+  if (v === undefined || v.startsWith('--')) throw new Error(`--${name} needs a file`);
+  return v;
+}
+const JSON_OUT = strArg('json');
+const FROM = strArg('from');
+const CHART = strArg('chart');
+const WRITE = process.argv.includes('--write');
+const ONE_PATH = process.argv.includes('--one-path');
 const ONLY = (() => {
   const at = process.argv.indexOf('--only');
   return at >= 0 ? new Set(process.argv[at + 1]!.split(',')) : null;
@@ -78,10 +107,11 @@ function treeCpu(root: number): number {
   return total;
 }
 
-function runChild(cfg: object): ChildProcess {
+function runChild(cfg: object, env: NodeJS.ProcessEnv = {}): ChildProcess {
   return spawn(process.execPath, ['--import=tsx', CHILD, JSON.stringify(cfg)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
+    env: { ...process.env, ...env },
   });
 }
 
@@ -141,10 +171,7 @@ async function cpuWhile(root: number, done: Promise<void>): Promise<number> {
   return Math.max(last, treeCpu(root)) - start;
 }
 
-interface Round {
-  rate: number;
-  perCpu: number;
-}
+type Round = WorkerRound;
 
 interface Peer {
   name: string;
@@ -182,7 +209,7 @@ async function drain(r: Redis, ids: string[], root: number): Promise<Round> {
 }
 
 function peers(redis: RedisServer, pki: Pki, tmp: string): Peer[] {
-  const nodePeer = (name: string, what: string, fill: 'sign-fill' | 'cn-fill', work: 'sign-work' | 'cn-work'): Peer => ({
+  const nodePeer = (name: string, what: string, fill: 'sign-fill' | 'cn-fill', work: 'sign-work' | 'cn-work', env: NodeJS.ProcessEnv = {}): Peer => ({
     name,
     what,
     n: N,
@@ -193,7 +220,7 @@ function peers(redis: RedisServer, pki: Pki, tmp: string): Peer[] {
       await childDone(runChild({ ...base, mode: fill, n: N, idsFile }), `${name} producer`);
       const ids = JSON.parse(readFileSync(idsFile, 'utf8')) as string[];
       const r = new Redis(url);
-      const w = runChild({ ...base, mode: work });
+      const w = runChild({ ...base, mode: work }, env);
       try {
         await childReady(w, `${name} worker`);
         return await drain(r, ids, w.pid!);
@@ -221,21 +248,63 @@ function peers(redis: RedisServer, pki: Pki, tmp: string): Peer[] {
       }
     },
   });
-  const cores = machine().cores;
+  const m = machine();
+  const cores = m.cores;
+  // The second RSA path where this CPU has one: the worker alone runs with the kernels off.
+  const nosimd =
+    !ONE_PATH && m.rsaPath === 'ifma'
+      ? [
+          nodePeer(
+            'celery-sign-nosimd',
+            'celery-sign worker, auth (default settings), CELERY_SIGN_SIMD=0',
+            'sign-fill',
+            'sign-work',
+            { CELERY_SIGN_BACKEND: 'native', CELERY_SIGN_SIMD: '0' },
+          ),
+        ]
+      : [];
   return [
     nodePeer('celery-sign', 'celery-sign worker, auth (default settings)', 'sign-fill', 'sign-work'),
+    ...nosimd,
     pythonPeer('prefork', cores),
     pythonPeer('threads', Math.max(4, cores * 2)),
     nodePeer('celery-node', 'celery-node 0.5.9 worker, unsigned JSON, logging off', 'cn-fill', 'cn-work'),
   ];
 }
 
+function output(r: WorkerResults): void {
+  process.stdout.write(renderWorkerTerminal(r));
+  if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify(r, null, 2) + '\n');
+  if (WRITE) {
+    const dir = join(ROOT, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'worker.svg'), workerSvg(r));
+    if (!FROM) writeFileSync(join(dir, 'worker.json'), JSON.stringify(r, null, 2) + '\n');
+    const mdPath = join(ROOT, 'BENCHMARKS.md');
+    const existing = existsSync(mdPath) ? readFileSync(mdPath, 'utf8') : null;
+    writeFileSync(mdPath, mergeWorkerMarkdown(existing, renderWorkerMarkdown(r, 'bench/results/worker.svg')));
+    process.stdout.write(`wrote BENCHMARKS.md (the worker section), bench/results/worker.svg${FROM ? '' : ' and bench/results/worker.json'}\n`);
+  }
+  if (CHART) {
+    mkdirSync(dirname(resolve(CHART)), { recursive: true });
+    writeFileSync(CHART, workerSvg(r));
+    process.stdout.write(`chart: ${resolve(CHART)}\n`);
+  }
+}
+
 async function main(): Promise<void> {
+  if (FROM) {
+    const saved = JSON.parse(readFileSync(FROM, 'utf8')) as WorkerResults;
+    if (saved.schema !== 1 || !saved.results) throw new Error(`${FROM} is not a saved result of bench/worker/run.ts`);
+    output({ ...saved, targets: computeWorkerTargets(saved.results, saved.rsaPath) });
+    return;
+  }
+  const t0 = performance.now();
   const m = machine();
   const tmp = mkdtempSync(join(tmpdir(), 'celery-sign-bench-worker-'));
   const pki = makePki();
   const redis = await startRedis();
-  const results: Record<string, { what: string; n: number; rounds: Round[]; rate: number; perCpu: number }> = {};
+  const results: Record<string, WorkerPeer> = {};
   try {
     const list = peers(redis, pki, tmp).filter((p) => !ONLY || ONLY.has(p.name));
     let db = 0;
@@ -247,7 +316,7 @@ async function main(): Promise<void> {
         await admin.flushdb();
         admin.disconnect();
         const res = await p.run(db);
-        (results[p.name] ??= { what: p.what, n: p.n, rounds: [], rate: 0, perCpu: 0 }).rounds.push(res);
+        (results[p.name] ??= { name: p.name, what: p.what, n: p.n, rounds: [], rate: 0, perCpu: 0 }).rounds.push(res);
         process.stderr.write(`round ${round + 1}/${ROUNDS} ${p.name}: ${res.rate.toFixed(0)} tasks/s, ${res.perCpu.toFixed(0)} tasks/CPU-s\n`);
       }
     }
@@ -260,28 +329,33 @@ async function main(): Promise<void> {
     r.rate = median(r.rounds.map((x) => x.rate));
     r.perCpu = median(r.rounds.map((x) => x.perCpu));
   }
-  const none = { what: '', n: 0, rounds: [], rate: NaN, perCpu: NaN };
-  const sign = results['celery-sign'] ?? none;
-  const python = [results['python-prefork'] ?? none, results['python-threads'] ?? none].sort((a, b) => (b.rate || 0) - (a.rate || 0))[0]!;
-  const cn = results['celery-node'] ?? none;
-  const ifma = readFileSync('/proc/cpuinfo', 'utf8').includes('avx512ifma');
-  const simd = process.env.CELERY_SIGN_SIMD === '0' ? 'off (CELERY_SIGN_SIMD=0)' : ifma ? 'IFMA kernels' : 'AWS-LC (no IFMA on this CPU)';
-  const lines = [
-    `Machine: ${m.cpu}, ${m.cores} cores, AVX-512 IFMA: ${ifma ? 'yes' : 'no'}, RSA path: ${simd}, Node ${m.node}, load ${m.loadAverage.map((x) => x.toFixed(1)).join(' ')}`,
-    `Median of ${ROUNDS} rounds; celery-sign and celery-node drain ${N} tasks, Python ${PYTHON_N}.`,
-    '',
-    '| worker | tasks/s | tasks per CPU-second | celery-sign ÷ it (tasks/s) | (per CPU-s) |',
-    '|---|---|---|---|---|',
-    ...Object.values(results).map(
-      (r) =>
-        `| ${r.what} | ${r.rate.toFixed(0)} | ${r.perCpu.toFixed(0)} | ${(sign.rate / r.rate).toFixed(2)}x | ${(sign.perCpu / r.perCpu).toFixed(2)}x |`,
-    ),
-    '',
-    `Targets: celery-sign ÷ Python's best pool ≥ 20x: ${(sign.rate / python.rate).toFixed(2)}x tasks/s, ${(sign.perCpu / python.perCpu).toFixed(2)}x per CPU-s; ` +
-      `÷ celery-node ≥ 2.5x: ${(sign.rate / cn.rate).toFixed(2)}x tasks/s, ${(sign.perCpu / cn.perCpu).toFixed(2)}x per CPU-s.`,
-  ];
-  process.stdout.write(lines.join('\n') + '\n');
-  if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ machine: { ...m, ifma, simd }, n: N, pythonN: PYTHON_N, rounds: ROUNDS, results }, null, 2));
+  const ifma = m.ifma ?? false;
+  const rsaPath = m.rsaPath ?? 'aws-lc';
+  const simd = simdForcedOff() ? 'off (CELERY_SIGN_SIMD=0)' : ifma ? 'IFMA kernels' : 'AWS-LC (no IFMA on this CPU)';
+  const end = loadavg() as [number, number, number];
+  const problems: string[] = [];
+  // The measured workers use about every core: more load than that at the end is other work.
+  if (m.loadAverage[0] > 0.5 || end[0] > m.cores + 1) {
+    problems.push(
+      `the machine was busy: load average ${m.loadAverage[0].toFixed(2)} at the start, ${end[0].toFixed(2)} at the end (${m.cores} cores); figures are noisy`,
+    );
+  }
+  output({
+    schema: 1,
+    date: new Date().toISOString(),
+    // The command as it measures: output files and --write are not part of it.
+    argv: process.argv.slice(2).filter((a, i, all) => a !== '--write' && !['--json', '--chart'].includes(a) && !['--json', '--chart'].includes(all[i - 1] ?? '')),
+    durationSeconds: (performance.now() - t0) / 1000,
+    machine: { ...m, ifma, simd },
+    rsaPath,
+    loadAverageEnd: end,
+    n: N,
+    pythonN: PYTHON_N,
+    rounds: ROUNDS,
+    results,
+    targets: computeWorkerTargets(results, rsaPath),
+    problems,
+  });
 }
 
 main().catch((err: unknown) => {
