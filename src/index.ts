@@ -35,7 +35,7 @@ export type { SecureSerializerOptions, DeserializeResult } from './serializer.js
 // kombu's serializer registry and JSON values; Celery's setup.
 export { registry, SerializerRegistry, disableInsecureSerializers, enableInsecureSerializers } from './registry.js';
 export type { Encoder, Decoder, Codec, EncodedMessage, LoadsOptions } from './registry.js';
-export * as json from './json.js';
+export * as json from './json/index.js';
 export { registerAuth, setupSecurity, disableUntrustedSerializers } from './setup.js';
 export type { RegisterAuthOptions, SetupSecurityOverrides } from './setup.js';
 

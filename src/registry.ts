@@ -22,8 +22,9 @@
  * @module
  */
 import { ImproperlyConfigured, SecurityError } from './errors.js';
-import { dumps as jsonDumps, loads as jsonLoads } from './json.js';
-import { hintedLoads, restoreText, type ScanHints } from './jsonhints.js';
+import { dumps as jsonDumps } from './json/dumps.js';
+import { loads as jsonLoads } from './json/loads.js';
+import { hintedLoads, restoreText, type ScanHints } from './json/hinted.js';
 
 /** Turns a value into a message body. A string is sent as UTF-8. */
 export type Encoder = (data: unknown) => string | Uint8Array;

@@ -12,8 +12,8 @@ import {
   type Decoder,
   type SerializerRegistry,
 } from './registry.js';
-import { loads as jsonLoads } from './json.js';
-import type { ScanHints } from './jsonhints.js';
+import { loads as jsonLoads } from './json/loads.js';
+import type { ScanHints } from './json/hinted.js';
 
 /** Default limit on one payload's size (bytes of base64), like the Rust core's. */
 export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;

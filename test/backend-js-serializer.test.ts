@@ -21,7 +21,7 @@ import nativeBinding from '../native/binding.cjs';
 import { jsBinding } from '../src/backend/js/index.js';
 import { poolForTests, threadsFromEnv } from '../src/backend/js/pool.js';
 import type { Binding, NativeCertificate, NativeCertStore, NativePrivateKey, NativeSerializer, OpenedBatch } from '../src/backend/types.js';
-import { restoreText } from '../src/jsonhints.js';
+import { restoreText } from '../src/json/hinted.js';
 import * as fx from './helpers/fixtures.js';
 import { pkcs1Sign, pssSign } from './helpers/payloads.js';
 

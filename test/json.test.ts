@@ -1,5 +1,5 @@
 /**
- * src/json.ts against real kombu (test/py/kombu_oracle.py), both directions:
+ * src/json/ against real kombu (test/py/kombu_oracle.py), both directions:
  * our `dumps` must write kombu's bytes exactly and kombu must read them back
  * to the same Python value; our `loads` must read what kombu writes to the
  * value kombu itself reads. A missing Python is a failure, never a skip.
@@ -8,7 +8,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { join } from 'node:path';
 
-import { dumps, loads, PyDate, PyDateTime, PyDecimal, PyFloat, PyTime, PyUUID } from '../src/json.js';
+import { dumps, loads, PyDate, PyDateTime, PyDecimal, PyFloat, PyTime, PyUUID } from '../src/json/index.js';
 import { ROOT, runPython } from './helpers/python.js';
 
 const ORACLE = join(ROOT, 'test', 'py', 'kombu_oracle.py');
@@ -56,7 +56,7 @@ function intDesc(n: number | bigint): Desc {
   return ['int', BigInt(n).toString()];
 }
 
-/** The Python value a JavaScript value stands for, as src/json.ts documents it. */
+/** The Python value a JavaScript value stands for, as src/json/index.ts documents it. */
 function toDesc(v: unknown): Desc {
   if (v === null || v === undefined) return ['none'];
   if (typeof v === 'boolean') return ['bool', v];

@@ -8,7 +8,7 @@ import test from 'ava';
 import { join } from 'node:path';
 
 import { ImproperlyConfigured, SecurityError } from '../src/errors.js';
-import { dumps as jsonDumps, loads as jsonLoads } from '../src/json.js';
+import { dumps as jsonDumps, loads as jsonLoads } from '../src/json/index.js';
 import {
   disableInsecureSerializers,
   disableUntrustedSerializers,

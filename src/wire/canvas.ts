@@ -51,7 +51,8 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { dumps as kombuDumps, loads as kombuLoads } from '../json.js';
+import { dumps as kombuDumps } from '../json/dumps.js';
+import { loads as kombuLoads } from '../json/loads.js';
 import type { SecureSerializer } from '../serializer.js';
 import {
   CanvasError,

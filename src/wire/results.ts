@@ -8,7 +8,8 @@
  * @module
  */
 import { SecurityError } from '../errors.js';
-import { dumps as kombuDumps, loads as kombuLoads } from '../json.js';
+import { dumps as kombuDumps } from '../json/dumps.js';
+import { loads as kombuLoads } from '../json/loads.js';
 import type { SecureSerializer } from '../serializer.js';
 import { TaskError, type SerializedException } from './errors.js';
 import { isoformat } from './protocol.js';

@@ -48,7 +48,7 @@
  */
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { ImproperlyConfigured } from '../errors.js';
-import { loads as kombuLoads } from '../json.js';
+import { loads as kombuLoads } from '../json/loads.js';
 import type { SecureSerializer } from '../serializer.js';
 import { AmqpTransport } from './amqp.js';
 import { WireError } from './errors.js';

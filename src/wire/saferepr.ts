@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { PyDate, PyDateTime, PyDecimal, PyFloat, PyTime, PyUUID } from '../json.js';
+import { PyDate, PyDateTime, PyDecimal, PyFloat, PyTime, PyUUID } from '../json/values.js';
 
 type Lit = { kind: 'lit'; value: string; truncate: boolean; direction: number };
 type Key = { kind: 'key'; value: unknown };

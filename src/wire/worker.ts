@@ -69,6 +69,7 @@ import {
   parseIsoDate,
   parseTaskBody,
   REPR_MAXSIZE,
+  type TaskBody,
   type TaskEmbed,
   type TaskMessage,
 } from './protocol.js';
@@ -804,6 +805,7 @@ export class Worker extends EventEmitter {
     });
   }
 
+  /** A verified message: its checks, then the task it becomes, held for its ETA or queued to run. */
   #accept(d: Delivery, value: unknown, signer: string): void {
     const h = d.headers;
     const id = str(h.id);
@@ -812,69 +814,100 @@ export class Worker extends EventEmitter {
       this.#refuse(d, new SecurityError('ERR_MALFORMED_PAYLOAD', 'Message headers lack task or id (protocol v2)'), 'reject', signer);
       return;
     }
-    let body;
-    try {
-      body = parseTaskBody(value);
-    } catch (err) {
-      this.#refuse(d, err as SecurityError, 'reject', signer);
+    const body = this.#taskBody(d, value, signer);
+    if (body === null || !this.#admit(d, body, signer, id, name)) return;
+    const handler = this.#tasks.get(name);
+    if (!handler) {
+      this.#settleUnknown(d, id, name);
       return;
     }
-    const mismatch = checkBinding(h, body.extra, this.#requireBinding);
+    const job = this.#newJob(d, id, name, handler, body, signer);
+    if (this.#expired(job) || this.#revokedOnArrival(job)) return;
+    this.#announceReceived(job);
+    this.#enqueue(job);
+  }
+
+  /** The verified value taken apart as `[args, kwargs, embed]`, or null when it is refused. */
+  #taskBody(d: Delivery, value: unknown, signer: string): TaskBody | null {
+    try {
+      return parseTaskBody(value);
+    } catch (err) {
+      this.#refuse(d, err as SecurityError, 'reject', signer);
+      return null;
+    }
+  }
+
+  /** The header binding, the authorization and the replay guard, in this order; false when one refused it. */
+  #admit(d: Delivery, body: TaskBody, signer: string, id: string, name: string): boolean {
+    const mismatch = checkBinding(d.headers, body.extra, this.#requireBinding);
     if (mismatch) {
       this.#refuse(d, mismatch, 'reject', signer, 'header-binding');
-      return;
+      return false;
     }
     // After the binding (which ties the task name to the signed body), before the
     // replay guard (a refused message must not take its id) and the registry.
-    if (this.#authorizer) {
-      const decision = this.#authorizer.decide(signer, name);
-      if (decision.error) {
-        this.#refuse(d, decision.error, 'reject', signer, 'authorization');
-        return;
-      }
-      if (this.#securityLog?.authorized) {
-        this.#securityLog.log({
-          event: 'authorized',
-          code: null,
-          reason: `Signer ${JSON.stringify(signer)} is authorized to call task ${JSON.stringify(name).slice(0, 200)}`,
-          signer,
-          subject: decision.signer.subject,
-          task: name,
-          taskId: id,
-          queue: d.queue,
-        });
-      }
+    return this.#authorize(d, signer, id, name) && this.#notReplayed(d, signer, id);
+  }
+
+  /** The authorizer's decision for the signer and task name (logged when allowed, if asked); false when refused. */
+  #authorize(d: Delivery, signer: string, id: string, name: string): boolean {
+    if (!this.#authorizer) return true;
+    const decision = this.#authorizer.decide(signer, name);
+    if (decision.error) {
+      this.#refuse(d, decision.error, 'reject', signer, 'authorization');
+      return false;
     }
-    if (this.#replay) {
-      const ago = this.#replay.check(id);
-      if (ago !== null) {
-        const err = new SecurityError(
-          'ERR_REPLAYED',
-          `Replayed task id: ${id} was accepted ${ago} ms ago (replay window ${this.#replay.windowMs} ms)`,
-        );
-        this.#refuse(d, err, 'reject', signer, 'replay');
-        return;
-      }
-    }
-    const request = { group: str(h.group), parentId: str(h.parent_id) };
-    const handler = this.#tasks.get(name);
-    if (!handler) {
-      this.stats.unknown++;
-      const reason = `Task of kind ${JSON.stringify(name)} is not registered`;
-      const meta = buildMeta(id, 'FAILURE', { exc_type: 'NotRegistered', exc_message: [name], exc_module: 'celery.exceptions' }, null, request);
-      this.#settle({
-        delivery: d,
-        action: 'reject',
-        meta,
-        emit: () => {
-          // Celery's on_unknown_task.
-          this.#events?.send('task-failed', { uuid: id, exception: `NotRegistered(${saferepr(name)})` });
-          this.emit('task-unknown', { id, name, reason } satisfies TaskRefusedEvent);
-        },
+    if (this.#securityLog?.authorized) {
+      this.#securityLog.log({
+        event: 'authorized',
+        code: null,
+        reason: `Signer ${JSON.stringify(signer)} is authorized to call task ${JSON.stringify(name).slice(0, 200)}`,
+        signer,
+        subject: decision.signer.subject,
+        task: name,
+        taskId: id,
+        queue: d.queue,
       });
-      return;
     }
-    const job: Job = {
+    return true;
+  }
+
+  /** The replay guard: false (and refused) when the id was accepted within the window. */
+  #notReplayed(d: Delivery, signer: string, id: string): boolean {
+    if (!this.#replay) return true;
+    const ago = this.#replay.check(id);
+    if (ago === null) return true;
+    const err = new SecurityError(
+      'ERR_REPLAYED',
+      `Replayed task id: ${id} was accepted ${ago} ms ago (replay window ${this.#replay.windowMs} ms)`,
+    );
+    this.#refuse(d, err, 'reject', signer, 'replay');
+    return false;
+  }
+
+  /** Celery's `on_unknown_task`: a task no handler is registered for fails (NotRegistered stored, message rejected). */
+  #settleUnknown(d: Delivery, id: string, name: string): void {
+    const h = d.headers;
+    const request = { group: str(h.group), parentId: str(h.parent_id) };
+    this.stats.unknown++;
+    const reason = `Task of kind ${JSON.stringify(name)} is not registered`;
+    const meta = buildMeta(id, 'FAILURE', { exc_type: 'NotRegistered', exc_message: [name], exc_module: 'celery.exceptions' }, null, request);
+    this.#settle({
+      delivery: d,
+      action: 'reject',
+      meta,
+      emit: () => {
+        // Celery's on_unknown_task.
+        this.#events?.send('task-failed', { uuid: id, exception: `NotRegistered(${saferepr(name)})` });
+        this.emit('task-unknown', { id, name, reason } satisfies TaskRefusedEvent);
+      },
+    });
+  }
+
+  /** The job an admitted message becomes, with its ETA and expiry from the headers. */
+  #newJob(d: Delivery, id: string, name: string, handler: TaskHandler, body: TaskBody, signer: string): Job {
+    const h = d.headers;
+    return {
       delivery: d,
       id,
       name,
@@ -888,19 +921,26 @@ export class Worker extends EventEmitter {
       bound: body.extra?.[BINDING_KEY] !== undefined,
       abandoned: false,
     };
-    if (this.#expired(job) || this.#revokedOnArrival(job)) return;
-    // Celery's strategy: task-received once the task is known and not revoked.
+  }
+
+  /** Celery's strategy: task-received once the task is known and not revoked. */
+  #announceReceived(job: Job): void {
+    const h = job.delivery.headers;
     this.#events?.send('task-received', {
-      uuid: id,
-      name,
-      args: typeof h.argsrepr === 'string' ? h.argsrepr : saferepr(body.args, REPR_MAXSIZE),
-      kwargs: typeof h.kwargsrepr === 'string' ? h.kwargsrepr : saferepr(body.kwargs, REPR_MAXSIZE),
+      uuid: job.id,
+      name: job.name,
+      args: typeof h.argsrepr === 'string' ? h.argsrepr : saferepr(job.args, REPR_MAXSIZE),
+      kwargs: typeof h.kwargsrepr === 'string' ? h.kwargsrepr : saferepr(job.kwargs, REPR_MAXSIZE),
       root_id: str(h.root_id),
       parent_id: str(h.parent_id),
       retries: typeof h.retries === 'number' ? h.retries : 0,
       eta: str(h.eta),
       expires: str(h.expires),
     });
+  }
+
+  /** Into the run queue, or held (unacked, outside the prefetch, as Celery does) until its ETA. */
+  #enqueue(job: Job): void {
     const wait = job.eta ? job.eta.getTime() - Date.now() : 0;
     if (wait > 0) {
       // Like Celery, an ETA task is held (unacked) and does not count against the prefetch.

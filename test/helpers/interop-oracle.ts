@@ -137,7 +137,7 @@ export function itemsOf(resp: OracleResponse): OracleItem[] {
 // Python value the package's json module says it stands for.
 // ---------------------------------------------------------------------------
 
-/** The oracle's description of the Python value `v` stands for (src/json.ts's mapping). */
+/** The oracle's description of the Python value `v` stands for (the mapping src/json/index.ts documents). */
 export function dv(v: unknown): unknown {
   if (v === null || v === undefined) return null;
   if (typeof v === 'boolean' || typeof v === 'string') return v;

@@ -1,18 +1,21 @@
 /**
- * What the native threads found out about a kombu JSON body before it
- * reaches `loads` (see crates/core/src/jsonscan.rs), so that the event loop
- * does not read the text again for it. Internal: not part of the package API.
+ * The hinted decode a batch uses: what the native threads found out about a
+ * kombu JSON body before it reaches `loads` (see crates/core/src/jsonscan.rs),
+ * so that the event loop does not read the text again for it. Internal: not
+ * part of the package API (./index.ts does not export it).
  *
  * The hints go to the decode as an argument, never through module state: a
  * batch picks its decoders once, when it starts (src/registry.ts `loadsFrom`),
- * and hands each body's hints to {@link hintedLoads} with that body. The
- * hinted decode itself lives in src/json.ts beside the parser it uses; that
- * module installs it here once, when it is loaded (its exports are public,
- * this one is not).
+ * and hands each body's hints to {@link hintedLoads} with that body.
  *
  * @internal
  * @module
  */
+
+import { Parser } from './exact.js';
+import { revive } from './hook.js';
+import { MAX_NESTING } from './limits.js';
+import { inspect, loads } from './loads.js';
 
 export interface ScanHints {
   /** The text may hold a kombu marker key (`__type__`, or a `\u00..` escape of it). */
@@ -27,23 +30,36 @@ export interface ScanHints {
   base: number;
 }
 
-type HintedLoads = (text: string, hints: ScanHints) => unknown;
-
-let installed: HintedLoads | null = null;
-
-/** Called once by src/json.ts when it loads. */
-export function installHintedLoads(fn: HintedLoads): void {
-  installed = fn;
-}
-
 /**
  * kombu's JSON `loads` of `text` with the hints the native pre-scan gave for
  * exactly that text: the same value, or the same error, as `loads` of the
- * text with its lifted literals put back.
+ * text with its lifted literals put back; without reading the text again for
+ * markers and long digit runs, and without `JSON.parse` reading long string
+ * values that were lifted out. Where it fails, `loads` of the text as it came
+ * gives the exact error.
  */
-export function hintedLoads(text: string, hints: ScanHints): unknown {
-  if (installed === null) throw new Error('celery-sign internal error: src/json.ts did not install the hinted decode');
-  return installed(text, hints);
+export function hintedLoads(s: string, h: ScanHints): unknown {
+  try {
+    return decodeHinted(s, h);
+  } catch {
+    return loads(h.literals !== null ? restoreText(s, h.literals, h.base) : s);
+  }
+}
+
+function decodeHinted(s: string, h: ScanHints): unknown {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(s);
+    // A text nests at most half its length deep (lifting shortened only strings).
+    if ((h.longDigits || s.length > 2 * MAX_NESTING) && inspect(parsed, 1) && h.longDigits) {
+      parsed = new Parser(s, false).parseDocument();
+    }
+  } catch (err) {
+    if (!(err instanceof SyntaxError) || !(s.includes('NaN') || s.includes('Infinity'))) throw err;
+    parsed = new Parser(s, false).parseDocument();
+  }
+  if (h.literals !== null) parsed = restoreValues(parsed, h.literals, h.base);
+  return h.hook ? revive(parsed) : parsed;
 }
 
 const PLACEHOLDER_G = /\\u0000(\d+)/g;
