@@ -319,9 +319,14 @@ test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none 
     t.is(out.ids.length, N);
     const deadline = Date.now() + 120000;
     while (Date.now() < deadline && !(runs.size >= N && w.stats.succeeded >= N)) await new Promise((res) => setTimeout(res, 50));
-    await new Promise((res) => setTimeout(res, 200));
+    // A result is stored after its task ran (in batches, then acknowledged): wait for the last ones.
+    const read = () => r.mget(...out.ids.map((id) => `celery-task-meta-${id}`));
+    let values = await read();
+    while (Date.now() < deadline + 60000 && values.some((v) => v === null)) {
+      await new Promise((res) => setTimeout(res, 100));
+      values = await read();
+    }
     const t1 = performance.now();
-    const values = await r.mget(...out.ids.map((id) => `celery-task-meta-${id}`));
     const results = values.map((v) => (v === null ? null : (json.loads(v) as { status: string; result: unknown })));
     t.is(results.filter((m) => m === null).length, 0, 'results missing');
     t.true(results.every((m, i) => m!.status === 'SUCCESS' && m!.result === i));
