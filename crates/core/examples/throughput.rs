@@ -2,7 +2,9 @@
 //! RSA-PSS, SHA-256, batches of 4096 payloads with ~512-byte bodies, on the pool.
 
 use celery_sign_core::batch::{self, Packed};
-use celery_sign_core::{envelope, CertStore, Certificate, Digest, PrivateKey, WireFormat};
+use celery_sign_core::{
+    CertStore, Certificate, Digest, Opener, PrivateKey, Sealer, WireFormat, DEFAULT_MAX_PAYLOAD,
+};
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
@@ -33,6 +35,8 @@ fn main() {
     let key = PrivateKey::from_pem(&pkey.private_key_to_pem_pkcs8().unwrap(), None).unwrap();
     let mut store = CertStore::new();
     store.add(Arc::clone(&cert)).unwrap();
+    let sealer = Sealer::new(Arc::new(key), cert, Digest::Sha256, WireFormat::Celery55);
+    let opener = Opener::new(Arc::new(store), Digest::Sha256, DEFAULT_MAX_PAYLOAD);
 
     let body = format!("[[\"{}\"], {{}}, {{\"callbacks\": null, \"errbacks\": null, \"chain\": null, \"chord\": null}}]", "x".repeat(420));
     let bodies: Vec<Vec<u8>> = (0..4096)
@@ -49,16 +53,9 @@ fn main() {
     let mut signed = 0usize;
     let mut payloads = Vec::new();
     while t.elapsed() < Duration::from_secs_f64(secs) {
-        let out = batch::seal_many(
-            &key,
-            cert.id(),
-            Digest::Sha256,
-            WireFormat::Celery55,
-            "application/json",
-            "utf-8",
-            bodies.items(),
-        )
-        .unwrap();
+        let out = sealer
+            .seal_many("application/json", "utf-8", bodies.items())
+            .unwrap();
         signed += out.len();
         if payloads.is_empty() {
             payloads = out.into_iter().map(|r| r.unwrap()).collect();
@@ -73,13 +70,7 @@ fn main() {
     let t = Instant::now();
     let mut verified = 0usize;
     while t.elapsed() < Duration::from_secs_f64(secs) {
-        let out = batch::open_many(
-            &store,
-            Digest::Sha256,
-            packed.items(),
-            envelope::DEFAULT_MAX_PAYLOAD,
-        )
-        .unwrap();
+        let out = opener.open_many(packed.items()).unwrap();
         assert!(out.results.iter().all(|r| r.is_ok()));
         verified += out.results.len();
     }

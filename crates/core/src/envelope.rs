@@ -12,10 +12,9 @@
 //! serial) and base64 never does, so at most one reading finds a certificate in
 //! the store; that certificate's signature over the body then decides.
 
+use crate::batch::Opener;
 use crate::cert::Certificate;
-use crate::digest::Digest;
 use crate::error::{display_bytes, Error, ErrorCode, Result};
-use crate::key::PrivateKey;
 use crate::store::CertStore;
 use base64_simd::{Out, STANDARD as B64};
 use std::borrow::Cow;
@@ -55,7 +54,7 @@ impl WireFormat {
 }
 
 /// Refuses a body the chosen wire format cannot carry, before signing it.
-fn check_writable(format: WireFormat, content_type: &str, body: &[u8]) -> Result<()> {
+pub(crate) fn check_writable(format: WireFormat, content_type: &str, body: &[u8]) -> Result<()> {
     if format != WireFormat::Celery54 {
         return Ok(());
     }
@@ -127,7 +126,7 @@ pub fn pack(
 }
 
 /// [`pack`] once [`check_writable`] has passed.
-fn pack_checked(
+pub(crate) fn pack_checked(
     format: WireFormat,
     signer_id: &str,
     signature: &[u8],
@@ -162,28 +161,6 @@ fn pack_checked(
     B64.encode_to_string(&fields)
 }
 
-/// Signs `body` and packs it: Celery's `SecureSerializer.serialize` after the inner dumps.
-pub fn seal(
-    key: &PrivateKey,
-    signer_id: &str,
-    digest: Digest,
-    format: WireFormat,
-    content_type: &str,
-    content_encoding: &str,
-    body: &[u8],
-) -> Result<String> {
-    check_writable(format, content_type, body)?; // before the costly signature
-    let signature = key.sign(body, digest)?;
-    Ok(pack_checked(
-        format,
-        signer_id,
-        &signature,
-        content_type,
-        content_encoding,
-        body,
-    ))
-}
-
 /// A verified payload: ranges into the decoded buffer it was opened in.
 #[derive(Debug, Clone)]
 pub struct Opened {
@@ -201,22 +178,29 @@ pub fn decode_capacity(len: usize) -> usize {
     B64.estimated_decoded_length(len)
 }
 
-/// Decodes, unpacks and verifies one payload into `out` (at least
-/// [`decode_capacity`] bytes). Ranges in the result are relative to `out`.
-pub fn open_into(
-    store: &CertStore,
-    digest: Digest,
-    payload: &[u8],
-    max_payload: usize,
-    out: &mut [u8],
-    now_unix_ms: i64,
-) -> Result<Opened> {
-    let pending = open_unverified(store, payload, max_payload, out, now_unix_ms)?;
-    let opened = pending.opened;
-    opened
-        .signer
-        .verify_signature(&out[opened.body.clone()], &pending.signature, digest)?;
-    Ok(finish(out, opened))
+impl Opener {
+    /// Decodes, unpacks and verifies one payload into a fresh buffer:
+    /// `(buffer, opened)`, the ranges relative to the buffer.
+    pub fn open(&self, payload: &[u8]) -> Result<(Vec<u8>, Opened)> {
+        check_size(payload, self.max_payload)?; // before allocating
+        let mut buf = vec![0u8; decode_capacity(payload.len())];
+        let opened = self.open_into(payload, &mut buf, crate::cert::now_unix_ms())?;
+        Ok((buf, opened))
+    }
+
+    /// Decodes, unpacks and verifies one payload into `out` (at least
+    /// [`decode_capacity`] bytes), certificates dated at `now_unix_ms`.
+    /// Ranges in the result are relative to `out`.
+    pub fn open_into(&self, payload: &[u8], out: &mut [u8], now_unix_ms: i64) -> Result<Opened> {
+        let pending = open_unverified(self, payload, out, now_unix_ms)?;
+        let opened = pending.opened;
+        opened.signer.verify_signature(
+            &out[opened.body.clone()],
+            &pending.signature,
+            self.digest,
+        )?;
+        Ok(finish(out, opened))
+    }
 }
 
 /// A payload decoded and unpacked, its signer found and in date: all that is
@@ -226,121 +210,187 @@ pub(crate) struct Unverified {
     pub signature: Vec<u8>,
 }
 
-/// Everything [`open_into`] does before the signature check.
+/// Everything [`Opener::open_into`] does before the signature check, step
+/// by step: decode the base64, find the signer (which also tells the wire
+/// format and where the signature lies), split and check the remaining
+/// fields, check the signer's validity period, take the signature out.
 pub(crate) fn open_unverified(
-    store: &CertStore,
+    opener: &Opener,
     payload: &[u8],
-    max_payload: usize,
     out: &mut [u8],
     now_unix_ms: i64,
 ) -> Result<Unverified> {
+    let raw = decode_payload(payload, opener.max_payload, out)?;
+    let signed = find_signer(&opener.store, raw)?;
+    let tail = split_tail(raw, signed.tail_start)?;
+    check_tail(raw, &tail, signed.format)?;
+    signed.signer.check_validity_at(now_unix_ms)?;
+    let signature = signature_bytes(raw, signed.signature)?;
+    Ok(Unverified {
+        opened: Opened {
+            content_type: tail.content_type,
+            content_encoding: tail.content_encoding,
+            body: tail.body,
+            body_is_utf8: false,
+            signer: Arc::clone(signed.signer),
+            format: signed.format,
+        },
+        signature,
+    })
+}
+
+/// The outer base64 of a payload within the size limit, decoded into the
+/// start of `out`. Strict base64 decodes in one pass; only a payload that
+/// fails it is filtered the way Python's non-validating b64decode reads it,
+/// then decoded again.
+fn decode_payload<'o>(payload: &[u8], max_payload: usize, out: &'o mut [u8]) -> Result<&'o [u8]> {
     check_size(payload, max_payload)?;
     if payload.is_empty() {
         return Err(malformed("the payload is empty"));
     }
-    // Strict base64 decodes in one pass; only a payload that fails it is
-    // filtered the way Python's non-validating b64decode reads it, then
-    // decoded again.
     let strict = B64
         .decode(payload, Out::from_slice(out))
         .ok()
         .map(|r| r.len());
-    let raw: &[u8] = match strict {
-        Some(len) => &out[..len],
+    match strict {
+        Some(len) => Ok(&out[..len]),
         None => B64
             .decode(&alphabet_only(payload), Out::from_slice(out))
-            .map_err(|_| malformed("the payload is not valid base64"))?,
-    };
-    let first = find_sep(raw).ok_or_else(|| malformed("the payload has too few fields"))?;
-    let field0 = &raw[..first];
+            .map(|r| &*r)
+            .map_err(|_| malformed("the payload is not valid base64")),
+    }
+}
 
-    // 5.5: the first field is base64 of the signer id.
+fn too_few_fields() -> Error {
+    malformed("the payload has too few fields")
+}
+
+/// The signer of a decoded payload and the layout its wire format gives.
+struct Signed<'s> {
+    signer: &'s Arc<Certificate>,
+    format: WireFormat,
+    signature: SigField,
+    /// Where the content type starts.
+    tail_start: usize,
+}
+
+/// Finds the signer the first field names: read as 5.5 (base64 of the id),
+/// else as 5.4 (the raw id). At most one reading finds a certificate (a raw
+/// id has a space, base64 none).
+fn find_signer<'s>(store: &'s CertStore, raw: &[u8]) -> Result<Signed<'s>> {
+    let first = find_sep(raw).ok_or_else(too_few_fields)?;
+    let field0 = &raw[..first];
+    if let Some(cert) = lookup_base64_id(store, field0) {
+        signed_55(cert, raw, first)
+    } else if let Some(cert) = store.lookup(field0) {
+        signed_54(cert, raw, first)
+    } else {
+        Err(unknown_signer(field0))
+    }
+}
+
+/// The certificate whose id `field` is the base64 of (5.5), decoded on the
+/// stack when it is short enough.
+fn lookup_base64_id<'s>(store: &'s CertStore, field: &[u8]) -> Option<&'s Arc<Certificate>> {
     let mut id_buf = [0u8; 1024];
-    let v55_signer = if field0.len() <= 1364 {
-        B64.decode(field0, Out::from_slice(&mut id_buf[..]))
+    if field.len() <= 1364 {
+        B64.decode(field, Out::from_slice(&mut id_buf[..]))
             .ok()
             .and_then(|id| store.lookup(id))
     } else {
-        B64.decode_to_vec(field0)
+        B64.decode_to_vec(field)
             .ok()
             .and_then(|id| store.lookup(&id))
-    };
+    }
+}
 
-    let (signer, format, signature, rest_start): (&Arc<Certificate>, WireFormat, SigField, usize) =
-        if let Some(cert) = v55_signer {
-            let after0 = first + SEP.len();
-            let sep1 = find_sep(&raw[after0..])
-                .ok_or_else(|| malformed("the payload has too few fields"))?;
-            (
-                cert,
-                WireFormat::Celery55,
-                SigField::Base64(after0..after0 + sep1),
-                after0 + sep1 + SEP.len(),
-            )
-        } else if let Some(cert) = store.lookup(field0) {
-            // 5.4: raw signer, then exactly key_size / 8 raw signature bytes.
-            let sig_start = first + SEP.len();
-            let sig_end = sig_start + cert.signature_len();
-            if raw.len() < sig_end + SEP.len() || &raw[sig_end..sig_end + SEP.len()] != SEP {
-                return Err(malformed("the payload has too few fields"));
-            }
-            (
-                cert,
-                WireFormat::Celery54,
-                SigField::Raw(sig_start..sig_end),
-                sig_end + SEP.len(),
-            )
-        } else {
-            let shown = B64
-                .decode_to_vec(field0)
-                .unwrap_or_else(|_| field0.to_vec());
-            return Err(Error::new(
-                ErrorCode::UnknownCertificate,
-                format!("Unknown certificate: '{}'", display_bytes(&shown)),
-            ));
-        };
+/// 5.5: the base64 signature runs to the next separator.
+fn signed_55<'s>(cert: &'s Arc<Certificate>, raw: &[u8], first: usize) -> Result<Signed<'s>> {
+    let after0 = first + SEP.len();
+    let sep1 = find_sep(&raw[after0..]).ok_or_else(too_few_fields)?;
+    Ok(Signed {
+        signer: cert,
+        format: WireFormat::Celery55,
+        signature: SigField::Base64(after0..after0 + sep1),
+        tail_start: after0 + sep1 + SEP.len(),
+    })
+}
 
-    // content_type SEP content_encoding SEP body
-    let rest = &raw[rest_start..];
-    let s1 = find_sep(rest).ok_or_else(|| malformed("the payload has too few fields"))?;
+/// 5.4: exactly key_size / 8 raw signature bytes, then a separator.
+fn signed_54<'s>(cert: &'s Arc<Certificate>, raw: &[u8], first: usize) -> Result<Signed<'s>> {
+    let sig_start = first + SEP.len();
+    let sig_end = sig_start + cert.signature_len();
+    if raw.len() < sig_end + SEP.len() || &raw[sig_end..sig_end + SEP.len()] != SEP {
+        return Err(too_few_fields());
+    }
+    Ok(Signed {
+        signer: cert,
+        format: WireFormat::Celery54,
+        signature: SigField::Raw(sig_start..sig_end),
+        tail_start: sig_end + SEP.len(),
+    })
+}
+
+/// No certificate in the store: the refusal names the id (base64-decoded
+/// when it is base64).
+fn unknown_signer(field0: &[u8]) -> Error {
+    let shown = B64
+        .decode_to_vec(field0)
+        .unwrap_or_else(|_| field0.to_vec());
+    Error::new(
+        ErrorCode::UnknownCertificate,
+        format!("Unknown certificate: '{}'", display_bytes(&shown)),
+    )
+}
+
+/// The fields after the signature, as ranges of the decoded payload.
+struct Tail {
+    content_type: Range<usize>,
+    content_encoding: Range<usize>,
+    body: Range<usize>,
+}
+
+/// `content_type SEP content_encoding SEP body` from `start` (the body may
+/// hold further separators).
+fn split_tail(raw: &[u8], start: usize) -> Result<Tail> {
+    let rest = &raw[start..];
+    let s1 = find_sep(rest).ok_or_else(too_few_fields)?;
     let after1 = s1 + SEP.len();
-    let s2 =
-        find_sep(&rest[after1..]).ok_or_else(|| malformed("the payload has too few fields"))?;
-    let content_type = rest_start..rest_start + s1;
-    let content_encoding = rest_start + after1..rest_start + after1 + s2;
-    let body = rest_start + after1 + s2 + SEP.len()..raw.len();
-    if format == WireFormat::Celery54 && find_sep(&raw[body.clone()]).is_some() {
+    let s2 = find_sep(&rest[after1..]).ok_or_else(too_few_fields)?;
+    Ok(Tail {
+        content_type: start..start + s1,
+        content_encoding: start + after1..start + after1 + s2,
+        body: start + after1 + s2 + SEP.len()..raw.len(),
+    })
+}
+
+/// Refuses a separator in a 5.4 body (Celery 5.4 splits without a limit)
+/// and a content type or encoding that is not UTF-8.
+fn check_tail(raw: &[u8], tail: &Tail, format: WireFormat) -> Result<()> {
+    if format == WireFormat::Celery54 && find_sep(&raw[tail.body.clone()]).is_some() {
         return Err(malformed(
             "the payload has too many fields for the celery-5.4 wire format",
         ));
     }
-    if std::str::from_utf8(&raw[content_type.clone()]).is_err()
-        || std::str::from_utf8(&raw[content_encoding.clone()]).is_err()
+    if std::str::from_utf8(&raw[tail.content_type.clone()]).is_err()
+        || std::str::from_utf8(&raw[tail.content_encoding.clone()]).is_err()
     {
         return Err(malformed("the content type or encoding is not UTF-8"));
     }
+    Ok(())
+}
 
-    signer.check_validity_at(now_unix_ms)?;
-    let signature: Vec<u8> = match signature {
-        SigField::Raw(r) => raw[r].to_vec(),
+/// The signature's bytes (5.5: base64-decoded).
+fn signature_bytes(raw: &[u8], field: SigField) -> Result<Vec<u8>> {
+    match field {
+        SigField::Raw(r) => Ok(raw[r].to_vec()),
         SigField::Base64(r) => B64.decode_to_vec(&raw[r]).map_err(|_| {
             Error::new(
                 ErrorCode::BadSignature,
                 "Bad signature: the signature is not valid base64",
             )
-        })?,
-    };
-    Ok(Unverified {
-        opened: Opened {
-            content_type,
-            content_encoding,
-            body,
-            body_is_utf8: false,
-            signer: Arc::clone(signer),
-            format,
-        },
-        signature,
-    })
+        }),
+    }
 }
 
 /// Completes a verified payload (the UTF-8 check of its body).
@@ -366,24 +416,4 @@ pub fn check_size(payload: &[u8], max_payload: usize) -> Result<()> {
 enum SigField {
     Raw(Range<usize>),
     Base64(Range<usize>),
-}
-
-/// One payload, decoded into a fresh buffer: `(buffer, opened)`.
-pub fn open(
-    store: &CertStore,
-    digest: Digest,
-    payload: &[u8],
-    max_payload: usize,
-) -> Result<(Vec<u8>, Opened)> {
-    check_size(payload, max_payload)?; // before allocating
-    let mut buf = vec![0u8; decode_capacity(payload.len())];
-    let opened = open_into(
-        store,
-        digest,
-        payload,
-        max_payload,
-        &mut buf,
-        crate::cert::now_unix_ms(),
-    )?;
-    Ok((buf, opened))
 }

@@ -23,14 +23,17 @@ pub mod mb;
 pub mod name;
 mod pem;
 mod rsa;
+pub mod sealer;
 pub mod store;
 mod x509;
 
+pub use batch::Opener;
 pub use cert::Certificate;
 pub use digest::Digest;
-pub use envelope::{open, pack, seal, Opened, WireFormat, DEFAULT_MAX_PAYLOAD, SEP};
+pub use envelope::{pack, Opened, WireFormat, DEFAULT_MAX_PAYLOAD, SEP};
 pub use error::{Error, ErrorCode, Result};
 pub use key::PrivateKey;
+pub use sealer::Sealer;
 pub use store::CertStore;
 pub use x509::MAX_SERIAL_BYTES;
 

@@ -3,7 +3,9 @@
 
 use celery_sign_core::batch::{self, Packed};
 use celery_sign_core::envelope::{self, SEP};
-use celery_sign_core::{CertStore, Certificate, Digest, ErrorCode, PrivateKey, WireFormat};
+use celery_sign_core::{
+    CertStore, Certificate, Digest, ErrorCode, Opener, PrivateKey, Sealer, WireFormat,
+};
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
@@ -15,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 struct Identity {
     pkey: PKey<Private>,
-    key: PrivateKey,
+    key: Arc<PrivateKey>,
     cert: Arc<Certificate>,
     cert_pem: Vec<u8>,
 }
@@ -43,7 +45,8 @@ fn make_identity(bits: u32, cn: &str, serial: u32, days_from_now: (i64, i64)) ->
         .unwrap();
     b.sign(&pkey, MessageDigest::sha256()).unwrap();
     let cert_pem = b.build().to_pem().unwrap();
-    let key = PrivateKey::from_pem(&pkey.private_key_to_pem_pkcs8().unwrap(), None).unwrap();
+    let key =
+        Arc::new(PrivateKey::from_pem(&pkey.private_key_to_pem_pkcs8().unwrap(), None).unwrap());
     let cert = Arc::new(Certificate::from_pem(&cert_pem).unwrap());
     Identity {
         pkey,
@@ -63,36 +66,39 @@ fn bob() -> &'static Identity {
     B.get_or_init(|| make_identity(2048, "bob", 1002, (-1, 30)))
 }
 
-fn store_of(ids: &[&Identity]) -> CertStore {
+fn store_of(ids: &[&Identity]) -> Arc<CertStore> {
     let mut s = CertStore::new();
     for id in ids {
         s.add(Arc::clone(&id.cert)).unwrap();
     }
-    s
+    Arc::new(s)
+}
+
+/// Signs as `id` (the key of `key_of`, so a forgery is one line).
+fn sealer_of(id: &Identity, key_of: &Identity, format: WireFormat, digest: Digest) -> Sealer {
+    Sealer::new(
+        Arc::clone(&key_of.key),
+        Arc::clone(&id.cert),
+        digest,
+        format,
+    )
 }
 
 fn seal(id: &Identity, format: WireFormat, digest: Digest, body: &[u8]) -> String {
-    envelope::seal(
-        &id.key,
-        id.cert.id(),
-        digest,
-        format,
-        "application/json",
-        "utf-8",
-        body,
-    )
-    .unwrap()
+    sealer_of(id, id, format, digest)
+        .seal("application/json", "utf-8", body)
+        .unwrap()
 }
 
-fn open_code(store: &CertStore, payload: &[u8]) -> ErrorCode {
-    envelope::open(
-        store,
-        Digest::Sha256,
-        payload,
-        envelope::DEFAULT_MAX_PAYLOAD,
-    )
-    .unwrap_err()
-    .code
+fn opener(store: &Arc<CertStore>, digest: Digest, max_payload: usize) -> Opener {
+    Opener::new(Arc::clone(store), digest, max_payload)
+}
+
+fn open_code(store: &Arc<CertStore>, payload: &[u8]) -> ErrorCode {
+    opener(store, Digest::Sha256, envelope::DEFAULT_MAX_PAYLOAD)
+        .open(payload)
+        .unwrap_err()
+        .code
 }
 
 fn b64(data: &[u8]) -> String {
@@ -162,7 +168,9 @@ fn round_trips_every_digest_and_format() {
     ] {
         for format in [WireFormat::Celery55, WireFormat::Celery54] {
             let payload = seal(alice(), format, digest, br#"{"a": 1}"#);
-            let (buf, o) = envelope::open(&store, digest, payload.as_bytes(), 1 << 20).unwrap();
+            let (buf, o) = opener(&store, digest, 1 << 20)
+                .open(payload.as_bytes())
+                .unwrap();
             assert_eq!(&buf[o.body.clone()], br#"{"a": 1}"#);
             assert_eq!(&buf[o.content_type.clone()], b"application/json");
             assert_eq!(&buf[o.content_encoding.clone()], b"utf-8");
@@ -174,7 +182,9 @@ fn round_trips_every_digest_and_format() {
             } else {
                 Digest::Sha256
             };
-            let err = envelope::open(&store, other, payload.as_bytes(), 1 << 20).unwrap_err();
+            let err = opener(&store, other, 1 << 20)
+                .open(payload.as_bytes())
+                .unwrap_err();
             assert_eq!(err.code, ErrorCode::BadSignature);
         }
     }
@@ -226,18 +236,13 @@ fn body_may_contain_the_separator_in_the_new_format_only() {
     let store = store_of(&[alice()]);
     let body = b"a\x00\x01b\x00\x01c";
     let p = seal(alice(), WireFormat::Celery55, Digest::Sha256, body);
-    let (buf, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
+    let (buf, o) = opener(&store, Digest::Sha256, 1 << 20)
+        .open(p.as_bytes())
+        .unwrap();
     assert_eq!(&buf[o.body], body);
-    let err = envelope::seal(
-        &alice().key,
-        alice().cert.id(),
-        Digest::Sha256,
-        WireFormat::Celery54,
-        "a",
-        "b",
-        body,
-    )
-    .unwrap_err();
+    let err = sealer_of(alice(), alice(), WireFormat::Celery54, Digest::Sha256)
+        .seal("a", "b", body)
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::MalformedPayload);
 }
 
@@ -246,7 +251,9 @@ fn empty_body_round_trips() {
     let store = store_of(&[alice()]);
     for format in [WireFormat::Celery55, WireFormat::Celery54] {
         let p = seal(alice(), format, Digest::Sha256, b"");
-        let (_, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
+        let (_, o) = opener(&store, Digest::Sha256, 1 << 20)
+            .open(p.as_bytes())
+            .unwrap();
         assert!(o.body.is_empty());
     }
 }
@@ -301,16 +308,9 @@ fn refusals_have_their_codes() {
 
     // signed by bob, claiming to be alice
     let both = store_of(&[alice(), bob()]);
-    let forged = envelope::seal(
-        &bob().key,
-        alice().cert.id(),
-        Digest::Sha256,
-        WireFormat::Celery55,
-        "application/json",
-        "utf-8",
-        b"{}",
-    )
-    .unwrap();
+    let forged = sealer_of(alice(), bob(), WireFormat::Celery55, Digest::Sha256)
+        .seal("application/json", "utf-8", b"{}")
+        .unwrap();
     assert_eq!(open_code(&both, forged.as_bytes()), ErrorCode::BadSignature);
 
     // not base64, empty, too few fields
@@ -338,7 +338,9 @@ fn refusals_have_their_codes() {
     );
 
     // oversize
-    let err = envelope::open(&store, Digest::Sha256, good.as_bytes(), good.len() - 1).unwrap_err();
+    let err = opener(&store, Digest::Sha256, good.len() - 1)
+        .open(good.as_bytes())
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::PayloadTooLarge);
 }
 
@@ -369,7 +371,9 @@ fn not_yet_valid_certificate_refuses_at_verification() {
     let store = store_of(&[&soon]);
     for format in [WireFormat::Celery55, WireFormat::Celery54] {
         let p = seal(&soon, format, Digest::Sha256, b"{}");
-        let err = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap_err();
+        let err = opener(&store, Digest::Sha256, 1 << 20)
+            .open(p.as_bytes())
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::CertificateExpired);
         assert!(
             err.message.starts_with("Certificate not yet valid: "),
@@ -377,7 +381,9 @@ fn not_yet_valid_certificate_refuses_at_verification() {
             err.message
         );
         let packed = Packed::from_items(vec![p.as_bytes(); 3]);
-        let out = batch::open_many(&store, Digest::Sha256, packed.items(), 1 << 20).unwrap();
+        let out = opener(&store, Digest::Sha256, 1 << 20)
+            .open_many(packed.items())
+            .unwrap();
         assert_eq!(out.results.len(), 3);
         for r in out.results {
             assert_eq!(r.unwrap_err().code, ErrorCode::CertificateExpired);
@@ -405,7 +411,8 @@ fn super_now_ms() -> i64 {
 
 #[test]
 fn duplicate_certificates_refused() {
-    let mut store = store_of(&[alice()]);
+    let mut store = CertStore::new();
+    store.add(Arc::clone(&alice().cert)).unwrap();
     let again = Arc::new(Certificate::from_pem(&alice().cert_pem).unwrap());
     assert_eq!(
         store.add(again).unwrap_err().code,
@@ -496,7 +503,9 @@ fn batch_keeps_every_result_in_place() {
         }
     }
     let packed = Packed::from_items(&items);
-    let out = batch::open_many(&store, Digest::Sha256, packed.items(), 4096).unwrap();
+    let out = opener(&store, Digest::Sha256, 4096)
+        .open_many(packed.items())
+        .unwrap();
     assert_eq!(out.results.len(), expect.len());
     for (r, e) in out.results.iter().zip(&expect) {
         match (r, e) {
@@ -528,27 +537,16 @@ fn open_batch_is_the_same_here_and_on_the_pool_and_scans_in_the_same_pass() {
         let payload = if k % 7 == 6 {
             format!("junk{k}")
         } else {
-            envelope::seal(
-                &alice().key,
-                alice().cert.id(),
-                Digest::Sha256,
-                WireFormat::Celery55,
-                ct,
-                "utf-8",
-                body,
-            )
-            .unwrap()
+            sealer_of(alice(), alice(), WireFormat::Celery55, Digest::Sha256)
+                .seal(ct, "utf-8", body)
+                .unwrap()
         };
         items.push(payload.into_bytes());
     }
     let packed = Packed::from_items(&items);
-    let types: [&[u8]; 1] = [b"application/json"];
-    let opener = batch::Opener {
-        digest: Digest::Sha256,
-        max_payload: 1 << 20,
-        json_types: &types,
-        scan: &jsonscan::scan,
-    };
+    let scanning = opener(&store, Digest::Sha256, 1 << 20)
+        .with_json_types(vec![b"application/json".to_vec()])
+        .with_scan(&jsonscan::scan);
     let view = |out: &batch::OpenedBatch| -> Vec<_> {
         out.results
             .iter()
@@ -563,8 +561,12 @@ fn open_batch_is_the_same_here_and_on_the_pool_and_scans_in_the_same_pass() {
             })
             .collect()
     };
-    let pool = batch::open_batch(&store, &opener, packed.items(), batch::Place::Pool).unwrap();
-    let here = batch::open_batch(&store, &opener, packed.items(), batch::Place::Here).unwrap();
+    let pool = scanning
+        .open_batch(packed.items(), batch::Place::Pool)
+        .unwrap();
+    let here = scanning
+        .open_batch(packed.items(), batch::Place::Here)
+        .unwrap();
     assert_eq!(view(&pool), view(&here));
     for (k, r) in view(&here).into_iter().enumerate() {
         if k % 7 == 6 {
@@ -586,7 +588,9 @@ fn open_batch_is_the_same_here_and_on_the_pool_and_scans_in_the_same_pass() {
         }
     }
     // Nothing asked for: no scan at all.
-    let plain = batch::open_many(&store, Digest::Sha256, packed.items(), 1 << 20).unwrap();
+    let plain = opener(&store, Digest::Sha256, 1 << 20)
+        .open_many(packed.items())
+        .unwrap();
     assert!(plain.scanned.is_empty());
 }
 
@@ -594,19 +598,18 @@ fn open_batch_is_the_same_here_and_on_the_pool_and_scans_in_the_same_pass() {
 fn seal_many_matches_single_seals() {
     let store = store_of(&[alice()]);
     let bodies: Vec<Vec<u8>> = (0..64).map(|i| format!("[{i}]").into_bytes()).collect();
-    let sealed = batch::seal_many(
-        &alice().key,
-        alice().cert.id(),
-        Digest::Sha256,
-        WireFormat::Celery55,
-        "application/json",
-        "utf-8",
-        Packed::from_items(&bodies).items(),
-    )
-    .unwrap();
+    let sealed = sealer_of(alice(), alice(), WireFormat::Celery55, Digest::Sha256)
+        .seal_many(
+            "application/json",
+            "utf-8",
+            Packed::from_items(&bodies).items(),
+        )
+        .unwrap();
     for (i, p) in sealed.into_iter().enumerate() {
         let p = p.unwrap();
-        let (buf, o) = envelope::open(&store, Digest::Sha256, p.as_bytes(), 1 << 20).unwrap();
+        let (buf, o) = opener(&store, Digest::Sha256, 1 << 20)
+            .open(p.as_bytes())
+            .unwrap();
         assert_eq!(&buf[o.body], format!("[{i}]").as_bytes());
     }
 }
@@ -666,22 +669,17 @@ fn reads_base64_as_python_does_dropping_line_breaks() {
         .collect::<Vec<_>>()
         .join("\r\n")
         + "\n";
-    let (buf, o) = envelope::open(&store, Digest::Sha256, wrapped.as_bytes(), 1 << 20).unwrap();
+    let (buf, o) = opener(&store, Digest::Sha256, 1 << 20)
+        .open(wrapped.as_bytes())
+        .unwrap();
     assert_eq!(&buf[o.body], b"[1]");
 }
 
 #[test]
 fn the_old_format_refuses_bodies_celery_54_cannot_verify() {
-    let err = envelope::seal(
-        &alice().key,
-        alice().cert.id(),
-        Digest::Sha256,
-        WireFormat::Celery54,
-        "application/data",
-        "binary",
-        &[0xff, 0xfe],
-    )
-    .unwrap_err();
+    let err = sealer_of(alice(), alice(), WireFormat::Celery54, Digest::Sha256)
+        .seal("application/data", "binary", &[0xff, 0xfe])
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::MalformedPayload);
     assert!(err.message.starts_with("Unable to serialize"));
 }
@@ -745,17 +743,13 @@ fn batch_agrees_with_one_by_one_verification() {
             for start in [0, 3] {
                 let slice: Vec<&Vec<u8>> = items.iter().skip(start).take(size).collect();
                 let packed = Packed::from_items(&slice);
-                let out = batch::open_many(
-                    &store,
-                    digest,
-                    packed.items(),
-                    envelope::DEFAULT_MAX_PAYLOAD,
-                )
-                .unwrap();
+                let out = opener(&store, digest, envelope::DEFAULT_MAX_PAYLOAD)
+                    .open_many(packed.items())
+                    .unwrap();
                 assert_eq!(out.results.len(), slice.len());
                 let mut accepted = 0;
                 for (item, got) in slice.iter().zip(&out.results) {
-                    let want = envelope::open(&store, digest, item, envelope::DEFAULT_MAX_PAYLOAD);
+                    let want = opener(&store, digest, envelope::DEFAULT_MAX_PAYLOAD).open(item);
                     match (got, &want) {
                         (Ok(g), Ok((buf, w))) => {
                             assert_eq!(&out.buffer[g.body.clone()], &buf[w.body.clone()]);

@@ -17,9 +17,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use celery_sign_core::batch::{self, Packed};
+use celery_sign_core::batch::{self, Packed, Place};
 use celery_sign_core::{
-    envelope, CertStore, Certificate, Digest, Error as CoreError, ErrorCode, PrivateKey, WireFormat,
+    envelope, CertStore, Certificate, Digest, Error as CoreError, ErrorCode, Opener, PrivateKey,
+    Sealer, WireFormat,
 };
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -313,52 +314,31 @@ pub struct SealedBatch {
     pub messages: Vec<String>,
 }
 
-struct Signing {
-    key: Arc<PrivateKey>,
-    signer_id: String,
-    cert: Arc<Certificate>,
-}
-
+/// What a `NativeSerializer` holds: its `Sealer` (when it has a key and a
+/// certificate), its certificate store (shared with the `NativeCertStore`)
+/// and what each call's `Opener` is made of.
 #[derive(Clone)]
 struct Shared {
-    signing: Option<Arc<Signing>>,
+    sealer: Option<Arc<Sealer>>,
     store: Option<Arc<Mutex<Arc<CertStore>>>>,
     digest: Digest,
-    format: WireFormat,
     max_payload: usize,
 }
 
 impl Shared {
-    /// The key and certificate to sign with; refuses (`ERR_CERTIFICATE_EXPIRED`)
-    /// while the certificate is outside its validity period, as a worker
-    /// would refuse what it signs.
-    fn signing(&self) -> Result<Arc<Signing>> {
-        let signing = self.signing.clone().ok_or_else(|| {
+    /// The sealer, once it is checked to be in date now (a call refuses
+    /// with `ERR_CERTIFICATE_EXPIRED` before any work is scheduled).
+    fn sealer(&self) -> Result<Arc<Sealer>> {
+        let sealer = self.sealer.clone().ok_or_else(|| {
             napi::Error::new(
                 Status::InvalidArg,
                 "this serializer has no key and certificate to sign with",
             )
         })?;
-        let now = celery_sign_core::cert::now_unix_ms();
-        let id = signing.cert.id();
-        let refusal = if signing.cert.has_expired_at(now) {
-            Some(format!(
-                "Cannot sign: this serializer's certificate has expired: '{id}'"
-            ))
-        } else if signing.cert.is_not_yet_valid_at(now) {
-            Some(format!(
-                "Cannot sign: this serializer's certificate is not valid yet: '{id}'"
-            ))
-        } else {
-            None
-        };
-        match refusal {
-            Some(message) => Err(to_js(CoreError::new(
-                ErrorCode::CertificateExpired,
-                message,
-            ))),
-            None => Ok(signing),
-        }
+        sealer
+            .check_validity_at(celery_sign_core::cert::now_unix_ms())
+            .map_err(to_js)?;
+        Ok(sealer)
     }
 
     fn store(&self) -> Result<Arc<CertStore>> {
@@ -371,40 +351,43 @@ impl Shared {
         Ok(Arc::clone(&store.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
-    fn seal(
-        &self,
-        signing: &Signing,
-        content_type: &str,
-        content_encoding: &str,
-        body: &[u8],
-    ) -> Result<String> {
-        envelope::seal(
-            &signing.key,
-            &signing.signer_id,
-            self.digest,
-            self.format,
-            content_type,
-            content_encoding,
-            body,
-        )
-        .map_err(to_js)
+    /// The opener of one call, over the store's certificates as they are now.
+    fn opener(&self) -> Result<Opener> {
+        Ok(Opener::new(self.store()?, self.digest, self.max_payload))
     }
 
-    fn open(&self, store: &CertStore, payload: &[u8]) -> Result<Opened> {
-        let (buf, opened) =
-            envelope::open(store, self.digest, payload, self.max_payload).map_err(to_js)?;
-        let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&buf[r]).into_owned();
-        Ok(Opened {
-            content_type: text(opened.content_type.clone()),
-            content_encoding: text(opened.content_encoding.clone()),
-            signer: opened.signer.id().to_owned(),
-            body: if opened.body_is_utf8 {
-                Either::A(String::from_utf8_lossy(&buf[opened.body]).into_owned())
-            } else {
-                Either::B(buf[opened.body].to_vec().into())
-            },
-        })
+    /// [`Shared::opener`] for a batch that pre-scans the bodies of `json_types`.
+    fn batch_opener(&self, json_types: Vec<String>) -> Result<Opener> {
+        let types = json_types.into_iter().map(String::into_bytes).collect();
+        Ok(self.opener()?.with_json_types(types).with_scan(&scan_one))
     }
+}
+
+/// Opens one payload and converts it for JavaScript.
+fn open_one(opener: &Opener, payload: &[u8]) -> Result<Opened> {
+    let (buf, opened) = opener.open(payload).map_err(to_js)?;
+    Ok(to_opened(&buf, opened))
+}
+
+/// A core `Opened` as JavaScript takes it (`buf` holds its ranges).
+fn to_opened(buf: &[u8], opened: envelope::Opened) -> Opened {
+    let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&buf[r]).into_owned();
+    Opened {
+        content_type: text(opened.content_type.clone()),
+        content_encoding: text(opened.content_encoding.clone()),
+        signer: opened.signer.id().to_owned(),
+        body: if opened.body_is_utf8 {
+            Either::A(String::from_utf8_lossy(&buf[opened.body]).into_owned())
+        } else {
+            Either::B(buf[opened.body].to_vec().into())
+        },
+    }
+}
+
+/// A napi value just made on `env`, as the `Unknown` an export returns.
+fn unknown(env: &Env, value: sys::napi_value) -> Unknown<'_> {
+    // SAFETY: a value just made on this environment.
+    unsafe { Unknown::from_raw_unchecked(env.raw(), value) }
 }
 
 #[napi]
@@ -430,20 +413,21 @@ impl NativeSerializer {
                     "wireFormat must be 'celery-5.5' or 'celery-5.4'",
                 )
             })?;
-            let signing = match (key, cert) {
-                (Some(k), Some(c)) => Some(Arc::new(Signing {
-                    key: Arc::clone(&k.inner),
-                    signer_id: c.inner.id().to_owned(),
-                    cert: Arc::clone(&c.inner),
-                })),
+            let digest = digest(&digest_name)?;
+            let sealer = match (key, cert) {
+                (Some(k), Some(c)) => Some(Arc::new(Sealer::new(
+                    Arc::clone(&k.inner),
+                    Arc::clone(&c.inner),
+                    digest,
+                    format,
+                ))),
                 _ => None,
             };
             Ok(NativeSerializer {
                 shared: Shared {
-                    signing,
+                    sealer,
                     store: store.map(|s| Arc::clone(&s.inner)),
-                    digest: digest(&digest_name)?,
-                    format,
+                    digest,
                     max_payload: if max_payload.is_finite() && max_payload >= 0.0 {
                         max_payload as usize
                     } else {
@@ -463,9 +447,10 @@ impl NativeSerializer {
         body: &[u8],
     ) -> Result<String> {
         guard(|| {
-            let signing = self.shared.signing()?;
             self.shared
-                .seal(&signing, &content_type, &content_encoding, body)
+                .sealer()?
+                .seal(&content_type, &content_encoding, body)
+                .map_err(to_js)
         })
     }
 
@@ -479,8 +464,7 @@ impl NativeSerializer {
     ) -> Result<AsyncTask<SealTask>> {
         guard(|| {
             Ok(AsyncTask::new(SealTask {
-                signing: self.shared.signing()?,
-                shared: self.shared.clone(),
+                sealer: self.shared.sealer()?,
                 content_type,
                 content_encoding,
                 body: body.to_vec(),
@@ -498,8 +482,7 @@ impl NativeSerializer {
     ) -> Result<AsyncTask<SealManyTask>> {
         guard(|| {
             Ok(AsyncTask::new(SealManyTask {
-                signing: self.shared.signing()?,
-                shared: self.shared.clone(),
+                sealer: self.shared.sealer()?,
                 content_type,
                 content_encoding,
                 bodies: Packed::from_items(bodies),
@@ -510,10 +493,7 @@ impl NativeSerializer {
     /// Verifies one payload on the calling thread.
     #[napi(catch_unwind)]
     pub fn open(&self, payload: &[u8]) -> Result<Opened> {
-        guard(|| {
-            let store = self.shared.store()?;
-            self.shared.open(&store, payload)
-        })
+        guard(|| open_one(&self.shared.opener()?, payload))
     }
 
     /// Verifies one payload on a native thread: this JavaScript thread's own
@@ -521,7 +501,23 @@ impl NativeSerializer {
     /// Results come quickest while the caller polls (`pollQueued`).
     #[napi(ts_return_type = "Promise<Opened>", catch_unwind)]
     pub fn open_async<'env>(&self, env: &'env Env, payload: &[u8]) -> Result<Unknown<'env>> {
-        guard(|| self.open_async_unguarded(env, payload))
+        guard(|| {
+            let opener = self.shared.opener()?;
+            let payload = payload.to_vec();
+            // The queue runs the job and its settling under `catch_unwind` (see `queue`).
+            let promise = queue::submit(
+                env,
+                Box::new(move || {
+                    let r = open_one(&opener, &payload);
+                    Box::new(move |env| {
+                        let o = r?;
+                        // SAFETY: env is the live environment of the JavaScript thread.
+                        unsafe { ToNapiValue::to_napi_value(env, o) }
+                    })
+                }),
+            )?;
+            Ok(unknown(env, promise))
+        })
     }
 
     /// Verifies a batch in one native call over the thread pool. The payloads
@@ -536,7 +532,17 @@ impl NativeSerializer {
         lengths: &[u32],
         json_types: Vec<String>,
     ) -> Result<AsyncTask<OpenManyTask>> {
-        guard(|| Self::open_packed_task(&self.shared, data, lengths, json_types))
+        guard(|| {
+            let offsets = packed_offsets(data.len(), lengths)?;
+            let opener = self.shared.batch_opener(json_types)?;
+            Ok(AsyncTask::new(OpenManyTask {
+                batch: PackedBatch {
+                    opener,
+                    data,
+                    offsets,
+                },
+            }))
+        })
     }
 
     /// `openPacked` on the calling thread, for a batch too small to pay for
@@ -551,19 +557,9 @@ impl NativeSerializer {
         json_types: Vec<String>,
     ) -> Result<Unknown<'env>> {
         guard(|| {
-            let store = self.shared.store()?;
-            let offsets = packed_offsets(data.len(), lengths)?;
-            let out = open_packed_here(
-                &store,
-                &self.shared,
-                data,
-                &offsets,
-                &json_types,
-                batch::Place::Here,
-            )?;
-            let value = out.into_napi(env.raw())?;
-            // SAFETY: a value just made on this environment.
-            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+            let batch = self.small_batch(data, lengths, json_types)?;
+            let value = batch.open(Place::Here)?.into_napi(env.raw())?;
+            Ok(unknown(env, value))
         })
     }
 
@@ -581,74 +577,75 @@ impl NativeSerializer {
         json_types: Vec<String>,
     ) -> Result<Unknown<'env>> {
         guard(|| {
-            let store = self.shared.store()?;
-            let offsets = packed_offsets(data.len(), lengths)?;
-            let data = data[..offsets[offsets.len() - 1]].to_vec();
-            let shared = self.shared.clone();
+            let batch = self.small_batch(data, lengths, json_types)?.into_owned();
             // The queue runs the job and its settling under `catch_unwind` (see `queue`).
             let promise = queue::submit(
                 env,
                 Box::new(move || {
-                    let r = open_packed_here(
-                        &store,
-                        &shared,
-                        &data,
-                        &offsets,
-                        &json_types,
-                        batch::Place::Here,
-                    );
+                    let r = batch.open(Place::Here);
                     Box::new(move |env| r?.into_napi(env))
                 }),
             )?;
-            // SAFETY: a promise just made on this environment.
-            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+            Ok(unknown(env, promise))
         })
     }
 }
 
 impl NativeSerializer {
-    fn open_packed_task(
-        shared: &Shared,
-        data: Buffer,
+    /// What the two small-batch entry points (`openPackedSync`,
+    /// `openPackedQueued`) open: the call's opener over `data` as `lengths`
+    /// lay it out.
+    fn small_batch<'d>(
+        &self,
+        data: &'d [u8],
         lengths: &[u32],
         json_types: Vec<String>,
-    ) -> Result<AsyncTask<OpenManyTask>> {
+    ) -> Result<PackedBatch<&'d [u8]>> {
+        let opener = self.shared.batch_opener(json_types)?;
         let offsets = packed_offsets(data.len(), lengths)?;
-        Ok(AsyncTask::new(OpenManyTask {
-            store: shared.store()?,
-            shared: shared.clone(),
+        Ok(PackedBatch {
+            opener,
             data,
             offsets,
-            json_types,
-        }))
+        })
     }
 }
 
-impl NativeSerializer {
-    fn open_async_unguarded<'env>(&self, env: &'env Env, payload: &[u8]) -> Result<Unknown<'env>> {
-        let store = self.shared.store()?;
-        let shared = self.shared.clone();
-        let payload = payload.to_vec();
-        // The queue runs the job and its settling under `catch_unwind` (see `queue`).
-        let promise = queue::submit(
-            env,
-            Box::new(move || {
-                let r = shared.open(&store, &payload);
-                Box::new(move |env| {
-                    let o = r?;
-                    // SAFETY: env is the live environment of the JavaScript thread.
-                    unsafe { ToNapiValue::to_napi_value(env, o) }
-                })
-            }),
-        )?;
-        // SAFETY: a promise just made on this environment.
-        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+/// A packed batch to open: the call's opener, the payloads laid end to end
+/// and their offsets (`offsets[i]..offsets[i + 1]` is item `i`).
+struct PackedBatch<D> {
+    opener: Opener,
+    data: D,
+    offsets: Vec<usize>,
+}
+
+impl PackedBatch<&[u8]> {
+    /// The same batch over a copy of its payloads (for a job that outlives
+    /// the call).
+    fn into_owned(self) -> PackedBatch<Vec<u8>> {
+        let end = self.offsets[self.offsets.len() - 1];
+        PackedBatch {
+            data: self.data[..end].to_vec(),
+            opener: self.opener,
+            offsets: self.offsets,
+        }
+    }
+}
+
+impl<D: std::ops::Deref<Target = [u8]>> PackedBatch<D> {
+    /// Opens the batch at `place` (the pool, or this thread) and lays the
+    /// results out flat for JavaScript (see `OpenedBatch`): verification and
+    /// the pre-scan of the JSON bodies in one pass (`Opener::open_batch`).
+    fn open(&self, place: Place) -> Result<OpenManyOutput> {
+        let items = batch::Items::new(&self.data, &self.offsets)
+            .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
+        let opened = self.opener.open_batch(items, place).map_err(to_js)?;
+        Ok(flatten(opened))
     }
 }
 
 pub struct SealTask {
-    signing: Arc<Signing>,
-    shared: Shared,
+    sealer: Arc<Sealer>,
     content_type: String,
     content_encoding: String,
     body: Vec<u8>,
@@ -660,12 +657,9 @@ impl Task for SealTask {
 
     fn compute(&mut self) -> Result<String> {
         guard(|| {
-            self.shared.seal(
-                &self.signing,
-                &self.content_type,
-                &self.content_encoding,
-                &self.body,
-            )
+            self.sealer
+                .seal(&self.content_type, &self.content_encoding, &self.body)
+                .map_err(to_js)
         })
     }
 
@@ -675,8 +669,7 @@ impl Task for SealTask {
 }
 
 pub struct SealManyTask {
-    signing: Arc<Signing>,
-    shared: Shared,
+    sealer: Arc<Sealer>,
     content_type: String,
     content_encoding: String,
     bodies: Packed,
@@ -687,7 +680,17 @@ impl Task for SealManyTask {
     type JsValue = SealedBatch;
 
     fn compute(&mut self) -> Result<SealedBatch> {
-        guard(|| self.run())
+        guard(|| {
+            let results = self
+                .sealer
+                .seal_many(
+                    &self.content_type,
+                    &self.content_encoding,
+                    self.bodies.items(),
+                )
+                .map_err(to_js)?;
+            Ok(sealed_batch(results))
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: SealedBatch) -> Result<SealedBatch> {
@@ -695,46 +698,32 @@ impl Task for SealManyTask {
     }
 }
 
-impl SealManyTask {
-    fn run(&mut self) -> Result<SealedBatch> {
-        let results = batch::seal_many(
-            &self.signing.key,
-            &self.signing.signer_id,
-            self.shared.digest,
-            self.shared.format,
-            &self.content_type,
-            &self.content_encoding,
-            self.bodies.items(),
-        )
-        .map_err(to_js)?;
-        let mut out = SealedBatch {
-            payloads: Vec::with_capacity(results.len()),
-            errors: Vec::new(),
-            messages: Vec::new(),
-        };
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(p) => out.payloads.push(p),
-                Err(e) => {
-                    out.payloads.push(String::new());
-                    out.errors.push(i as u32);
-                    out.errors.push(e.code.status());
-                    out.errors.push(out.messages.len() as u32);
-                    out.messages.push(e.message);
-                }
+/// A sealed batch as JavaScript takes it (see `SealedBatch`).
+fn sealed_batch(results: Vec<celery_sign_core::Result<String>>) -> SealedBatch {
+    let mut out = SealedBatch {
+        payloads: Vec::with_capacity(results.len()),
+        errors: Vec::new(),
+        messages: Vec::new(),
+    };
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(p) => out.payloads.push(p),
+            Err(e) => {
+                out.payloads.push(String::new());
+                out.errors.push(i as u32);
+                out.errors.push(e.code.status());
+                out.errors.push(out.messages.len() as u32);
+                out.messages.push(e.message);
             }
         }
-        Ok(out)
     }
+    out
 }
 
 pub struct OpenManyTask {
-    store: Arc<CertStore>,
-    shared: Shared,
-    /// The JavaScript buffer of payloads, kept alive (and unmoved) by its reference.
-    data: Buffer,
-    offsets: Vec<usize>,
-    json_types: Vec<String>,
+    /// Over the JavaScript buffer of payloads, kept alive (and unmoved) by
+    /// its reference.
+    batch: PackedBatch<Buffer>,
 }
 
 /// Interns short strings (content types, encodings, signer ids) of a batch:
@@ -815,24 +804,11 @@ impl Task for OpenManyTask {
     type JsValue = OpenedBatch;
 
     fn compute(&mut self) -> Result<OpenManyOutput> {
-        guard(|| self.run())
+        guard(|| self.batch.open(Place::Pool))
     }
 
     fn resolve(&mut self, _env: Env, output: OpenManyOutput) -> Result<OpenedBatch> {
         guard(|| Ok(output.into_js()))
-    }
-}
-
-impl OpenManyTask {
-    fn run(&mut self) -> Result<OpenManyOutput> {
-        open_packed_here(
-            &self.store,
-            &self.shared,
-            &self.data,
-            &self.offsets,
-            &self.json_types,
-            batch::Place::Pool,
-        )
     }
 }
 
@@ -948,30 +924,6 @@ fn packed_offsets(data_len: usize, lengths: &[u32]) -> Result<Vec<usize>> {
     Ok(offsets)
 }
 
-/// Opens a packed batch at `place` (the pool, or this thread) and lays the
-/// results out flat for JavaScript (see `OpenedBatch`): verification and
-/// the pre-scan of the `json_types` bodies in one pass (`batch::open_batch`).
-fn open_packed_here(
-    store: &CertStore,
-    shared: &Shared,
-    data: &[u8],
-    offsets: &[usize],
-    json_types: &[String],
-    place: batch::Place,
-) -> Result<OpenManyOutput> {
-    let items = batch::Items::new(data, offsets)
-        .ok_or_else(|| napi::Error::new(Status::InvalidArg, "inconsistent batch layout"))?;
-    let types: Vec<&[u8]> = json_types.iter().map(|t| t.as_bytes()).collect();
-    let opener = batch::Opener {
-        digest: shared.digest,
-        max_payload: shared.max_payload,
-        json_types: &types,
-        scan: &scan_one,
-    };
-    let opened = batch::open_batch(store, &opener, items, place).map_err(to_js)?;
-    Ok(flatten(opened))
-}
-
 /// An opened batch as JavaScript takes it: `meta`, interned strings, the
 /// lifted literals, and the buffer (compacted when the bodies fill less than
 /// half of it).
@@ -981,88 +933,119 @@ fn flatten(opened: batch::OpenedBatch) -> OpenManyOutput {
         results,
         scanned,
     } = opened;
-    let mut meta = Vec::with_capacity(results.len() * META_STRIDE);
     let mut strings = Interner::default();
-    let mut lifted = 0usize;
-    for (i, r) in results.iter().enumerate() {
-        match r {
-            Ok(o) => {
-                let ct = strings.intern(&buffer[o.content_type.clone()]);
-                let enc = strings.intern(&buffer[o.content_encoding.clone()]);
-                let signer = strings.intern(o.signer.id().as_bytes());
-                let first = lifted as f64;
-                let (flags, count) = match scanned.get(i) {
-                    Some(Some(s)) => (s.flags, s.literals.len()),
-                    _ => (
-                        if o.body_is_utf8 {
-                            jsonscan::FLAG_UTF8
-                        } else {
-                            0
-                        },
-                        0,
-                    ),
-                };
-                lifted += count;
-                meta.extend_from_slice(&[
-                    0.0,
-                    ct,
-                    enc,
-                    signer,
-                    o.body.start as f64,
-                    o.body.end as f64,
-                    flags as f64,
-                    first,
-                    count as f64,
-                ]);
-            }
-            Err(e) => {
-                let msg = strings.push(e.message.clone());
-                meta.extend_from_slice(&[
-                    status_of(e.code),
-                    msg,
-                    0.0,
-                    0.0,
-                    0.0,
-                    0.0,
-                    0.0,
-                    0.0,
-                    0.0,
-                ]);
-            }
-        }
-    }
-    let mut literals = Vec::with_capacity(lifted);
-    for s in scanned.into_iter().flatten() {
-        literals.extend(s.literals);
-    }
-    // The decoded payloads also hold signers and signatures, and bodies
-    // whose long values were lifted out shrank: when the bodies fill less
-    // than half of the buffer, hand over only them, and free the rest now
-    // rather than at JavaScript's next collection (which, as external
-    // memory, it would also bring nearer).
-    let bodies: usize = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok().map(|o| o.body.len()))
-        .sum();
-    let buffer = if bodies <= buffer.len() / 2 {
-        let mut compact = Vec::with_capacity(bodies);
-        for (r, m) in results.iter().zip(meta.chunks_exact_mut(META_STRIDE)) {
-            if let Ok(o) = r {
-                m[4] = compact.len() as f64;
-                compact.extend_from_slice(&buffer[o.body.clone()]);
-                m[5] = compact.len() as f64;
-            }
-        }
-        compact
-    } else {
-        buffer
-    };
+    let (mut meta, lifted) = lay_out_meta(&buffer, &results, &scanned, &mut strings);
+    let literals = lifted_literals(scanned, lifted);
+    let buffer = compact_bodies(buffer, &results, &mut meta);
     OpenManyOutput {
         buffer,
         meta,
         strings: strings.strings,
         literals,
     }
+}
+
+/// Every item's `META_STRIDE` numbers (see `OpenedBatch`), and how many
+/// literals the batch lifted out of its bodies.
+fn lay_out_meta(
+    buffer: &[u8],
+    results: &[celery_sign_core::Result<envelope::Opened>],
+    scanned: &[Option<jsonscan::Scanned>],
+    strings: &mut Interner,
+) -> (Vec<f64>, usize) {
+    let mut meta = Vec::with_capacity(results.len() * META_STRIDE);
+    let mut lifted = 0usize;
+    for (i, r) in results.iter().enumerate() {
+        let item = match r {
+            Ok(o) => {
+                let scan = scanned.get(i).and_then(Option::as_ref);
+                let item = opened_meta(buffer, o, scan, lifted, strings);
+                lifted += scan.map_or(0, |s| s.literals.len());
+                item
+            }
+            Err(e) => refused_meta(e, strings),
+        };
+        meta.extend_from_slice(&item);
+    }
+    (meta, lifted)
+}
+
+/// A verified item's numbers: `[0, contentTypeIdx, contentEncodingIdx,
+/// signerIdx, bodyStart, bodyEnd, flags, firstLiteral, literalCount]`, its
+/// literals (if its body was scanned) numbered from `first_literal`.
+fn opened_meta(
+    buffer: &[u8],
+    o: &envelope::Opened,
+    scanned: Option<&jsonscan::Scanned>,
+    first_literal: usize,
+    strings: &mut Interner,
+) -> [f64; META_STRIDE] {
+    let ct = strings.intern(&buffer[o.content_type.clone()]);
+    let enc = strings.intern(&buffer[o.content_encoding.clone()]);
+    let signer = strings.intern(o.signer.id().as_bytes());
+    let (flags, count) = match scanned {
+        Some(s) => (s.flags, s.literals.len()),
+        None if o.body_is_utf8 => (jsonscan::FLAG_UTF8, 0),
+        None => (0, 0),
+    };
+    [
+        0.0,
+        ct,
+        enc,
+        signer,
+        o.body.start as f64,
+        o.body.end as f64,
+        flags as f64,
+        first_literal as f64,
+        count as f64,
+    ]
+}
+
+/// A refused item's numbers: `[status, messageIdx, 0, ...]`.
+fn refused_meta(e: &CoreError, strings: &mut Interner) -> [f64; META_STRIDE] {
+    let msg = strings.push(e.message.clone());
+    let mut item = [0.0; META_STRIDE];
+    item[0] = status_of(e.code);
+    item[1] = msg;
+    item
+}
+
+/// The literals lifted out of the scanned bodies, in item order (`lifted`
+/// of them).
+fn lifted_literals(scanned: Vec<Option<jsonscan::Scanned>>, lifted: usize) -> Vec<Vec<u8>> {
+    let mut literals = Vec::with_capacity(lifted);
+    for s in scanned.into_iter().flatten() {
+        literals.extend(s.literals);
+    }
+    literals
+}
+
+/// The decoded payloads also hold signers and signatures, and bodies whose
+/// long values were lifted out shrank: when the bodies fill less than half
+/// of the buffer, hand over only them (the body ranges in `meta` moved with
+/// them), and free the rest now rather than at JavaScript's next collection
+/// (which, as external memory, it would also bring nearer).
+fn compact_bodies(
+    buffer: Vec<u8>,
+    results: &[celery_sign_core::Result<envelope::Opened>],
+    meta: &mut [f64],
+) -> Vec<u8> {
+    let bodies: usize = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|o| o.body.len()))
+        .sum();
+    if bodies > buffer.len() / 2 {
+        return buffer;
+    }
+    let mut compact = Vec::with_capacity(bodies);
+    for (r, m) in results.iter().zip(meta.chunks_exact_mut(META_STRIDE)) {
+        if let Ok(o) = r {
+            m[4] = compact.len() as f64;
+            compact.extend_from_slice(&buffer[o.body.clone()]);
+            m[5] = compact.len() as f64;
+        }
+    }
+    compact
 }
 
 /// Exports that exist only in a build with the `panic-probe` feature (never

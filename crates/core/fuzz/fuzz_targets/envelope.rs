@@ -1,6 +1,6 @@
-//! The auth payload parser, both wire formats: `envelope::open_into` (the
+//! The auth payload parser, both wire formats: `Opener::open_into` (the
 //! unverified split, then the signature check) against a fixed store of four
-//! certificates, `envelope::open` and `batch::open_many` beside it.
+//! certificates, `Opener::open` and `Opener::open_many` beside it.
 //!
 //! Input: one flags byte, then the payload (the base64 text as found on the
 //! broker). Flags: bits 0-2 the digest (0 sha256, 1 sha1, 2 sha224, 3 sha384,
@@ -17,10 +17,10 @@
 #![no_main]
 
 use base64_simd::STANDARD as B64;
-use celery_sign_core::batch::{open_many, Packed};
-use celery_sign_core::envelope::{decode_capacity, open_into};
+use celery_sign_core::batch::Packed;
+use celery_sign_core::envelope::decode_capacity;
 use celery_sign_core::{
-    open, pack, CertStore, Certificate, Digest, ErrorCode, Opened, Result, WireFormat,
+    pack, CertStore, Certificate, Digest, ErrorCode, Opened, Opener, Result, WireFormat,
     DEFAULT_MAX_PAYLOAD, SEP,
 };
 use libfuzzer_sys::fuzz_target;
@@ -50,15 +50,15 @@ const DIGESTS: [Digest; 5] = [
     Digest::Sha512,
 ];
 
-fn store() -> &'static CertStore {
-    static STORE: OnceLock<CertStore> = OnceLock::new();
+fn store() -> &'static Arc<CertStore> {
+    static STORE: OnceLock<Arc<CertStore>> = OnceLock::new();
     STORE.get_or_init(|| {
         let mut store = CertStore::new();
         for pem in CERTS {
             let cert = Certificate::from_pem(pem).expect("a fixture certificate loads");
             store.add(Arc::new(cert)).expect("fixture ids are distinct");
         }
-        store
+        Arc::new(store)
     })
 }
 
@@ -77,10 +77,10 @@ fn reference_decode(payload: &[u8]) -> Option<Vec<u8>> {
     B64.decode_to_vec(&kept).ok()
 }
 
-fn opens(store: &CertStore, digest: Digest, payload: &[u8], now: i64) -> (Vec<u8>, Result<Opened>) {
+fn opens(opener: &Opener, payload: &[u8], now: i64) -> (Vec<u8>, Result<Opened>) {
     // Not zeroed: a reader of bytes it did not write gets garbage.
     let mut out = vec![0xa5u8; decode_capacity(payload.len())];
-    let result = open_into(store, digest, payload, DEFAULT_MAX_PAYLOAD, &mut out, now);
+    let result = opener.open_into(payload, &mut out, now);
     (out, result)
 }
 
@@ -175,8 +175,7 @@ fn check_opened(store: &CertStore, raw: &[u8], buf: &[u8], o: &Opened, now: i64)
 
 /// Packs the opened fields again in `format` and opens the result.
 fn round_trip(
-    store: &CertStore,
-    digest: Digest,
+    opener: &Opener,
     now: i64,
     format: WireFormat,
     buf: &[u8],
@@ -198,7 +197,7 @@ fn round_trip(
             return;
         }
     };
-    let (buf2, again) = opens(store, digest, packed.as_bytes(), now);
+    let (buf2, again) = opens(opener, packed.as_bytes(), now);
     let again = again.unwrap_or_else(|e| panic!("re-packed as {format:?}, refused: {e}"));
     assert_eq!(again.format, format);
     assert!(Arc::ptr_eq(&again.signer, &o.signer));
@@ -235,16 +234,16 @@ fuzz_target!(|data: &[u8]| {
         .copied()
         .unwrap_or_default();
     let now = if flags & 8 == 0 { NOW_MS } else { LATER_MS };
+    let opener = Opener::new(Arc::clone(store), digest, DEFAULT_MAX_PAYLOAD);
 
-    let (buf, result) = opens(store, digest, payload, now);
+    let (buf, result) = opens(&opener, payload, now);
     let raw = reference_decode(payload);
     match &result {
         Ok(o) => {
             let raw = raw.expect("an accepted payload is base64");
             let signature = check_opened(store, &raw, &buf, o, now);
             round_trip(
-                store,
-                digest,
+                &opener,
                 now,
                 WireFormat::Celery55,
                 &buf,
@@ -253,8 +252,7 @@ fuzz_target!(|data: &[u8]| {
             );
             if o.format == WireFormat::Celery54 {
                 round_trip(
-                    store,
-                    digest,
+                    &opener,
                     now,
                     WireFormat::Celery54,
                     &buf,
@@ -291,7 +289,7 @@ fuzz_target!(|data: &[u8]| {
             .all(|c| c.has_expired_at(real) == c.has_expired_at(now))
     {
         let expected = outcome(&buf, &result);
-        let (buf1, one) = match open(store, digest, payload, DEFAULT_MAX_PAYLOAD) {
+        let (buf1, one) = match opener.open(payload) {
             Ok((b, o)) => (b, Ok(o)),
             Err(e) => (Vec::new(), Err(e)),
         };
@@ -303,7 +301,7 @@ fuzz_target!(|data: &[u8]| {
         // Twice in one batch: the multi-buffer kernel takes a pair of lanes.
         let batch = Packed::from_items([payload, payload]);
         // (Err only when the pool cannot start: a fact of the machine.)
-        if let Ok(many) = open_many(store, digest, batch.items(), DEFAULT_MAX_PAYLOAD) {
+        if let Ok(many) = opener.open_many(batch.items()) {
             assert_eq!(many.results.len(), 2);
             for r in &many.results {
                 assert_eq!(
