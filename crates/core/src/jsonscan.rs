@@ -1,5 +1,5 @@
 //! A pre-scan of kombu JSON bodies, done on the native threads so that the
-//! event loop does not have to (see `loads` in src/json.ts, which consumes it;
+//! event loop does not have to (see `loads` in src/json/loads.ts and src/json/hinted.ts, which consumes it;
 //! crates/node runs it on the batch pool and hands its flags and literals
 //! over). Pure and panic-free on any input (fuzzed: fuzz/fuzz_targets/jsonscan.rs).
 //!
@@ -48,7 +48,7 @@ pub struct Scanned {
 }
 
 /// Whether `s` may hold a marker key: what `s.includes('__type__') ||
-/// /\\u00(?:5[fF]|65|7[049])/.test(s)` says in src/json.ts.
+/// /\\u00(?:5[fF]|65|7[049])/.test(s)` says in src/json/loads.ts and src/json/hinted.ts.
 fn may_hold_marker(s: &[u8]) -> bool {
     if memmem::find(s, b"__type__").is_some() {
         return true;
