@@ -24,6 +24,7 @@ import test from 'ava';
 import { createClient, createWorker, ImproperlyConfigured, type CeleryClient, type Worker } from 'celery-sign';
 import { replicationWait, sentinelOptions } from '../../lib/wire/sentinel.js';
 import { makePki, runScript, serializer, wireEnv, type Pki } from './helpers/celery.js';
+import { startCliWorker } from './helpers/cli-worker.js';
 import { startSentinels, type SentinelSetup } from './helpers/sentinel.js';
 
 const QUEUE = 'sentinel';
@@ -318,45 +319,29 @@ test.serial('wait_replicas on a master without replicas: the publish rejects (ER
 
 test.serial('the celery-sign worker command over sentinel://, with CELERY_BROKER_TRANSPORT_OPTIONS / CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS', async (t) => {
   t.timeout(90000);
-  const { spawn } = await import('node:child_process');
-  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const { ROOT } = await import('../helpers/python.js');
-  const dir = mkdtempSync(join(tmpdir(), 'celery-sign-cli-sentinel-'));
-  const mod = join(dir, 'tasks.mjs');
-  writeFileSync(mod, "export const tasks = { 'cli.mul': ([x, y]) => x * y };\n");
   const opts = JSON.stringify({ master_name: s.masterName, sentinel_kwargs: { password: s.sentinelPassword } });
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    CELERY_BROKER_URL: s.url(),
-    CELERY_RESULT_BACKEND: s.url(),
-    CELERY_BROKER_TRANSPORT_OPTIONS: opts,
-    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: opts,
-    CELERY_TASK_SERIALIZER: 'auth',
-    CELERY_ACCEPT_CONTENT: '["auth"]',
-    CELERY_SECURITY_KEY: pki.key,
-    CELERY_SECURITY_CERTIFICATE: pki.cert,
-    CELERY_SECURITY_CERT_STORE: pki.storeDir,
-  };
-  const child = spawn(process.execPath, [join(ROOT, 'lib', 'cli', 'main.js'), 'worker', mod, '-Q', 'cli-sentinel'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const w = await startCliWorker(
+    {
+      CELERY_BROKER_URL: s.url(),
+      CELERY_RESULT_BACKEND: s.url(),
+      CELERY_BROKER_TRANSPORT_OPTIONS: opts,
+      CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: opts,
+      CELERY_TASK_SERIALIZER: 'auth',
+      CELERY_ACCEPT_CONTENT: '["auth"]',
+      CELERY_SECURITY_KEY: pki.key,
+      CELERY_SECURITY_CERTIFICATE: pki.cert,
+      CELERY_SECURITY_CERT_STORE: pki.storeDir,
+    },
+    "export const tasks = { 'cli.mul': ([x, y]) => x * y };\n",
+    'cli-sentinel',
+  );
   try {
-    const deadline = Date.now() + 30000;
-    while (!/ ready: 1 task \(cli\.mul\), queues cli-sentinel/.test(out)) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker not ready: ${out}`);
-      await sleep(50);
-    }
+    t.regex(w.output(), / ready: 1 task \(cli\.mul\), queues cli-sentinel/);
     const res = await client.sendTask('cli.mul', [6, 7], {}, { queue: 'cli-sentinel' });
     t.is(await res.get({ timeout: 20000 }), 42);
-    t.false(out.includes(s.sentinelPassword));
-    t.false(out.includes(s.masterPassword));
+    t.false(w.output().includes(s.sentinelPassword));
+    t.false(w.output().includes(s.masterPassword));
   } finally {
-    child.kill('SIGTERM');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
+    await w.stop();
   }
 });

@@ -23,6 +23,7 @@ import {
 } from 'celery-sign';
 import { makePki, runProducer, serializer, startCeleryWorker, type CeleryWorker, type Pki } from './helpers/celery.js';
 import { freePort, startRedis, type RedisServer } from './helpers/redis-server.js';
+import { startCliWorker } from './helpers/cli-worker.js';
 import { makeTlsPki, redisTlsArgs, type TlsPki } from './helpers/tls-pki.js';
 import { pythonPath } from '../helpers/python.js';
 
@@ -241,46 +242,30 @@ test.serial('a TLS file that cannot be read is ImproperlyConfigured naming the s
 
 test.serial('the celery-sign worker command takes broker_use_ssl and redis_backend_use_ssl (CELERY_BROKER_USE_SSL, JSON) and runs a task over mutual TLS', async (t) => {
   t.timeout(90000);
-  const { spawn } = await import('node:child_process');
-  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const { ROOT } = await import('../helpers/python.js');
-  const dir = mkdtempSync(join(tmpdir(), 'celery-sign-cli-tls-'));
-  const mod = join(dir, 'tasks.mjs');
-  writeFileSync(mod, "export const tasks = { 'cli.mul': ([x, y]) => x * y };\n");
   const url = `rediss://127.0.0.1:${port}/0`;
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    CELERY_BROKER_URL: url,
-    CELERY_RESULT_BACKEND: url,
-    CELERY_BROKER_USE_SSL: JSON.stringify(mutual()),
-    CELERY_REDIS_BACKEND_USE_SSL: JSON.stringify(mutual()),
-    CELERY_TASK_SERIALIZER: 'auth',
-    CELERY_ACCEPT_CONTENT: '["auth"]',
-    CELERY_SECURITY_KEY: pki.key,
-    CELERY_SECURITY_CERTIFICATE: pki.cert,
-    CELERY_SECURITY_CERT_STORE: pki.storeDir,
-  };
-  const child = spawn(process.execPath, [join(ROOT, 'lib', 'cli', 'main.js'), 'worker', mod, '-Q', 'cli-tls'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const w = await startCliWorker(
+    {
+      CELERY_BROKER_URL: url,
+      CELERY_RESULT_BACKEND: url,
+      CELERY_BROKER_USE_SSL: JSON.stringify(mutual()),
+      CELERY_REDIS_BACKEND_USE_SSL: JSON.stringify(mutual()),
+      CELERY_TASK_SERIALIZER: 'auth',
+      CELERY_ACCEPT_CONTENT: '["auth"]',
+      CELERY_SECURITY_KEY: pki.key,
+      CELERY_SECURITY_CERTIFICATE: pki.cert,
+      CELERY_SECURITY_CERT_STORE: pki.storeDir,
+    },
+    "export const tasks = { 'cli.mul': ([x, y]) => x * y };\n",
+    'cli-tls',
+  );
   try {
-    const deadline = Date.now() + 30000;
-    while (!/ ready: 1 task \(cli\.mul\), queues cli-tls/.test(out)) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker not ready: ${out}`);
-      await new Promise((res) => setTimeout(res, 50));
-    }
+    t.regex(w.output(), / ready: 1 task \(cli\.mul\), queues cli-tls/);
     await withClient({ brokerUseSsl: mutual(), backend: url, redisBackendUseSsl: mutual() }, async (c) => {
       const res = await c.sendTask('cli.mul', [6, 7], {}, { queue: 'cli-tls' });
       t.is(await res.get({ timeout: 20000 }), 42);
     });
   } finally {
-    child.kill('SIGTERM');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
+    await w.stop();
   }
 });
 
