@@ -807,7 +807,7 @@ function toDelivery(gen: number, queue: string, msg: ConsumeMessage): Delivery {
       : {}),
     deliveryTag: `${gen}.${f.deliveryTag}`,
     queue,
-    body: msg.content,
+    body: msg.content.toString('latin1'),
     contentType: typeof p.contentType === 'string' ? p.contentType : null,
     contentEncoding: typeof p.contentEncoding === 'string' ? p.contentEncoding : null,
     headers,

@@ -47,9 +47,8 @@ export interface Delivery {
   readonly queue: string;
   /**
    * The body as the producer serialized it (for `auth`: the payload, base64
-   * text), `null` if unreadable. The built-in transports hand the broker's
-   * bytes (a Buffer, never decoded to a string on the way); a string is read
-   * as UTF-8.
+   * text), `null` if unreadable: a Buffer (the Redis transport hands the
+   * bytes of kombu's base64 body, decoded once) or a string (read as UTF-8).
    */
   readonly body: Buffer | string | null;
   readonly contentType: string | null;

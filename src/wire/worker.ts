@@ -710,11 +710,15 @@ export class Worker extends EventEmitter {
    * How many more messages the worker may take: the prefetch window counts
    * the messages not yet run (Celery's reserved requests), not those already
    * settled and waiting for their result to be stored and acknowledged, so
-   * fetching the next batch overlaps storing the last one. All held messages
-   * stay bounded by {@link MAX_HELD_WINDOWS} windows.
+   * fetching the next batch overlaps storing the last one (Redis). All held
+   * messages stay bounded by {@link MAX_HELD_WINDOWS} windows.
    */
   #roomLeft(): number {
     const active = this.#held - this.#etaHeld;
+    // A broker that keeps its own window (AMQP's basic.qos, set by #syncPrefetch)
+    // sends no more than it anyway: there the window is the broker's, unacked
+    // messages included, as in Celery.
+    if (this.#consumer?.setPrefetch) return this.#prefetch - active;
     return Math.min(this.#prefetch - (active - this.#settledHeld), MAX_HELD_WINDOWS * this.#prefetch - active);
   }
 

@@ -299,7 +299,7 @@ test.serial('header binding: bound messages run; changed task, id or eta headers
 });
 
 test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none run twice', async (t) => {
-  t.timeout(180000);
+  t.timeout(360000); // the producer (150 s at most), the runs (120 s) and the last results (60 s)
   const N = 10000;
   const runs = new Map<string, number>();
   const w = nodeWorker(

@@ -170,7 +170,7 @@ test.serial('an unregistered task is stored as NotRegistered, an expired one as 
 });
 
 test.serial('10,000 tasks from a Python producer: none lost, none run twice', async (t) => {
-  t.timeout(180000);
+  t.timeout(360000); // the producer (150 s at most), the runs (120 s) and the last results (60 s)
   const N = 10000;
   await worker.stop();
   runs.clear();
