@@ -504,6 +504,9 @@ fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
         .collect();
     // Keys of one group (size and exponent) share a call; keep batch order within.
     simd.sort_by_key(|(k, key)| (key.group(), *k));
+    // The encoded messages' room, zeroed once for the whole chunk (the kernel
+    // writes every byte of each lane's `key.len()`).
+    let mut ems = [[0u8; mb::MAX_BYTES]; LANES];
     for run in simd.chunk_by(|a, b| a.1.group() == b.1.group()) {
         for lanes in run.chunks(LANES) {
             if lanes.len() < 2 {
@@ -511,7 +514,6 @@ fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
             }
             let keys: Vec<&MbKey> = lanes.iter().map(|(_, key)| *key).collect();
             let sigs: Vec<&[u8]> = lanes.iter().map(|(k, _)| checks[*k].signature).collect();
-            let mut ems = [[0u8; mb::MAX_BYTES]; LANES];
             let mut outs: Vec<&mut [u8]> = ems
                 .iter_mut()
                 .zip(&keys)

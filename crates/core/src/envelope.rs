@@ -18,6 +18,7 @@ use crate::error::{display_bytes, Error, ErrorCode, Result};
 use crate::store::CertStore;
 use base64_simd::{Out, STANDARD as B64};
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -292,9 +293,10 @@ fn find_signer<'s>(store: &'s CertStore, raw: &[u8]) -> Result<Signed<'s>> {
 /// The certificate whose id `field` is the base64 of (5.5), decoded on the
 /// stack when it is short enough.
 fn lookup_base64_id<'s>(store: &'s CertStore, field: &[u8]) -> Option<&'s Arc<Certificate>> {
-    let mut id_buf = [0u8; 1024];
+    // Not zeroed: the decoder hands back exactly the bytes it wrote.
+    let mut id_buf = [MaybeUninit::<u8>::uninit(); 1024];
     if field.len() <= 1364 {
-        B64.decode(field, Out::from_slice(&mut id_buf[..]))
+        B64.decode(field, Out::from_uninit_slice(&mut id_buf[..]))
             .ok()
             .and_then(|id| store.lookup(id))
     } else {

@@ -27,6 +27,20 @@
 //! literal, and identically after it) nor anything but that one value.
 
 use memchr::{memchr, memchr2, memmem};
+use std::sync::OnceLock;
+
+// The searchers of the needles looked for in every body, built once: building
+// one costs about as much as searching a short body.
+static TYPE_KEY: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+static ESCAPE: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+static NUL_ESCAPE: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+
+fn finder(
+    cell: &'static OnceLock<memmem::Finder<'static>>,
+    needle: &'static [u8],
+) -> &'static memmem::Finder<'static> {
+    cell.get_or_init(|| memmem::Finder::new(needle))
+}
 
 /// The shortest string value worth lifting out.
 pub const MIN_LITERAL: usize = 8 * 1024;
@@ -50,10 +64,10 @@ pub struct Scanned {
 /// Whether `s` may hold a marker key: what `s.includes('__type__') ||
 /// /\\u00(?:5[fF]|65|7[049])/.test(s)` says in src/json/loads.ts and src/json/hinted.ts.
 fn may_hold_marker(s: &[u8]) -> bool {
-    if memmem::find(s, b"__type__").is_some() {
+    if finder(&TYPE_KEY, b"__type__").find(s).is_some() {
         return true;
     }
-    memmem::find_iter(s, b"\\u00").any(|at| {
+    finder(&ESCAPE, b"\\u00").find_iter(s).any(|at| {
         matches!(
             s.get(at + 4..at + 6),
             Some(b"5f" | b"5F" | b"65" | b"70" | b"74" | b"79")
@@ -165,7 +179,8 @@ pub fn scan(body: &mut [u8]) -> Scanned {
     if may_hold_marker(body) {
         flags |= FLAG_HOOK;
     }
-    let found = if body.len() >= MIN_LITERAL && memmem::find(body, b"\\u0000").is_none() {
+    let found = if body.len() >= MIN_LITERAL && finder(&NUL_ESCAPE, b"\\u0000").find(body).is_none()
+    {
         find_literals(body)
     } else {
         Vec::new()

@@ -131,46 +131,58 @@ fn r_squared(n: &BigNumRef, limbs: usize) -> Option<BigNum> {
     Some(r2)
 }
 
-/// Big-endian bytes to 52-bit little-endian limbs (`out` zero-filled beyond).
+/// Room for the 64-bit words of the longest number here (`MAX_BYTES`).
+const MAX_WORDS: usize = MAX_BYTES.div_ceil(8) + 1;
+
+/// Big-endian bytes to 52-bit little-endian limbs (`out` zero-filled beyond;
+/// bits beyond `out` dropped). Word by word: the bytes become 64-bit words,
+/// each limb two shifts of them (byte by byte it cost 8% of a batch's
+/// verification with the IFMA kernels).
 fn to_limbs(be: &[u8], out: &mut [u64]) {
-    out.fill(0);
-    let mut acc: u128 = 0;
-    let mut have = 0u32;
-    let mut j = 0;
-    for &byte in be.iter().rev() {
-        acc |= (byte as u128) << have;
-        have += 8;
-        if have >= 52 {
-            if j < out.len() {
-                out[j] = (acc as u64) & MASK52;
-            }
-            j += 1;
-            acc >>= 52;
-            have -= 52;
-        }
+    let mut words = [0u64; MAX_WORDS];
+    let mut n = 0;
+    for (w, chunk) in words.iter_mut().zip(be.rchunks(8)) {
+        *w = match <[u8; 8]>::try_from(chunk) {
+            Ok(b) => u64::from_be_bytes(b),
+            // The most significant, shorter chunk.
+            Err(_) => chunk.iter().fold(0, |acc, &b| acc << 8 | u64::from(b)),
+        };
+        n += 1;
     }
-    if have > 0 && j < out.len() {
-        out[j] = acc as u64 & MASK52;
+    for (j, limb) in out.iter_mut().enumerate() {
+        let (w, o) = ((52 * j) / 64, (52 * j) % 64);
+        let lo = if w < n { words[w] >> o } else { 0 };
+        // The limb's bits from the next word, when it straddles two.
+        let hi = if o > 12 && w + 1 < n {
+            words[w + 1] << (64 - o)
+        } else {
+            0
+        };
+        *limb = (lo | hi) & MASK52;
     }
 }
 
-/// 52-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian bytes.
+/// 52-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian
+/// bytes, word by word (see [`to_limbs`]).
 fn from_limbs(limbs: &[u64], out: &mut [u8]) {
-    let mut acc: u128 = 0;
-    let mut have = 0u32;
-    let mut limbs = limbs.iter();
-    for byte in out.iter_mut().rev() {
-        if have < 8 {
-            if let Some(&l) = limbs.next() {
-                acc |= (l as u128) << have;
-                have += 52;
-            } else {
-                have = 8; // zeros above the top limb
-            }
+    let mut words = [0u64; MAX_WORDS + 1];
+    for (j, &l) in limbs.iter().enumerate() {
+        let (w, o) = ((52 * j) / 64, (52 * j) % 64);
+        if w >= MAX_WORDS {
+            break;
         }
-        *byte = acc as u8;
-        acc >>= 8;
-        have -= 8;
+        words[w] |= l << o;
+        if o > 12 {
+            words[w + 1] |= l >> (64 - o);
+        }
+    }
+    for (chunk, w) in out.rchunks_mut(8).zip(words) {
+        let b = w.to_be_bytes();
+        match <&mut [u8; 8]>::try_from(&mut *chunk) {
+            Ok(full) => *full = b,
+            // The most significant, shorter chunk.
+            Err(_) => chunk.copy_from_slice(&b[8 - chunk.len()..]),
+        }
     }
 }
 
@@ -505,6 +517,90 @@ fn mont_mul<const L: usize>(
 mod tests {
     use super::*;
     use openssl::rsa::{Padding, Rsa};
+
+    // The byte-by-byte conversions the word-wise ones replaced, as the reference.
+    /// Big-endian bytes to 52-bit little-endian limbs (`out` zero-filled beyond).
+    fn to_limbs_bytewise(be: &[u8], out: &mut [u64]) {
+        out.fill(0);
+        let mut acc: u128 = 0;
+        let mut have = 0u32;
+        let mut j = 0;
+        for &byte in be.iter().rev() {
+            acc |= (byte as u128) << have;
+            have += 8;
+            if have >= 52 {
+                if j < out.len() {
+                    out[j] = (acc as u64) & MASK52;
+                }
+                j += 1;
+                acc >>= 52;
+                have -= 52;
+            }
+        }
+        if have > 0 && j < out.len() {
+            out[j] = acc as u64 & MASK52;
+        }
+    }
+
+    /// 52-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian bytes.
+    fn from_limbs_bytewise(limbs: &[u64], out: &mut [u8]) {
+        let mut acc: u128 = 0;
+        let mut have = 0u32;
+        let mut limbs = limbs.iter();
+        for byte in out.iter_mut().rev() {
+            if have < 8 {
+                if let Some(&l) = limbs.next() {
+                    acc |= (l as u128) << have;
+                    have += 52;
+                } else {
+                    have = 8; // zeros above the top limb
+                }
+            }
+            *byte = acc as u8;
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+
+    /// The word-wise conversions give exactly what the byte-wise ones gave:
+    /// every length up to MAX_BYTES, into every limb count the kernels use
+    /// and into shorter and longer room.
+    #[test]
+    fn limb_conversions_match_the_bytewise_reference() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in (0..=MAX_BYTES)
+            .filter(|l| *l < 20 || l % 7 == 0 || [255, 256, 257, 384, 512, 513, 514].contains(l))
+        {
+            for fill in [0u8, 0xff, 1] {
+                let be: Vec<u8> = (0..len)
+                    .map(|_| if fill == 1 { next() as u8 } else { fill })
+                    .collect();
+                for limbs in [1, 5, 39, 40, 41, 60, 79, 80] {
+                    let mut a = [7u64; 80];
+                    let mut b = [9u64; 80];
+                    to_limbs(&be, &mut a[..limbs]);
+                    to_limbs_bytewise(&be, &mut b[..limbs]);
+                    assert_eq!(a[..limbs], b[..limbs], "to_limbs len {len} limbs {limbs}");
+                    for out_len in [len, len.saturating_sub(1), len + 1, 256] {
+                        if out_len > MAX_BYTES {
+                            continue;
+                        }
+                        let mut o1 = vec![3u8; out_len];
+                        let mut o2 = vec![5u8; out_len];
+                        from_limbs(&a[..limbs], &mut o1);
+                        from_limbs_bytewise(&a[..limbs], &mut o2);
+                        assert_eq!(o1, o2, "from_limbs len {len} limbs {limbs} out {out_len}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn limbs_round_trip() {
