@@ -142,6 +142,8 @@ export class JsCertificate {
   readonly #notAfter: number;
   readonly #bits: number;
   readonly #pss: PssRestriction | null;
+  /** What `crypto.verify` is given for this key: made once, not per signature. */
+  readonly #verifyKey: { key: KeyObject; padding: number; saltLength: number };
 
   constructor(pem: Uint8Array) {
     let der: Uint8Array;
@@ -167,6 +169,7 @@ export class JsCertificate {
     this.#notAfter = parsed.notAfter;
     this.#bits = parsed.bits;
     this.#pss = parsed.pss;
+    this.#verifyKey = { key: parsed.key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO };
   }
 
   /** Loads a DER certificate (the core's `Certificate::from_der`); the bytes are copied. */
@@ -269,12 +272,7 @@ export class JsCertificate {
     if (signature.length !== this.signatureLen) return false;
     if (this.#pss !== null && !pssAllows(this.#pss, this.#bits, digest)) return false;
     try {
-      return cryptoVerify(
-        digest,
-        data,
-        { key: this.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
-        signature,
-      );
+      return cryptoVerify(digest, data, this.#verifyKey, signature);
     } catch {
       return false;
     }
