@@ -1,15 +1,27 @@
 /**
- * The node:crypto fallback's fast base64 path (`decodeStrictFast`: Node's
- * native decoder, kept only when encoding the result gives the text back)
- * against the fallback's own strict decoder (`decodeStrict`, the port of the
- * core's `base64_simd::STANDARD`, itself checked against the native binding
- * by test/backend-js-serializer.test.ts): on canonical text it must take the
- * fast path and give the same bytes, and on every other text it must step
- * aside (-1), so that the strict-then-loose order of the envelope is kept.
- * Seeded random and hostile text, short and across the 1 MiB steps.
+ * The node:crypto fallback's fast paths against the ways they replace (both
+ * of which test/backend-js-serializer.test.ts checks end to end against the
+ * native binding):
+ *
+ * - base64 (`decodeStrictFast`: Node's native decoder, kept only when
+ *   encoding the result gives the text back) against the fallback's own
+ *   strict decoder (`decodeStrict`, the port of the core's
+ *   `base64_simd::STANDARD`): on canonical text it must take the fast path
+ *   and give the same bytes, and on every other text it must step aside
+ *   (-1), so that the strict-then-loose order of the envelope is kept.
+ *   Seeded random and hostile text, short and across the 1 MiB steps.
+ * - signatures (`JsCertificate.verifySignature` on an unrestricted
+ *   id-RSASSA-PSS key, no per-call options) against `crypto.verify` with the
+ *   RSA key, PSS padding and the salt "auto": the same answer for every
+ *   digest, salt length, PKCS#1 v1.5 signatures, changed messages and
+ *   signatures.
  */
 import test from 'ava';
+import { constants, createPrivateKey, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
+import { JsCertificate, pssKeysVerifyAnySalt } from '../src/backend/js/cert.js';
+import { DIGEST_SIZE, type DigestName } from '../src/backend/js/digest.js';
 import { decodeCapacity, decodeStrict, decodeStrictFast } from '../src/backend/js/envelope.js';
+import * as fx from './helpers/fixtures.js';
 
 /** xorshift32: the same inputs every run. */
 function rng(seed: number): { int(n: number): number; bytes(n: number): Buffer } {
@@ -140,4 +152,45 @@ test('decodeStrictFast: long text in 1 MiB steps, padding or a bad byte at the s
     problems.filter((p) => p !== null),
     [],
   );
+});
+
+test('verifySignature: on the unrestricted RSA-PSS key, the answers of crypto.verify with the RSA key, PSS and the salt "auto"', (t) => {
+  t.true(pssKeysVerifyAnySalt(), 'this node:crypto recovers the salt on an id-RSASSA-PSS key: the fast route is the one in use');
+  const problems: string[] = [];
+  let checked = 0;
+  for (const name of ['rsa2048', 'rsa3072']) {
+    const item = fx.cert(name);
+    const cert = new JsCertificate(fx.pemOf(item));
+    const key = createPrivateKey(fx.pemOf(fx.key(`${item.key_id}.pkcs8`)));
+    const emLen = cert.signatureLen;
+    for (const digest of ['sha1', 'sha224', 'sha256', 'sha384', 'sha512'] as DigestName[]) {
+      const hLen = DIGEST_SIZE[digest];
+      const body = R.bytes(R.int(600));
+      const sigs: Array<[string, Buffer]> = [];
+      for (const salt of [0, 1, 20, hLen, emLen - hLen - 2]) {
+        sigs.push([`salt ${salt}`, nodeSign(digest, body, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: salt })]);
+      }
+      sigs.push(['PKCS#1 v1.5', nodeSign(digest, body, { key, padding: constants.RSA_PKCS1_PADDING })]);
+      const changed = Buffer.from(sigs[4]![1]);
+      const at = R.int(changed.length);
+      changed[at] = changed[at]! ^ (1 << R.int(8));
+      sigs.push(['a bit changed', changed]);
+      sigs.push(['all zero', Buffer.alloc(emLen)]);
+      sigs.push(['all 0xff (over the modulus)', Buffer.alloc(emLen, 0xff)]);
+      for (const [what, sig] of sigs) {
+        for (const [m, data] of [
+          ['the message', body],
+          ['another message', Buffer.concat([body, Buffer.from('.')])],
+        ] as const) {
+          const want = nodeVerify(digest, data, { key: cert.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO }, sig);
+          const got = cert.verifySignature(data, sig, digest);
+          checked++;
+          if (got !== want) problems.push(`${name} ${digest} ${what}, ${m}: ${got}, crypto.verify says ${want}`);
+          if (what.startsWith('salt') && m === 'the message' && !got) problems.push(`${name} ${digest} ${what}: does not verify`);
+        }
+      }
+    }
+  }
+  t.deepEqual(problems, []);
+  t.log(`${checked} checks`);
 });
