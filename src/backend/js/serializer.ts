@@ -223,7 +223,7 @@ export class JsSerializer {
       const lengths = new Uint32Array(end - start);
       let total = 0;
       for (let i = start; i < end; i++) total += (lengths[i - start] = bodies[i]!.length);
-      const data = new ArrayBuffer(total);
+      const data = Buffer.allocUnsafeSlow(total).buffer as ArrayBuffer;
       const view = new Uint8Array(data);
       for (let i = start, at = 0; i < end; i++) {
         view.set(bodies[i]!, at);
@@ -434,7 +434,8 @@ export class JsSerializer {
       const partLengths = new Uint32Array(idx.length);
       let bytes = 0;
       for (let k = 0; k < idx.length; k++) bytes += (partLengths[k] = lengths[idx[k]!]!);
-      const partData = new ArrayBuffer(bytes);
+      // Its own ArrayBuffer (transferred), not zero-filled: every byte is written below.
+      const partData = Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer;
       const into = new Uint8Array(partData);
       const first = idx[0]!;
       const last = idx[idx.length - 1]!;
