@@ -113,6 +113,70 @@ function readPublicKey(spki: Uint8Array): PublicRead {
   }
 }
 
+/** SEQUENCE { OID id-RSASSA-PSS }: an RSA-PSS public key with no parameters (RFC 4055). */
+const PSS_ALGORITHM = Buffer.from('300b06092a864886f70d01010a', 'hex');
+
+function derTlv(tag: number, body: Buffer): Buffer {
+  const n = body.length;
+  const len = n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : n < 0x10000 ? [0x82, n >> 8, n & 0xff] : [0x83, n >> 16, (n >> 8) & 0xff, n & 0xff];
+  return Buffer.concat([Buffer.from([tag, ...len]), body]);
+}
+
+/** The same (n, e) as an id-RSASSA-PSS key without parameters, or null if node:crypto will not make one. */
+function unrestrictedPssKey(rsa: KeyObject): KeyObject | null {
+  try {
+    const pkcs1 = rsa.export({ format: 'der', type: 'pkcs1' });
+    const spki = derTlv(0x30, Buffer.concat([PSS_ALGORITHM, derTlv(0x03, Buffer.concat([Buffer.from([0]), pkcs1]))]));
+    const key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    return key.asymmetricKeyType === 'rsa-pss' ? key : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A known answer: an RSA-1024 key and RSA-PSS/SHA-256 signatures of one message with salts of 0, 32 and 94 bytes (the maximum). */
+const KNOWN = {
+  n: '0u4HhcJu7ya1cHrWdaWyz0pQVZo6GalAjDJmWpEW6GcnotOEqjdvYvfMeZVbh0xoAdNbS5x4Di22iWv-4qUMZcJQOwKl60X-KNPaqGaxLSTPwy555DMa2lfiUtQtGRd2lG5-2kG3fr9B-wvpEC-8DyQF20_0gN3iLmB5KP9lZIM',
+  message: 'celery-sign: the salt length is recovered',
+  signatures: [
+    'olCFDHnkK+lFMPXUw7rnaKG0tPt/oXkOcJ/W5eyJxH2/Xwgp1shFSLA89dQiXBwZTAfGal6J1nkfH5O+e5/vdh8asAvAWg0ePTSNPTNlQ2CuoiAFKQoCVW9I4gG0IPQpMaS2/LjtSEAzpXLNBa1YScN4mMKwhtoLQTg/G45U4oE=',
+    'nxXjNaoPR3nyOZdj6V6XkblsiNXOlPoeb6BPc21TzsGg0ZB86nQYUh1zjznWe8UOwsapPCP3dMFNQdQSEPzviHkQ1di6eJQVZ5RoVYndqy7kZjKa+60rr1+AAwI8/gO6/TjqNmDLN7ZOjA0GNfUGX0841cTBfCk/OHgLiPxPdW4=',
+    'AVhH9SbmQD1AYXxxX0SfmqNv9cgJd9eGzTz4aEzyyFk9uqt8wkw7Qbt40z4HelaDjLhZCft66ar+bHVdoZXgLCOnffYDH1eRdSwK6tZqnQiERyxXBomAuDCg4kDXgfYQ+dF2dbPc0riPPYOZ9dBCTdKxjL0TFRwRdsm+s4TttXk=',
+  ],
+};
+
+let pssKeysRecoverSalt: boolean | undefined;
+
+/**
+ * Whether an id-RSASSA-PSS key without parameters, given to `crypto.verify`
+ * alone, verifies as RSA-PSS with MGF1 of the digest and the salt length
+ * recovered: OpenSSL's defaults for such a key (padding PSS; salt "auto" to
+ * verify), checked once on a known answer (each salt verifies, a changed
+ * message or signature does not) rather than assumed of the OpenSSL that
+ * node:crypto was built with.
+ */
+export function pssKeysVerifyAnySalt(): boolean {
+  if (pssKeysRecoverSalt === undefined) {
+    pssKeysRecoverSalt = false;
+    try {
+      const key = unrestrictedPssKey(createPublicKey({ key: { kty: 'RSA', n: KNOWN.n, e: 'AQAB' }, format: 'jwk' }));
+      if (key !== null) {
+        const message = Buffer.from(KNOWN.message);
+        const sigs = KNOWN.signatures.map((s) => Buffer.from(s, 'base64'));
+        const changed = Buffer.from(sigs[1]!);
+        changed[77] = changed[77]! ^ 0x10;
+        pssKeysRecoverSalt =
+          sigs.every((sig) => cryptoVerify('sha256', message, key, sig)) &&
+          !cryptoVerify('sha256', message, key, changed) &&
+          !cryptoVerify('sha256', Buffer.from(`${KNOWN.message}.`), key, sigs[2]!);
+      }
+    } catch {
+      pssKeysRecoverSalt = false;
+    }
+  }
+  return pssKeysRecoverSalt;
+}
+
 /** Set by `fromDer` for the constructor it calls (private fields need the constructor). */
 let fromDerInput: Uint8Array | undefined;
 const EMPTY = new Uint8Array(0);
@@ -142,6 +206,14 @@ export class JsCertificate {
   readonly #notAfter: number;
   readonly #bits: number;
   readonly #pss: PssRestriction | null;
+  /**
+   * What `crypto.verify` is given for this key, made once: the same key as an
+   * unrestricted id-RSASSA-PSS key where that verifies with the salt
+   * recovered (see `pssKeysVerifyAnySalt`: no per-call options for node:crypto
+   * to set on the context, about 3% of a verification here), else the RSA key
+   * with PSS padding and the salt "auto".
+   */
+  readonly #verifyKey: KeyObject | { key: KeyObject; padding: number; saltLength: number };
 
   constructor(pem: Uint8Array) {
     let der: Uint8Array;
@@ -167,6 +239,11 @@ export class JsCertificate {
     this.#notAfter = parsed.notAfter;
     this.#bits = parsed.bits;
     this.#pss = parsed.pss;
+    this.#verifyKey = (pssKeysVerifyAnySalt() ? unrestrictedPssKey(parsed.key) : null) ?? {
+      key: parsed.key,
+      padding: constants.RSA_PKCS1_PSS_PADDING,
+      saltLength: constants.RSA_PSS_SALTLEN_AUTO,
+    };
   }
 
   /** Loads a DER certificate (the core's `Certificate::from_der`); the bytes are copied. */
@@ -269,12 +346,7 @@ export class JsCertificate {
     if (signature.length !== this.signatureLen) return false;
     if (this.#pss !== null && !pssAllows(this.#pss, this.#bits, digest)) return false;
     try {
-      return cryptoVerify(
-        digest,
-        data,
-        { key: this.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
-        signature,
-      );
+      return cryptoVerify(digest, data, this.#verifyKey, signature);
     } catch {
       return false;
     }

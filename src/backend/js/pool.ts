@@ -26,6 +26,23 @@
  * 0.72x-1.23x, median 0.88x. serializeMany 3,460-7,310/s (6,940), callback
  * form 7,010, pool 7,040, native 7,660 (medians).
  *
+ * All three are bound by `crypto.verify` (23-25 us of CPU an item here), so
+ * the fallback gets ahead only by spending less CPU on the rest. Session 6
+ * cut it: base64 by Node's native decoder where that is proven strict
+ * (`decodeStrictFast`; openUnverified 2.7 -> 1.9 us a payload in one thread),
+ * signatures on an unrestricted id-RSASSA-PSS key (no padding/salt options
+ * set per call: 24.5 -> 23.8 us), a part's strings made once, unzeroed part
+ * buffers, and parts of up to 128 items (half the round trips: 4-5% of the
+ * CPU). CPU an item, deserializeMany of 4096 x 512 B, this fallback, the
+ * bench's pool and the callback form interleaved batch by batch in one
+ * process (6 runs of 20-24 rounds, load 2.4-4.2): this fallback 38.0-48.4 us
+ * (before: 40.5-52.0), the pool 41.8-48.2, the callback form 40.6-48.7; the
+ * fallback's CPU against the best peer's of the same run 0.89x-1.03x, median
+ * 0.90x (before 0.95x-1.08x, median 1.04x). Rates on that loaded machine
+ * followed the CPU share each got more than the CPU an item: against the best
+ * of the two peers of the same round, 0.89x-1.15x (median 0.98x over 10 runs),
+ * a ratio to the larger of two noisy rates, which leans below 1 for equals.
+ *
  * The pool is started lazily (no thread until the first batch), sized by
  * `setThreads` (default: `CELERY_SIGN_THREADS`, else the cores), and its
  * threads are `unref`'d while they have nothing to do, so a process with

@@ -57,6 +57,13 @@ function asRefusal(err: unknown): Refusal {
   return internalRefusal(err instanceof Error ? err.message : String(err), 'ERR_MALFORMED_PAYLOAD');
 }
 
+/** Whether `raw[start..end]` is the bytes of `b`. */
+function sameBytes(b: Buffer, raw: Buffer, start: number, end: number): boolean {
+  if (end - start !== b.length) return false;
+  for (let i = 0; i < b.length; i++) if (b[i] !== raw[start + i]) return false;
+  return true;
+}
+
 /** Scratch room to decode one payload into, grown as needed (and shrunk back after a job). */
 const SCRATCH_KEEP = 64 * 1024;
 let scratch = Buffer.allocUnsafe(SCRATCH_KEEP);
@@ -87,6 +94,16 @@ function open(job: OpenJob): void {
     }
     return i;
   };
+  // A part mostly has one content type, one encoding and one signer: the
+  // last of each is kept (its bytes, its string's index), so that an item
+  // like the one before makes no strings and no lookups.
+  let typeBytes: Buffer | null = null;
+  let typeIdx = 0;
+  let typeJson = false;
+  let encBytes: Buffer | null = null;
+  let encIdx = 0;
+  let lastSigner: JsCertificate | null = null;
+  let signerIdx = 0;
   // Bodies are copied here one after the other; never more than the payloads' decoded size.
   const bodies = Buffer.allocUnsafeSlow(decodeCapacity(data.length) + 3 * n);
   let w = 0;
@@ -104,12 +121,26 @@ function open(job: OpenJob): void {
         const body = u.raw.subarray(u.bodyStart, u.bodyEnd);
         if (!u.signer.verifySignature(body, u.signature, digest)) r = BAD_SIGNATURE;
         else {
-          const contentType = u.raw.toString('utf8', u.contentTypeStart, u.contentTypeEnd);
-          const utf8 = isUtf8(body);
-          const flags = utf8 ? (jsonTypes !== null && jsonTypes.has(contentType) && isAscii(body) ? 3 : 1) : 0;
-          meta[m + 1] = intern(contentType);
-          meta[m + 2] = intern(u.raw.toString('utf8', u.encodingStart, u.encodingEnd));
-          meta[m + 3] = intern(u.signer.id);
+          const raw = u.raw;
+          if (typeBytes === null || !sameBytes(typeBytes, raw, u.contentTypeStart, u.contentTypeEnd)) {
+            const contentType = raw.toString('utf8', u.contentTypeStart, u.contentTypeEnd);
+            typeBytes = Buffer.from(raw.subarray(u.contentTypeStart, u.contentTypeEnd));
+            typeIdx = intern(contentType);
+            typeJson = jsonTypes !== null && jsonTypes.has(contentType);
+          }
+          if (encBytes === null || !sameBytes(encBytes, raw, u.encodingStart, u.encodingEnd)) {
+            encBytes = Buffer.from(raw.subarray(u.encodingStart, u.encodingEnd));
+            encIdx = intern(raw.toString('utf8', u.encodingStart, u.encodingEnd));
+          }
+          if (u.signer !== lastSigner) {
+            lastSigner = u.signer;
+            signerIdx = intern(u.signer.id);
+          }
+          // ASCII is UTF-8: one check for the usual JSON body.
+          const flags = typeJson && isAscii(body) ? 3 : isUtf8(body) ? 1 : 0;
+          meta[m + 1] = typeIdx;
+          meta[m + 2] = encIdx;
+          meta[m + 3] = signerIdx;
           meta[m + 4] = w;
           bodies.set(body, w);
           w += body.length;
