@@ -339,7 +339,9 @@ export function loadsFrom(
   } else if (reg.disabledContentTypes.has(ct) && !force) {
     throw disallowed(reg, ct, 'disabled');
   }
-  const encoding = (contentEncoding || 'utf-8').toLowerCase();
+  // kombu's own encodings come lowercase: those skip the case mapping (one a message).
+  const encoding =
+    contentEncoding === 'utf-8' || contentEncoding === 'binary' ? contentEncoding : (contentEncoding || 'utf-8').toLowerCase();
 
   if (hints !== null && typeof data === 'string' && hints.literals !== null && decoders.get(ct) !== jsonLoads) {
     // Never seen in practice (a batch pre-scans only the types its snapshot
