@@ -418,6 +418,16 @@ function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
 
+/**
+ * Whether the canvas steps around a task's result do anything for it:
+ * callbacks, errbacks or a chain (anything but an empty list or none), or a
+ * chord. For any other task they are skipped.
+ */
+function carriesCanvas(embed: TaskEmbed): boolean {
+  const some = (v: unknown): boolean => (Array.isArray(v) ? v.length > 0 : v !== null && v !== undefined);
+  return some(embed.callbacks) || some(embed.errbacks) || some(embed.chain) || (embed.chord !== null && embed.chord !== undefined);
+}
+
 /** A Celery worker for signed tasks. See {@link createWorker}. */
 export class Worker extends EventEmitter {
   /** The verifying serializer. */
@@ -712,6 +722,16 @@ export class Worker extends EventEmitter {
    * settled and waiting for their result to be stored and acknowledged, so
    * fetching the next batch overlaps storing the last one (Redis). All held
    * messages stay bounded by {@link MAX_HELD_WINDOWS} windows.
+   *
+   * While some held messages wait to run (being verified, or queued for a
+   * free slot), a fetch waits until half a window (or half a batch) is free,
+   * rather than taking the one or two messages freed by each task that
+   * settles: a pop is a round trip and a verification batch has a fixed
+   * cost, so under load they go in batches of half a window, not of one.
+   * With nothing waiting to run (every held message running or settled) it
+   * fetches as soon as there is room, so that no slot waits for a batch to
+   * fill. Not with rate limits (a task waiting for its bucket must not hold
+   * back the others).
    */
   #roomLeft(): number {
     const active = this.#held - this.#etaHeld;
@@ -719,7 +739,11 @@ export class Worker extends EventEmitter {
     // sends no more than it anyway: there the window is the broker's, unacked
     // messages included, as in Celery.
     if (this.#consumer?.setPrefetch) return this.#prefetch - active;
-    return Math.min(this.#prefetch - (active - this.#settledHeld), MAX_HELD_WINDOWS * this.#prefetch - active);
+    const unsettled = active - this.#settledHeld;
+    const room = Math.min(this.#prefetch - unsettled, MAX_HELD_WINDOWS * this.#prefetch - active);
+    const waiting = unsettled - this.#running.size;
+    if (waiting > 0 && room * 2 < Math.min(this.#prefetch, this.#batchSize) && this.#rateLimits.size === 0) return 0;
+    return room;
   }
 
   #wakeIfRoom(): void {
@@ -1214,12 +1238,16 @@ export class Worker extends EventEmitter {
 
   #pump(): void {
     if (this.#rateLimits.size > 0) return this.#pumpLimited();
+    let started = false;
     while (this.#running.size < this.#concurrency && this.#ready.length > 0 && this.#state === 'running') {
       const job = this.#ready.shift()!;
       if (this.#expired(job)) continue;
       this.#running.add(job);
+      started = true;
       void this.#run(job);
     }
+    // Fewer messages wait to run now: the next fetch may not have to wait (#roomLeft).
+    if (started) this.#wakeIfRoom();
   }
 
   /**
@@ -1278,36 +1306,40 @@ export class Worker extends EventEmitter {
     const limits = Array.isArray(h.timelimit) ? (h.timelimit as unknown[]) : [];
     const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : (this.#timeLimits.get(job.name)?.hard ?? null);
     const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : (this.#timeLimits.get(job.name)?.soft ?? null);
-    const timers: NodeJS.Timeout[] = [];
-    let hardReject: ((err: unknown) => void) | undefined;
-    const hardLimit = new Promise<never>((_, reject) => {
-      hardReject = reject;
+    let timers: NodeJS.Timeout[] | undefined;
+    // The outcome: the handler's, or the hard time limit's or a terminate's
+    // rejection, whichever comes first (one promise for all three).
+    let succeed!: (value: unknown) => void;
+    let fail!: (err: unknown) => void;
+    const outcome = new Promise<unknown>((resolve, reject) => {
+      succeed = resolve;
+      fail = reject;
     });
-    hardLimit.catch(() => undefined);
     let terminated: number | null = null;
     job.terminate = (sig: number) => {
       if (terminated !== null) return;
       terminated = sig;
       const err = Object.assign(new Error(`Terminated(${sig})`), { name: 'Terminated' });
       abort(err);
-      hardReject?.(err);
+      fail(err);
     };
     job.started = Date.now() / 1000;
     this.#total.set(job.name, (this.#total.get(job.name) ?? 0) + 1);
-    if (soft) timers.push(setTimeout(() => abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
+    if (soft) (timers ??= []).push(setTimeout(() => abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
     if (hard) {
-      timers.push(
+      (timers ??= []).push(
         setTimeout(() => {
           const err = Object.assign(new Error(`TimeLimitExceeded(${hard})`), { name: 'TimeLimitExceeded' });
           abort(err);
-          hardReject?.(err);
+          fail(err);
         }, hard * 1000),
       );
     }
     const retries = typeof h.retries === 'number' ? h.retries : 0;
-    const retrier = this.#retries
-      ? bindRetry({ id: job.id, name: job.name, retries, args: job.args, kwargs: job.kwargs }, policyOf(this.#retryPolicies, job.name))
-      : undefined;
+    // ctx.retry is made when the task first reads it (most tasks never do).
+    let retry: ((options?: RetryOptions) => never) | undefined;
+    const retryPolicies = this.#retryPolicies;
+    const retriesOn = this.#retries;
     const ctx: TaskContext = {
       id: job.id,
       name: job.name,
@@ -1327,45 +1359,68 @@ export class Worker extends EventEmitter {
       get signal() {
         return signal();
       },
-      retry:
-        retrier?.retry ??
-        (() => {
-          throw new ImproperlyConfigured('This worker has retries: false: ctx.retry cannot re-send the task');
-        }),
+      get retry() {
+        if (retry === undefined) {
+          if (retriesOn) {
+            const retrier = bindRetry({ id: job.id, name: job.name, retries, args: job.args, kwargs: job.kwargs }, policyOf(retryPolicies, job.name));
+            retrier.attach(ctx);
+            retry = retrier.retry;
+          } else {
+            retry = () => {
+              throw new ImproperlyConfigured('This worker has retries: false: ctx.retry cannot re-send the task');
+            };
+          }
+        }
+        return retry;
+      },
     };
-    retrier?.attach(ctx);
     const request = { group: ctx.group, parentId: ctx.parentId };
     this.#events?.send('task-started', { uuid: job.id });
     const started = performance.now();
     let meta: ResultMeta;
     let emit: () => void;
     let canvas: Settlement['canvas'];
-    const runner = this.#canvasRunner;
-    const creq = this.#canvasRequest(job);
-    if (!runner && hasCanvas(job.embed)) {
+    // The canvas steps only for a task that carries a canvas: for any other they do nothing.
+    const runner = this.#canvasRunner !== undefined && carriesCanvas(job.embed) ? this.#canvasRunner : undefined;
+    const creq = runner ? this.#canvasRequest(job) : undefined;
+    if (!this.#canvasRunner && hasCanvas(job.embed)) {
       this.#error(
         new CanvasError(
           `Task ${job.id} (${job.name}) carries a canvas (callbacks, errbacks, chain or chord) and this worker has canvas: false: it runs the task and does not follow the canvas`,
         ),
       );
     }
+    // The handler runs in a microtask, as `Promise.resolve().then(handler)` would run it.
+    queueMicrotask(() => {
+      try {
+        const r = job.handler(job.args, job.kwargs, ctx) as unknown;
+        if (r !== null && (typeof r === 'object' || typeof r === 'function') && typeof (r as PromiseLike<unknown>).then === 'function') {
+          // Always followed, even once the outcome is settled: its rejection is never left unhandled.
+          (r as PromiseLike<unknown>).then(succeed, fail);
+        } else {
+          succeed(r);
+        }
+      } catch (err) {
+        fail(err);
+      }
+    });
     try {
-      const result = await Promise.race([Promise.resolve().then(() => job.handler(job.args, job.kwargs, ctx)), hardLimit]);
+      const result = await outcome;
       const runtime = performance.now() - started;
       if (runner) {
         // Celery's tracer: callbacks and the chain's next task are sent before the result is stored.
         // A canvas it cannot follow is the tracer's internal error: the task is stored as a FAILURE.
         let before: CanvasSender | null;
         try {
-          before = runner.onSuccess(creq, result);
+          before = runner.onSuccess(creq!, result);
         } catch (err) {
           this.#error(err);
           throw err;
         }
         canvas = {
           ...(before ? { before } : {}),
-          after: () => runner.afterSuccess(creq, result),
-          failed: (exc) => () => runner.afterFailure(creq, exc, null),
+          after: () => runner.afterSuccess(creq!, result),
+          failed: (exc) => () => runner.afterFailure(creq!, exc, null),
         };
       }
       this.stats.succeeded++;
@@ -1389,7 +1444,7 @@ export class Worker extends EventEmitter {
         }
         const traceback = tracebackOf(err);
         meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
-        if (runner) canvas = { after: () => runner.afterFailure(creq, exc, traceback) };
+        if (runner) canvas = { after: () => runner.afterFailure(creq!, exc, traceback) };
         const excRepr = exceptionRepr(exc);
         emit = () => {
           this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
@@ -1397,7 +1452,7 @@ export class Worker extends EventEmitter {
         };
       }
     } finally {
-      for (const t of timers) clearTimeout(t);
+      if (timers) for (const t of timers) clearTimeout(t);
       this.#running.delete(job);
     }
     if (terminated !== null) {
@@ -1408,7 +1463,8 @@ export class Worker extends EventEmitter {
       meta = buildMeta(job.id, 'REVOKED', { exc_type: 'TaskRevokedError', exc_message: ['terminated'], exc_module: 'celery.exceptions' }, null, request);
       // _announce_revoked -> mark_as_revoked: the chord part counts as REVOKED; no errbacks.
       const revokedExc = meta.result as SerializedException;
-      canvas = runner && job.embed.chord !== null ? { after: () => runner.afterRevoked(creq, revokedExc) } : undefined;
+      const all = this.#canvasRunner;
+      canvas = all && job.embed.chord !== null ? { after: () => all.afterRevoked(creq ?? this.#canvasRequest(job), revokedExc) } : undefined;
       emit = () => {
         this.#events?.send('task-revoked', { uuid: job.id, terminated: true, signum: sig, expired: false });
         this.emit('task-revoked', { id: job.id, name: job.name, reason: 'terminated' } satisfies TaskRefusedEvent);
@@ -1594,6 +1650,7 @@ export class Worker extends EventEmitter {
    * Returns the settlements to acknowledge.
    */
   async #canvasAfter(batch: Settlement[]): Promise<Settlement[]> {
+    if (!batch.some((s) => s.canvas?.after !== undefined)) return batch;
     const failed = new Set<Settlement>();
     await Promise.all(
       batch.map(async (s) => {
