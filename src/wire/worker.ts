@@ -111,6 +111,7 @@ import {
   type Delivery,
   type OutgoingMessage,
   type ResultBackend,
+  type StoredResult,
 } from './transport.js';
 import './redis.js';
 import './amqp.js';
@@ -1563,10 +1564,18 @@ export class Worker extends EventEmitter {
     try {
       while (this.#settleQueue.length > 0) {
         let batch = this.#settleQueue.splice(0, 512);
+        let acked = false;
         try {
           // The canvas first (Celery's tracer sends callbacks and the chain before storing).
           await this.#canvasBefore(batch);
-          await this.#storeResults(batch);
+          const results = await this.#encodeResults(batch);
+          const backend = this.#backend;
+          if (backend?.storeThenAck && !batch.some((s) => s.canvas?.after !== undefined)) {
+            // No step between the store and the ack: both in one call where the
+            // backend can (a reject without requeue is an ack, as kombu's).
+            acked = await backend.storeThenAck(results, this.#consumer!, batch.map((s) => s.delivery));
+          }
+          if (!acked && results.length > 0) await backend!.store(results);
         } catch (err) {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
           this.#error(err);
@@ -1574,14 +1583,16 @@ export class Worker extends EventEmitter {
           this.#release(batch.length, batch.length);
           continue;
         }
-        batch = await this.#canvasAfter(batch);
-        const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
-        const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
-        try {
-          if (acks.length > 0) await this.#consumer!.ack(acks);
-          if (rejects.length > 0) await this.#consumer!.reject(rejects, false);
-        } catch (err) {
-          this.#error(err);
+        if (!acked) {
+          batch = await this.#canvasAfter(batch);
+          const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
+          const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
+          try {
+            if (acks.length > 0) await this.#consumer!.ack(acks);
+            if (rejects.length > 0) await this.#consumer!.reject(rejects, false);
+          } catch (err) {
+            this.#error(err);
+          }
         }
         this.#release(batch.length, batch.length);
         for (const s of batch) {
@@ -1669,11 +1680,11 @@ export class Worker extends EventEmitter {
     return batch.filter((s) => !failed.has(s));
   }
 
-  async #storeResults(batch: Settlement[]): Promise<void> {
-    const backend = this.#backend;
-    if (!backend) return;
+  /** The results of a batch's settlements that have one, encoded (none without a backend). */
+  async #encodeResults(batch: Settlement[]): Promise<StoredResult[]> {
+    if (!this.#backend) return [];
     const withMeta = batch.filter((s) => s.meta !== null);
-    if (withMeta.length === 0) return;
+    if (withMeta.length === 0) return [];
     let values: string[];
     try {
       values = await encodeMetas(
@@ -1700,18 +1711,16 @@ export class Worker extends EventEmitter {
         }
       }
     }
-    await backend.store(
-      withMeta.map((s, i) => {
-        const p = s.delivery.properties;
-        return {
-          taskId: s.meta!.task_id,
-          value: values[i]!,
-          // For rpc://: the reply queue and correlation id, as Celery's destination_for reads them.
-          ...(typeof p.reply_to === 'string' ? { replyTo: p.reply_to } : {}),
-          ...(typeof p.correlation_id === 'string' ? { correlationId: p.correlation_id } : {}),
-        };
-      }),
-    );
+    return withMeta.map((s, i) => {
+      const p = s.delivery.properties;
+      return {
+        taskId: s.meta!.task_id,
+        value: values[i]!,
+        // For rpc://: the reply queue and correlation id, as Celery's destination_for reads them.
+        ...(typeof p.reply_to === 'string' ? { replyTo: p.reply_to } : {}),
+        ...(typeof p.correlation_id === 'string' ? { correlationId: p.correlation_id } : {}),
+      };
+    });
   }
 
   #checkIdle(): void {
