@@ -1291,7 +1291,19 @@ class RedisConsumer implements BrokerConsumer {
     return keys;
   }
 
+  /** The queue of each list key met so far (a consumer pops from a few lists, many times). */
+  readonly #queues = new Map<string, string>();
+
   #queueOf(key: string): string {
+    let queue = this.#queues.get(key);
+    if (queue === undefined) {
+      queue = this.#queueOfKey(key);
+      this.#queues.set(key, queue);
+    }
+    return queue;
+  }
+
+  #queueOfKey(key: string): string {
     const k = key.slice(this.#settings.prefix.length);
     const at = k.lastIndexOf(this.#settings.sep);
     if (at < 0) return k;
