@@ -723,16 +723,6 @@ export class Worker extends EventEmitter {
    * settled and waiting for their result to be stored and acknowledged, so
    * fetching the next batch overlaps storing the last one (Redis). All held
    * messages stay bounded by {@link MAX_HELD_WINDOWS} windows.
-   *
-   * While some held messages wait to run (being verified, or queued for a
-   * free slot), a fetch waits until half a window (or half a batch) is free,
-   * rather than taking the one or two messages freed by each task that
-   * settles: a pop is a round trip and a verification batch has a fixed
-   * cost, so under load they go in batches of half a window, not of one.
-   * With nothing waiting to run (every held message running or settled) it
-   * fetches as soon as there is room, so that no slot waits for a batch to
-   * fill. Not with rate limits (a task waiting for its bucket must not hold
-   * back the others).
    */
   #roomLeft(): number {
     const active = this.#held - this.#etaHeld;
@@ -740,11 +730,7 @@ export class Worker extends EventEmitter {
     // sends no more than it anyway: there the window is the broker's, unacked
     // messages included, as in Celery.
     if (this.#consumer?.setPrefetch) return this.#prefetch - active;
-    const unsettled = active - this.#settledHeld;
-    const room = Math.min(this.#prefetch - unsettled, MAX_HELD_WINDOWS * this.#prefetch - active);
-    const waiting = unsettled - this.#running.size;
-    if (waiting > 0 && room * 2 < Math.min(this.#prefetch, this.#batchSize) && this.#rateLimits.size === 0) return 0;
-    return room;
+    return Math.min(this.#prefetch - (active - this.#settledHeld), MAX_HELD_WINDOWS * this.#prefetch - active);
   }
 
   #wakeIfRoom(): void {
@@ -1239,16 +1225,12 @@ export class Worker extends EventEmitter {
 
   #pump(): void {
     if (this.#rateLimits.size > 0) return this.#pumpLimited();
-    let started = false;
     while (this.#running.size < this.#concurrency && this.#ready.length > 0 && this.#state === 'running') {
       const job = this.#ready.shift()!;
       if (this.#expired(job)) continue;
       this.#running.add(job);
-      started = true;
       void this.#run(job);
     }
-    // Fewer messages wait to run now: the next fetch may not have to wait (#roomLeft).
-    if (started) this.#wakeIfRoom();
   }
 
   /**
