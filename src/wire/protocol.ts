@@ -124,11 +124,18 @@ export function taskId(): string {
  */
 export function isoformat(date: Date): string {
   const t = date.getTime();
+  // A worker stores many results within the same millisecond: the last one made serves.
+  if (t === lastIsoTime) return lastIso;
   if (Number.isNaN(t)) throw new RangeError('invalid Date');
   const iso = date.toISOString(); // YYYY-MM-DDTHH:MM:SS.mmmZ
   const ms = date.getUTCMilliseconds();
-  return iso.slice(0, 19) + (ms ? `.${String(ms).padStart(3, '0')}000` : '') + '+00:00';
+  lastIso = iso.slice(0, 19) + (ms ? `.${String(ms).padStart(3, '0')}000` : '') + '+00:00';
+  lastIsoTime = t;
+  return lastIso;
 }
+
+let lastIsoTime = NaN;
+let lastIso = '';
 
 function checkSeconds(value: unknown, what: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`${what} must be a finite number of seconds`);

@@ -199,6 +199,14 @@ export interface ResultBackend {
    * `SUCCESS`. Resolves when all are stored and announced.
    */
   store(results: readonly StoredResult[]): Promise<void>;
+  /**
+   * Optional: stores `results` as {@link ResultBackend.store} does and then
+   * acknowledges `deliveries` (taken by `consumer`) in one atomic step, where
+   * the consumer's broker is this backend's own server (Redis: the same
+   * server and database). Resolves false, having done nothing, where it
+   * cannot; the caller then stores and acknowledges separately.
+   */
+  storeThenAck?(results: readonly StoredResult[], consumer: BrokerConsumer, deliveries: readonly Delivery[]): Promise<boolean>;
   /** The stored, still encoded meta of a task, or `null`. */
   get(taskId: string): Promise<string | null>;
   /** Waits until `isReady(value)` holds for the stored meta, or the timeout (then `null`). */

@@ -111,6 +111,7 @@ import {
   type Delivery,
   type OutgoingMessage,
   type ResultBackend,
+  type StoredResult,
 } from './transport.js';
 import './redis.js';
 import './amqp.js';
@@ -416,6 +417,16 @@ const MAX_HELD_WINDOWS = 4;
 
 function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
+}
+
+/**
+ * Whether the canvas steps around a task's result do anything for it:
+ * callbacks, errbacks or a chain (anything but an empty list or none), or a
+ * chord. For any other task they are skipped.
+ */
+function carriesCanvas(embed: TaskEmbed): boolean {
+  const some = (v: unknown): boolean => (Array.isArray(v) ? v.length > 0 : v !== null && v !== undefined);
+  return some(embed.callbacks) || some(embed.errbacks) || some(embed.chain) || (embed.chord !== null && embed.chord !== undefined);
 }
 
 /** A Celery worker for signed tasks. See {@link createWorker}. */
@@ -1278,36 +1289,40 @@ export class Worker extends EventEmitter {
     const limits = Array.isArray(h.timelimit) ? (h.timelimit as unknown[]) : [];
     const hard = typeof limits[0] === 'number' && limits[0] > 0 ? limits[0] : (this.#timeLimits.get(job.name)?.hard ?? null);
     const soft = typeof limits[1] === 'number' && limits[1] > 0 ? limits[1] : (this.#timeLimits.get(job.name)?.soft ?? null);
-    const timers: NodeJS.Timeout[] = [];
-    let hardReject: ((err: unknown) => void) | undefined;
-    const hardLimit = new Promise<never>((_, reject) => {
-      hardReject = reject;
+    let timers: NodeJS.Timeout[] | undefined;
+    // The outcome: the handler's, or the hard time limit's or a terminate's
+    // rejection, whichever comes first (one promise for all three).
+    let succeed!: (value: unknown) => void;
+    let fail!: (err: unknown) => void;
+    const outcome = new Promise<unknown>((resolve, reject) => {
+      succeed = resolve;
+      fail = reject;
     });
-    hardLimit.catch(() => undefined);
     let terminated: number | null = null;
     job.terminate = (sig: number) => {
       if (terminated !== null) return;
       terminated = sig;
       const err = Object.assign(new Error(`Terminated(${sig})`), { name: 'Terminated' });
       abort(err);
-      hardReject?.(err);
+      fail(err);
     };
     job.started = Date.now() / 1000;
     this.#total.set(job.name, (this.#total.get(job.name) ?? 0) + 1);
-    if (soft) timers.push(setTimeout(() => abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
+    if (soft) (timers ??= []).push(setTimeout(() => abort(new Error(`SoftTimeLimitExceeded(${soft})`)), soft * 1000));
     if (hard) {
-      timers.push(
+      (timers ??= []).push(
         setTimeout(() => {
           const err = Object.assign(new Error(`TimeLimitExceeded(${hard})`), { name: 'TimeLimitExceeded' });
           abort(err);
-          hardReject?.(err);
+          fail(err);
         }, hard * 1000),
       );
     }
     const retries = typeof h.retries === 'number' ? h.retries : 0;
-    const retrier = this.#retries
-      ? bindRetry({ id: job.id, name: job.name, retries, args: job.args, kwargs: job.kwargs }, policyOf(this.#retryPolicies, job.name))
-      : undefined;
+    // ctx.retry is made when the task first reads it (most tasks never do).
+    let retry: ((options?: RetryOptions) => never) | undefined;
+    const retryPolicies = this.#retryPolicies;
+    const retriesOn = this.#retries;
     const ctx: TaskContext = {
       id: job.id,
       name: job.name,
@@ -1327,45 +1342,68 @@ export class Worker extends EventEmitter {
       get signal() {
         return signal();
       },
-      retry:
-        retrier?.retry ??
-        (() => {
-          throw new ImproperlyConfigured('This worker has retries: false: ctx.retry cannot re-send the task');
-        }),
+      get retry() {
+        if (retry === undefined) {
+          if (retriesOn) {
+            const retrier = bindRetry({ id: job.id, name: job.name, retries, args: job.args, kwargs: job.kwargs }, policyOf(retryPolicies, job.name));
+            retrier.attach(ctx);
+            retry = retrier.retry;
+          } else {
+            retry = () => {
+              throw new ImproperlyConfigured('This worker has retries: false: ctx.retry cannot re-send the task');
+            };
+          }
+        }
+        return retry;
+      },
     };
-    retrier?.attach(ctx);
     const request = { group: ctx.group, parentId: ctx.parentId };
     this.#events?.send('task-started', { uuid: job.id });
     const started = performance.now();
     let meta: ResultMeta;
     let emit: () => void;
     let canvas: Settlement['canvas'];
-    const runner = this.#canvasRunner;
-    const creq = this.#canvasRequest(job);
-    if (!runner && hasCanvas(job.embed)) {
+    // The canvas steps only for a task that carries a canvas: for any other they do nothing.
+    const runner = this.#canvasRunner !== undefined && carriesCanvas(job.embed) ? this.#canvasRunner : undefined;
+    const creq = runner ? this.#canvasRequest(job) : undefined;
+    if (!this.#canvasRunner && hasCanvas(job.embed)) {
       this.#error(
         new CanvasError(
           `Task ${job.id} (${job.name}) carries a canvas (callbacks, errbacks, chain or chord) and this worker has canvas: false: it runs the task and does not follow the canvas`,
         ),
       );
     }
+    // The handler runs in a microtask, as `Promise.resolve().then(handler)` would run it.
+    queueMicrotask(() => {
+      try {
+        const r = job.handler(job.args, job.kwargs, ctx) as unknown;
+        if (r !== null && (typeof r === 'object' || typeof r === 'function') && typeof (r as PromiseLike<unknown>).then === 'function') {
+          // Always followed, even once the outcome is settled: its rejection is never left unhandled.
+          (r as PromiseLike<unknown>).then(succeed, fail);
+        } else {
+          succeed(r);
+        }
+      } catch (err) {
+        fail(err);
+      }
+    });
     try {
-      const result = await Promise.race([Promise.resolve().then(() => job.handler(job.args, job.kwargs, ctx)), hardLimit]);
+      const result = await outcome;
       const runtime = performance.now() - started;
       if (runner) {
         // Celery's tracer: callbacks and the chain's next task are sent before the result is stored.
         // A canvas it cannot follow is the tracer's internal error: the task is stored as a FAILURE.
         let before: CanvasSender | null;
         try {
-          before = runner.onSuccess(creq, result);
+          before = runner.onSuccess(creq!, result);
         } catch (err) {
           this.#error(err);
           throw err;
         }
         canvas = {
           ...(before ? { before } : {}),
-          after: () => runner.afterSuccess(creq, result),
-          failed: (exc) => () => runner.afterFailure(creq, exc, null),
+          after: () => runner.afterSuccess(creq!, result),
+          failed: (exc) => () => runner.afterFailure(creq!, exc, null),
         };
       }
       this.stats.succeeded++;
@@ -1389,7 +1427,7 @@ export class Worker extends EventEmitter {
         }
         const traceback = tracebackOf(err);
         meta = buildMeta(job.id, 'FAILURE', exc, traceback, request);
-        if (runner) canvas = { after: () => runner.afterFailure(creq, exc, traceback) };
+        if (runner) canvas = { after: () => runner.afterFailure(creq!, exc, traceback) };
         const excRepr = exceptionRepr(exc);
         emit = () => {
           this.#events?.send('task-failed', { uuid: job.id, exception: excRepr, traceback });
@@ -1397,7 +1435,7 @@ export class Worker extends EventEmitter {
         };
       }
     } finally {
-      for (const t of timers) clearTimeout(t);
+      if (timers) for (const t of timers) clearTimeout(t);
       this.#running.delete(job);
     }
     if (terminated !== null) {
@@ -1408,7 +1446,8 @@ export class Worker extends EventEmitter {
       meta = buildMeta(job.id, 'REVOKED', { exc_type: 'TaskRevokedError', exc_message: ['terminated'], exc_module: 'celery.exceptions' }, null, request);
       // _announce_revoked -> mark_as_revoked: the chord part counts as REVOKED; no errbacks.
       const revokedExc = meta.result as SerializedException;
-      canvas = runner && job.embed.chord !== null ? { after: () => runner.afterRevoked(creq, revokedExc) } : undefined;
+      const all = this.#canvasRunner;
+      canvas = all && job.embed.chord !== null ? { after: () => all.afterRevoked(creq ?? this.#canvasRequest(job), revokedExc) } : undefined;
       emit = () => {
         this.#events?.send('task-revoked', { uuid: job.id, terminated: true, signum: sig, expired: false });
         this.emit('task-revoked', { id: job.id, name: job.name, reason: 'terminated' } satisfies TaskRefusedEvent);
@@ -1507,10 +1546,18 @@ export class Worker extends EventEmitter {
     try {
       while (this.#settleQueue.length > 0) {
         let batch = this.#settleQueue.splice(0, 512);
+        let acked = false;
         try {
           // The canvas first (Celery's tracer sends callbacks and the chain before storing).
           await this.#canvasBefore(batch);
-          await this.#storeResults(batch);
+          const results = await this.#encodeResults(batch);
+          const backend = this.#backend;
+          if (backend?.storeThenAck && !batch.some((s) => s.canvas?.after !== undefined)) {
+            // No step between the store and the ack: both in one call where the
+            // backend can (a reject without requeue is an ack, as kombu's).
+            acked = await backend.storeThenAck(results, this.#consumer!, batch.map((s) => s.delivery));
+          }
+          if (!acked && results.length > 0) await backend!.store(results);
         } catch (err) {
           // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
           this.#error(err);
@@ -1518,14 +1565,16 @@ export class Worker extends EventEmitter {
           this.#release(batch.length, batch.length);
           continue;
         }
-        batch = await this.#canvasAfter(batch);
-        const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
-        const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
-        try {
-          if (acks.length > 0) await this.#consumer!.ack(acks);
-          if (rejects.length > 0) await this.#consumer!.reject(rejects, false);
-        } catch (err) {
-          this.#error(err);
+        if (!acked) {
+          batch = await this.#canvasAfter(batch);
+          const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
+          const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
+          try {
+            if (acks.length > 0) await this.#consumer!.ack(acks);
+            if (rejects.length > 0) await this.#consumer!.reject(rejects, false);
+          } catch (err) {
+            this.#error(err);
+          }
         }
         this.#release(batch.length, batch.length);
         for (const s of batch) {
@@ -1594,6 +1643,7 @@ export class Worker extends EventEmitter {
    * Returns the settlements to acknowledge.
    */
   async #canvasAfter(batch: Settlement[]): Promise<Settlement[]> {
+    if (!batch.some((s) => s.canvas?.after !== undefined)) return batch;
     const failed = new Set<Settlement>();
     await Promise.all(
       batch.map(async (s) => {
@@ -1612,11 +1662,11 @@ export class Worker extends EventEmitter {
     return batch.filter((s) => !failed.has(s));
   }
 
-  async #storeResults(batch: Settlement[]): Promise<void> {
-    const backend = this.#backend;
-    if (!backend) return;
+  /** The results of a batch's settlements that have one, encoded (none without a backend). */
+  async #encodeResults(batch: Settlement[]): Promise<StoredResult[]> {
+    if (!this.#backend) return [];
     const withMeta = batch.filter((s) => s.meta !== null);
-    if (withMeta.length === 0) return;
+    if (withMeta.length === 0) return [];
     let values: string[];
     try {
       values = await encodeMetas(
@@ -1643,18 +1693,16 @@ export class Worker extends EventEmitter {
         }
       }
     }
-    await backend.store(
-      withMeta.map((s, i) => {
-        const p = s.delivery.properties;
-        return {
-          taskId: s.meta!.task_id,
-          value: values[i]!,
-          // For rpc://: the reply queue and correlation id, as Celery's destination_for reads them.
-          ...(typeof p.reply_to === 'string' ? { replyTo: p.reply_to } : {}),
-          ...(typeof p.correlation_id === 'string' ? { correlationId: p.correlation_id } : {}),
-        };
-      }),
-    );
+    return withMeta.map((s, i) => {
+      const p = s.delivery.properties;
+      return {
+        taskId: s.meta!.task_id,
+        value: values[i]!,
+        // For rpc://: the reply queue and correlation id, as Celery's destination_for reads them.
+        ...(typeof p.reply_to === 'string' ? { replyTo: p.reply_to } : {}),
+        ...(typeof p.correlation_id === 'string' ? { correlationId: p.correlation_id } : {}),
+      };
+    });
   }
 
   #checkIdle(): void {

@@ -9,7 +9,7 @@ import test from 'ava';
 import { Redis } from 'ioredis';
 import { createWorker, json, type BrokerConsumer } from 'celery-sign';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
-import { redisEnvelope, type RedisTransport } from '../../lib/wire/redis.js';
+import { parseEnvelope, redisEnvelope, type RedisTransport } from '../../lib/wire/redis.js';
 import { openTransport } from '../../lib/wire/transport.js';
 import { makePki, runOracle, serializer, type Pki } from './helpers/celery.js';
 import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
@@ -331,6 +331,32 @@ test.serial("global_keyprefix: every key prefixed as kombu prefixes it, both way
     await c.close();
   } finally {
     await tr.close();
+  }
+});
+
+test('a base64 body: canonical or otherwise in the alphabet is decoded; url-safe letters, spaces, a look-alike letter or padding inside are refused', (t) => {
+  const envelope = (body: string): string =>
+    JSON.stringify({
+      body,
+      'content-encoding': 'utf-8',
+      'content-type': 'application/data',
+      headers: { id: 'i', task: 't' },
+      properties: { body_encoding: 'base64', delivery_tag: 'tag', delivery_info: { exchange: '', routing_key: 'celery' } },
+    });
+  const bytes = Buffer.from([0xfb, 0xff, 0x00, 0x41, 0x42]);
+  const canonical = bytes.toString('base64'); // '+/8AQUI='
+  // Unpadded, and with trailing bits set: not what kombu writes, read as before.
+  for (const body of [canonical, canonical.replace(/=+$/, ''), canonical.replace('I=', 'J=')]) {
+    const d = parseEnvelope(envelope(body), 'celery', 'tag');
+    t.is(d.malformed, undefined, body);
+    t.deepEqual(d.body, Buffer.from(body, 'base64'), body);
+  }
+  t.deepEqual(parseEnvelope(envelope(canonical), 'celery', 'tag').body, bytes);
+  const refused = [bytes.toString('base64url'), `${canonical.slice(0, 4)} ${canonical.slice(4)}`, `\u0141${canonical.slice(1)}`, 'AA==AAAA', `${canonical}\n`];
+  for (const body of refused) {
+    const d = parseEnvelope(envelope(body), 'celery', 'tag');
+    t.is(d.malformed?.code, 'ERR_MALFORMED_PAYLOAD', JSON.stringify(body));
+    t.is(d.malformed?.message, 'Message body is not base64', JSON.stringify(body));
   }
 });
 

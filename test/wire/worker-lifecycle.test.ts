@@ -160,6 +160,55 @@ test.serial('a message is acknowledged only after its result is stored', async (
   }
 });
 
+test.serial('broker and backend on one Redis database: results and their acks go in one script call (no MULTI); on another database, stored and acked apart', async (t) => {
+  t.timeout(60000);
+  const add: TaskHandler = ([a, b]) => Number(a) + Number(b);
+  const run = async (w: ReturnType<typeof worker>, c: CeleryClient, queue: string): Promise<string> => {
+    await r.config('RESETSTAT');
+    await w.start();
+    try {
+      const sent = await Promise.all(Array.from({ length: 40 }, (_, i) => c.sendTask('t.add', [i, 1], {}, { queue })));
+      for (const [i, s] of sent.entries()) t.is(await s.get({ timeout: 10000 }), i + 1);
+      t.is(await eventually(() => r.hlen('unacked'), 0), 0, 'every message acked');
+      return await r.info('commandstats');
+    } finally {
+      await w.stop();
+    }
+  };
+  const together = await run(worker('one', { 't.add': add }), client, 'one');
+  t.notRegex(together, /cmdstat_exec:/, 'no MULTI/EXEC: the acks went with the stores');
+  // The backend on database 1, the broker on 0: the acks are kombu's MULTI/EXEC, after the store.
+  const apart = createClient({ broker: redis.url(), backend: redis.url(1), security: serializer(pki) });
+  try {
+    const stats = await run(worker('two', { 't.add': add }, { backend: redis.url(1) }), apart, 'two');
+    t.regex(stats, /cmdstat_exec:calls=[1-9]/);
+  } finally {
+    await apart.close();
+  }
+});
+
+test.serial('broker and backend on one Redis database: a store that fails acknowledges nothing', async (t) => {
+  t.timeout(30000);
+  const id = `store-fails-${process.pid}`;
+  // The result key holds a list: the store script's GET fails (WRONGTYPE) and ends the script before its ack.
+  await r.rpush(`celery-task-meta-${id}`, 'not a result');
+  const errors: unknown[] = [];
+  const w = worker('sfail', { 't.one': () => 1 });
+  w.on('error', (e: unknown) => errors.push(e));
+  await w.start();
+  try {
+    await client.sendTask('t.one', [], {}, { queue: 'sfail', id });
+    await eventually(async () => errors.length, 1);
+    t.regex(String((errors[0] as Error).message), /WRONGTYPE/);
+    t.is(w.stats.succeeded, 1);
+    t.is(await r.hlen('unacked'), 1, 'the message is still unacknowledged (redelivered after the visibility timeout)');
+    t.is(await r.type(`celery-task-meta-${id}`), 'list');
+  } finally {
+    await w.stop();
+    await r.del(`celery-task-meta-${id}`, 'unacked', 'unacked_index');
+  }
+});
+
 test.serial('stop(): running tasks finish and are acked; held but unstarted ones go back to the queue', async (t) => {
   t.timeout(60000);
   const runs = new Map<number, number>();
