@@ -22,27 +22,7 @@ import { JsCertificate, pssKeysVerifyAnySalt } from '../src/backend/js/cert.js';
 import { DIGEST_SIZE, type DigestName } from '../src/backend/js/digest.js';
 import { decodeCapacity, decodeStrict, decodeStrictFast } from '../src/backend/js/envelope.js';
 import * as fx from './helpers/fixtures.js';
-
-/** xorshift32: the same inputs every run. */
-function rng(seed: number): { int(n: number): number; bytes(n: number): Buffer } {
-  let x = seed >>> 0 || 1;
-  const next = (): number => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-  return {
-    int: (n) => next() % n,
-    bytes: (n) => {
-      const b = Buffer.alloc(n);
-      for (let i = 0; i < n; i++) b[i] = next() & 0xff;
-      return b;
-    },
-  };
-}
+import { rng } from './helpers/rng.js';
 
 const R = rng(20261201);
 const STEP = 1 << 20;

@@ -23,6 +23,7 @@ import { poolForTests, threadsFromEnv } from '../src/backend/js/pool.js';
 import type { Binding, NativeCertificate, NativeCertStore, NativePrivateKey, NativeSerializer, OpenedBatch } from '../src/backend/types.js';
 import { restoreText } from '../src/json/hinted.js';
 import * as fx from './helpers/fixtures.js';
+import { rng } from './helpers/rng.js';
 import { pkcs1Sign, pssSign } from './helpers/payloads.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,28 +85,6 @@ test('errorCodes: the list of the built binary (both read the core\'s ErrorCode:
 
 // ---------------------------------------------------------------------------------------------
 // The corpus
-
-/** xorshift32: the corpus is the same every run. */
-function rng(seed: number): { int(n: number): number; pick<T>(a: readonly T[]): T; bytes(n: number): Buffer } {
-  let x = seed >>> 0 || 1;
-  const next = (): number => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-  return {
-    int: (n) => next() % n,
-    pick: (a) => a[next() % a.length]!,
-    bytes: (n) => {
-      const b = Buffer.alloc(n);
-      for (let i = 0; i < n; i++) b[i] = next() & 0xff;
-      return b;
-    },
-  };
-}
 
 const R = rng(20261201);
 

@@ -352,12 +352,14 @@ if #KEYS >= 3 then redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) end
 return 1
 `);
 
-// KEYS: result keys ; ARGV: expires (seconds, '0' = none), value1..valueN
-// Celery's _store_result + _set: SET[EX] and PUBLISH, but never over a SUCCESS.
-const STORE_RESULTS = new Script(`
-local expires = tonumber(ARGV[1])
-local stored = 0
-for i = 1, #KEYS do
+/**
+ * The Lua loop of Celery's _store_result + _set over result keys 1..count:
+ * SET[EX] and PUBLISH each value (`ARGV[valueAt]`), never over a SUCCESS;
+ * counts what it stored in `stored`. Reads `expires`.
+ */
+function storeLoop(count: string, valueAt: string): string {
+  return `local stored = 0
+for i = 1, ${count} do
   local cur = redis.call('GET', KEYS[i])
   local skip = false
   if cur then
@@ -365,7 +367,7 @@ for i = 1, #KEYS do
     if ok and type(m) == 'table' and m.status == 'SUCCESS' then skip = true end
   end
   if not skip then
-    local v = ARGV[i + 1]
+    local v = ARGV[${valueAt}]
     if expires > 0 then
       redis.call('SETEX', KEYS[i], expires, v)
     else
@@ -375,7 +377,14 @@ for i = 1, #KEYS do
     stored = stored + 1
   end
 end
-return stored
+`;
+}
+
+// KEYS: result keys ; ARGV: expires (seconds, '0' = none), value1..valueN
+// Celery's _store_result + _set: SET[EX] and PUBLISH, but never over a SUCCESS.
+const STORE_RESULTS = new Script(`
+local expires = tonumber(ARGV[1])
+${storeLoop('#KEYS', 'i + 1')}return stored
 `);
 
 // KEYS: result key 1..n, unacked_index, unacked ; ARGV: expires, n, value 1..n, tag 1..m
@@ -385,26 +394,7 @@ return stored
 const STORE_THEN_ACK = new Script(`
 local expires = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local stored = 0
-for i = 1, n do
-  local cur = redis.call('GET', KEYS[i])
-  local skip = false
-  if cur then
-    local ok, m = pcall(cjson.decode, cur)
-    if ok and type(m) == 'table' and m.status == 'SUCCESS' then skip = true end
-  end
-  if not skip then
-    local v = ARGV[i + 2]
-    if expires > 0 then
-      redis.call('SETEX', KEYS[i], expires, v)
-    else
-      redis.call('SET', KEYS[i], v)
-    end
-    redis.call('PUBLISH', KEYS[i], v)
-    stored = stored + 1
-  end
-end
-local first = n + 3
+${storeLoop('n', 'i + 2')}local first = n + 3
 while first <= #ARGV do
   local last = math.min(#ARGV, first + 199)
   redis.call('ZREM', KEYS[n + 1], unpack(ARGV, first, last))
