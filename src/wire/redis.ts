@@ -582,15 +582,27 @@ function envelope(
   });
 }
 
-/** Where a consumer's acks go: its server's connection options and kombu's `unacked` keys (prefixed). */
+/**
+ * The parts of a connection's options that name its server and database (its
+ * own type, not ioredis's: the declarations never name an optional peer).
+ */
+interface ServerAddress {
+  host?: string | undefined;
+  port?: number | undefined;
+  path?: string | undefined;
+  db?: number | undefined;
+  sentinels?: unknown;
+}
+
+/** Where a consumer's acks go: its server and kombu's `unacked` keys (prefixed). */
 interface AckTarget {
-  server: RedisOptions;
+  server: ServerAddress;
   index: string;
   hash: string;
 }
 
-/** Whether two sets of connection options reach the same server and database (never under Sentinel). */
-function sameServer(a: RedisOptions, b: RedisOptions): boolean {
+/** Whether two connections reach the same server and database (never under Sentinel). */
+function sameServer(a: ServerAddress, b: ServerAddress): boolean {
   if (a.sentinels || b.sentinels) return false;
   if ((a.db ?? 0) !== (b.db ?? 0)) return false;
   if (a.path || b.path) return a.path === b.path;
