@@ -1641,13 +1641,18 @@ export class RedisBackend implements ResultBackend {
    * is followed by `WAIT` in the same round trip, and repeated (it is
    * idempotent) when the connection was replaced meanwhile.
    */
+  /** `result_expires` as the store scripts take it: whole seconds, '0' for none. */
+  #expiresArg(): string {
+    return String(Math.max(0, Math.floor(this.#expires)));
+  }
+
   async store(results: readonly StoredResult[]): Promise<void> {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
     const wait = this.#wait;
     for (let i = 0; i < results.length; i += 500) {
       const chunk = results.slice(i, i + 500);
       const keys = chunk.map((r) => this.keyFor(r.taskId));
-      const args = [String(Math.max(0, Math.floor(this.#expires))), ...chunk.map((r) => r.value)];
+      const args = [this.#expiresArg(), ...chunk.map((r) => r.value)];
       if (!wait) {
         await STORE_RESULTS.run(this.#client, keys, args);
         continue;
@@ -1677,16 +1682,13 @@ export class RedisBackend implements ResultBackend {
     if (this.#wait || !(consumer instanceof RedisConsumer)) return false;
     const target = consumer.ackTarget;
     if (target === null || !sameServer(target.server, this.#url)) return false;
-    const expires = String(Math.max(0, Math.floor(this.#expires)));
-    let i = 0;
-    for (; results.length - i > 500; i += 500) {
-      const chunk = results.slice(i, i + 500);
-      await STORE_RESULTS.run(this.#client, chunk.map((r) => this.keyFor(r.taskId)), [expires, ...chunk.map((r) => r.value)]);
-    }
-    const last = results.slice(i);
+    // All but the last chunk of 500 as `store` stores them; the last with the acks.
+    const head = results.length > 500 ? 500 * Math.floor((results.length - 1) / 500) : 0;
+    if (head > 0) await this.store(results.slice(0, head));
+    const last = results.slice(head);
     const keys = last.map((r) => this.keyFor(r.taskId));
     keys.push(target.index, target.hash);
-    const args = [expires, String(last.length)];
+    const args = [this.#expiresArg(), String(last.length)];
     for (const r of last) args.push(r.value);
     for (const d of deliveries) if (d.deliveryTag !== '') args.push(d.deliveryTag);
     await STORE_THEN_ACK.run(this.#client, keys, args);
