@@ -1547,12 +1547,15 @@ export class Worker extends EventEmitter {
       while (this.#settleQueue.length > 0) {
         let batch = this.#settleQueue.splice(0, 512);
         let acked = false;
+        // Whether a settlement has a canvas step between its store and its ack.
+        let afterSteps = false;
         try {
           // The canvas first (Celery's tracer sends callbacks and the chain before storing).
           await this.#canvasBefore(batch);
           const results = await this.#encodeResults(batch);
           const backend = this.#backend;
-          if (backend?.storeThenAck && !batch.some((s) => s.canvas?.after !== undefined)) {
+          afterSteps = batch.some((s) => s.canvas?.after !== undefined);
+          if (backend?.storeThenAck && !afterSteps) {
             // No step between the store and the ack: both in one call where the
             // backend can (a reject without requeue is an ack, as kombu's).
             acked = await backend.storeThenAck(results, this.#consumer!, batch.map((s) => s.delivery));
@@ -1566,7 +1569,7 @@ export class Worker extends EventEmitter {
           continue;
         }
         if (!acked) {
-          batch = await this.#canvasAfter(batch);
+          if (afterSteps) batch = await this.#canvasAfter(batch);
           const acks = batch.filter((s) => s.action === 'ack').map((s) => s.delivery);
           const rejects = batch.filter((s) => s.action === 'reject').map((s) => s.delivery);
           try {
@@ -1643,7 +1646,6 @@ export class Worker extends EventEmitter {
    * Returns the settlements to acknowledge.
    */
   async #canvasAfter(batch: Settlement[]): Promise<Settlement[]> {
-    if (!batch.some((s) => s.canvas?.after !== undefined)) return batch;
     const failed = new Set<Settlement>();
     await Promise.all(
       batch.map(async (s) => {
