@@ -19,7 +19,7 @@ import { CORE_ERROR_CODES } from '../codes.js';
 import { JsCertificate } from './cert.js';
 import { fail } from './errors.js';
 import type { DigestName } from './digest.js';
-import { BAD_SIGNATURE, decodeCapacity, internalRefusal, openUnverified, Refusal, seal, signPss, Snapshot } from './envelope.js';
+import { BAD_SIGNATURE, decodeCapacity, internalRefusal, openUnverified, Refusal, sameBytes, seal, signPss, Snapshot } from './envelope.js';
 import type { FromWorker, OpenJob, SealJob, ToWorker, WorkerInit } from './pool.js';
 
 const port = parentPort;
@@ -55,13 +55,6 @@ function asRefusal(err: unknown): Refusal {
   const m = err instanceof Error ? CODE_PREFIX.exec(err.message) : null;
   if (m !== null && (CORE_ERROR_CODES as readonly string[]).includes(m[1]!)) return new Refusal(m[1] as CoreErrorCode, m[2]!);
   return internalRefusal(err instanceof Error ? err.message : String(err), 'ERR_MALFORMED_PAYLOAD');
-}
-
-/** Whether `raw[start..end]` is the bytes of `b`. */
-function sameBytes(b: Buffer, raw: Buffer, start: number, end: number): boolean {
-  if (end - start !== b.length) return false;
-  for (let i = 0; i < b.length; i++) if (b[i] !== raw[start + i]) return false;
-  return true;
 }
 
 /** Scratch room to decode one payload into, grown as needed (and shrunk back after a job). */
