@@ -504,8 +504,9 @@ fn verify_all(digest: Digest, checks: &[Check<'_>]) -> Vec<bool> {
         .collect();
     // Keys of one group (size and exponent) share a call; keep batch order within.
     simd.sort_by_key(|(k, key)| (key.group(), *k));
-    // The encoded messages' room, zeroed once for the whole chunk (the kernel
-    // writes every byte of each lane's `key.len()`).
+    // The encoded messages' room, zeroed once for the whole chunk: the kernel
+    // writes all `key.len()` bytes of each lane it accepts, and a lane it
+    // refuses (out of range) is never read.
     let mut ems = [[0u8; mb::MAX_BYTES]; LANES];
     for run in simd.chunk_by(|a, b| a.1.group() == b.1.group()) {
         for lanes in run.chunks(LANES) {
