@@ -50,6 +50,26 @@ test('round trips through every method', async (t) => {
   t.deepEqual(await s.deserializeMany([]), []);
 });
 
+test('serializeMany: a large batch goes in chunks, in order, a chunk of mixed content types one by one, a bad item failing the call', async (t) => {
+  const raw = new SecureSerializer({ key, cert, store, serializer: 'raw' });
+  // 1000 items: four chunks; the third holds the one Buffer (content encoding binary, not utf-8).
+  const items: Array<string | Buffer> = Array.from({ length: 1000 }, (_, i) => `item ${i}`);
+  items[700] = Buffer.from([0xff, 0x00, 0x01]);
+  const payloads = await raw.serializeMany(items);
+  t.is(payloads.length, 1000);
+  const back = await raw.deserializeMany(payloads);
+  t.true(back.every((r) => r.ok));
+  t.deepEqual(
+    back.map((r) => (r.ok ? Buffer.from(r.value as string | Buffer).toString('latin1') : '')),
+    items.map((v) => Buffer.from(v).toString('latin1')),
+  );
+  t.true(Buffer.isBuffer((back[700] as { value: unknown }).value));
+  // An item that cannot be encoded fails the whole call, with nothing left unobserved.
+  const bad: unknown[] = [...items];
+  bad[900] = 42;
+  await t.throwsAsync(raw.serializeMany(bad), { instanceOf: TypeError, message: /raw serializer takes a string or bytes/ });
+});
+
 test('reads both wire formats whatever it writes, and writes the one asked for', async (t) => {
   const p54 = s54.serialize(value);
   const p55 = s.serialize(value);
