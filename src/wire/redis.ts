@@ -1635,17 +1635,17 @@ export class RedisBackend implements ResultBackend {
     return this.#prefix + TASK_KEY_PREFIX + taskId;
   }
 
+  /** `result_expires` as the store scripts take it: whole seconds, '0' for none. */
+  #expiresArg(): string {
+    return String(Math.max(0, Math.floor(this.#expires)));
+  }
+
   /**
    * Celery's `_store_result` for many: `SETEX` + `PUBLISH` each, skipping a
    * stored `SUCCESS`, 500 per script call. With `wait_replicas`, each call
    * is followed by `WAIT` in the same round trip, and repeated (it is
    * idempotent) when the connection was replaced meanwhile.
    */
-  /** `result_expires` as the store scripts take it: whole seconds, '0' for none. */
-  #expiresArg(): string {
-    return String(Math.max(0, Math.floor(this.#expires)));
-  }
-
   async store(results: readonly StoredResult[]): Promise<void> {
     if (this.#closed) throw new WireError('ERR_CLOSED', 'The result backend is closed');
     const wait = this.#wait;
