@@ -51,6 +51,13 @@ export interface OracleResponse {
   [field: string]: unknown;
 }
 
+/**
+ * How long one oracle run may take (a session answers in seconds): past it
+ * the Python process is killed and the run fails naming the venv, so a hang
+ * costs minutes of CI, not ava's whole inactivity timeout.
+ */
+export const ORACLE_TIMEOUT_MS = 180_000;
+
 /** Runs the oracle once, asynchronously, with an array of requests; one response per request. */
 export function runOracle(env: PythonEnv, requests: readonly object[]): Promise<OracleResponse[]> {
   const python = pythonPath(env); // throws when the venv is missing: the test fails
@@ -58,11 +65,24 @@ export function runOracle(env: PythonEnv, requests: readonly object[]): Promise<
     const child = spawn(python, [ORACLE], { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, ORACLE_TIMEOUT_MS);
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     child.on('close', (code) => {
+      clearTimeout(timer);
       const stdout = Buffer.concat(out).toString('utf8');
+      if (timedOut) {
+        reject(new Error(`celery_oracle.py (${env}) did not answer ${requests.length} request(s) within ${ORACLE_TIMEOUT_MS} ms, killed: ${Buffer.concat(err).toString('utf8')}`));
+        return;
+      }
       if (code !== 0) {
         reject(new Error(`celery_oracle.py (${env}) exited with ${code}: ${Buffer.concat(err).toString('utf8')} ${stdout.slice(0, 2000)}`));
         return;

@@ -29,8 +29,11 @@ export function runPython<T = unknown>(script: string, request: unknown, env: Py
     input: JSON.stringify(request),
     encoding: 'utf8',
     maxBuffer: 1 << 30,
+    // A Python that hangs fails the test in minutes, naming the script.
+    timeout: 180_000,
+    killSignal: 'SIGKILL',
   });
-  if (res.error) throw res.error;
+  if (res.error) throw new Error(`python ${script} (${env}): ${res.error.message}: ${res.stderr ?? ''}`);
   if (res.status !== 0) {
     throw new Error(`python ${script} exited with ${res.status}: ${res.stderr}`);
   }
