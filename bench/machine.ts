@@ -17,54 +17,71 @@ export interface Machine {
   loadAverage: [number, number, number];
   /** Whether the CPU has AVX-512 IFMA (avx512f and avx512ifma in /proc/cpuinfo). Absent in results saved before issue 11. */
   ifma?: boolean;
+  /** Whether the CPU has AVX2 (avx2 in /proc/cpuinfo). Absent in results saved before the AVX2 kernel. */
+  avx2?: boolean;
   /** The RSA path celery-sign's native backend takes in this process (see {@link rsaPath}). */
   rsaPath?: RsaPath;
 }
 
 /**
- * How celery-sign does RSA in a process: its own AVX-512 IFMA kernels for the
- * public-key step of verification (signing stays on AWS-LC), AWS-LC alone
- * (a CPU without IFMA, or CELERY_SIGN_SIMD=0 read by the addon at load), or
- * node:crypto (the fallback backend, CELERY_SIGN_BACKEND=js).
+ * How celery-sign does RSA in a process: its own SIMD kernels for the
+ * public-key step of verification (signing stays on AWS-LC) — AVX-512 IFMA,
+ * or AVX2 on an x86-64 CPU without IFMA (or with CELERY_SIGN_SIMD=avx2) —,
+ * AWS-LC alone (a CPU with neither, or CELERY_SIGN_SIMD=0 read by the addon
+ * at load), or node:crypto (the fallback backend, CELERY_SIGN_BACKEND=js).
+ * The addon chooses by the same rules (crates/core/src/mb.rs, `kernel`).
  */
-export type RsaPath = 'ifma' | 'aws-lc' | 'aws-lc-forced' | 'node-crypto';
+export type RsaPath = 'ifma' | 'avx2' | 'aws-lc' | 'aws-lc-forced' | 'node-crypto';
 
 export const RSA_PATH_LABEL: Record<RsaPath, string> = {
   ifma: "celery-sign's AVX-512 IFMA kernels (verification's public-key step; signing on AWS-LC)",
-  'aws-lc': 'AWS-LC (no AVX-512 IFMA on this CPU)',
-  'aws-lc-forced': 'AWS-LC (CELERY_SIGN_SIMD=0: the path of a CPU without IFMA)',
+  avx2: "celery-sign's AVX2 kernel (verification's public-key step, eight signatures at once; signing on AWS-LC): the path of an x86-64 CPU without IFMA",
+  'aws-lc': 'AWS-LC (neither AVX-512 IFMA nor AVX2 on this CPU)',
+  'aws-lc-forced': 'AWS-LC (CELERY_SIGN_SIMD=0: the path of a CPU without the SIMD kernels, e.g. ARM)',
   'node-crypto': 'node:crypto (the fallback backend, CELERY_SIGN_BACKEND=js)',
 };
 
 /** A short name of the path, for table rows and target titles. */
 export const RSA_PATH_SHORT: Record<RsaPath, string> = {
   ifma: 'IFMA kernels',
-  'aws-lc': 'AWS-LC, no IFMA',
+  avx2: 'AVX2 kernel',
+  'aws-lc': 'AWS-LC, no SIMD kernel',
   'aws-lc-forced': 'AWS-LC, CELERY_SIGN_SIMD=0',
   'node-crypto': 'node:crypto fallback',
 };
 
-/** Whether this CPU has AVX-512 IFMA, as the addon probes it (avx512f and avx512ifma). */
-export function cpuHasIfma(): boolean {
+function cpuFlags(): string {
   try {
-    const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
-    return /\bavx512f\b/.test(flags) && /\bavx512ifma\b/.test(flags);
+    return /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
   } catch {
-    return false; // not Linux: the report says no
+    return ''; // not Linux: the report says no
   }
 }
 
-/** Whether `env` turns the IFMA kernels off (the addon reads CELERY_SIGN_SIMD once, at load). */
+/** Whether this CPU has AVX-512 IFMA, as the addon probes it (avx512f and avx512ifma). */
+export function cpuHasIfma(): boolean {
+  const flags = cpuFlags();
+  return /\bavx512f\b/.test(flags) && /\bavx512ifma\b/.test(flags);
+}
+
+/** Whether this CPU has AVX2, as the addon probes it. */
+export function cpuHasAvx2(): boolean {
+  return /\bavx2\b/.test(cpuFlags());
+}
+
+/** Whether `env` turns the SIMD kernels off (the addon reads CELERY_SIGN_SIMD once, at load). */
 export const simdForcedOff = (env: NodeJS.ProcessEnv = process.env): boolean => env.CELERY_SIGN_SIMD?.trim() === '0';
 
 /**
  * The RSA path of a process started with `env` on this CPU; `loaded` is the
  * backend it runs on where known (this process: celery-sign's `backend`).
  */
-export function rsaPath(env: NodeJS.ProcessEnv = process.env, ifma = cpuHasIfma(), loaded?: string): RsaPath {
+export function rsaPath(env: NodeJS.ProcessEnv = process.env, ifma = cpuHasIfma(), loaded?: string, avx2 = cpuHasAvx2()): RsaPath {
   if (loaded === 'js' || (loaded === undefined && env.CELERY_SIGN_BACKEND?.trim() === 'js')) return 'node-crypto';
-  if (!ifma) return 'aws-lc';
-  return simdForcedOff(env) ? 'aws-lc-forced' : 'ifma';
+  if (!ifma && !avx2) return 'aws-lc';
+  if (simdForcedOff(env)) return 'aws-lc-forced';
+  if (avx2 && (!ifma || env.CELERY_SIGN_SIMD?.trim().toLowerCase() === 'avx2')) return 'avx2';
+  return 'ifma';
 }
 
 function osName(): string {
@@ -92,6 +109,7 @@ export function machine(): Machine {
     celerySign: pkg.version ?? 'unknown',
     loadAverage: [la[0] ?? 0, la[1] ?? 0, la[2] ?? 0],
     ifma: cpuHasIfma(),
+    avx2: cpuHasAvx2(),
     rsaPath: rsaPath(process.env, cpuHasIfma(), backend),
   };
 }

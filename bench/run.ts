@@ -5,10 +5,12 @@
  *   npm run bench                     the full suite (~10 min on 2 cores); rewrites BENCHMARKS.md and the chart
  *   options: --json  --threads N  --write  --no-python  --one-path  --help
  *
- * Where the CPU has AVX-512 IFMA, celery-sign's batch contenders are measured
- * on both RSA paths in the same run: in this process (the IFMA kernels) and in
- * a child started with CELERY_SIGN_SIMD=0 (AWS-LC, the path of every CPU
- * without IFMA; contender cs-nosimd), and the targets are computed for each.
+ * Where the CPU has a SIMD kernel (AVX-512 IFMA, or AVX2), celery-sign's batch
+ * contenders are measured on two RSA paths in the same run: in this process
+ * (the kernel) and in a child started with CELERY_SIGN_SIMD=0 (AWS-LC, the
+ * path of a CPU without the kernels, e.g. ARM; contender cs-nosimd), and the
+ * targets are computed for each. CELERY_SIGN_SIMD=avx2 runs the AVX2 kernel on
+ * a CPU with IFMA (the path of an x86-64 CPU without IFMA).
  *   npm run bench:small               small batches (1, 16, 256) against the sync deserialize, both SIMD modes (bench/small.ts)
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -57,8 +59,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --write        also update BENCHMARKS.md, the chart and bench/results/latest.json after --quick
   --no-python    do not measure Python Celery (a full run otherwise requires it)
   --no-fallback  do not measure celery-sign on its node:crypto fallback (CELERY_SIGN_BACKEND=js)
-  --one-path     on a CPU with AVX-512 IFMA, do not also measure celery-sign with
-                 CELERY_SIGN_SIMD=0 (AWS-LC, the path of CPUs without IFMA) in a child
+  --one-path     on a CPU with a SIMD kernel (IFMA or AVX2), do not also measure celery-sign
+                 with CELERY_SIGN_SIMD=0 (AWS-LC, the path of CPUs without them) in a child
   --only IDS     measure only these contenders (comma-separated: ${CONTENDER_IDS.join(',')}),
                  e.g. --only cs-many,cs-js,node-cb,node-pool for the fallback against its peers
   --from FILE    measure nothing: report a saved --json result (with --write, rewrite the docs)
@@ -164,13 +166,14 @@ async function main(): Promise<number> {
   const plan = makePlan(mode);
   const t0 = performance.now();
   const startMachine = machine();
-  // The second RSA path: only where this process runs the IFMA kernels.
+  // The second RSA path (AWS-LC, CELERY_SIGN_SIMD=0): only where this
+  // process runs a SIMD kernel (IFMA or AVX2).
   const mainPath = startMachine.rsaPath!;
   let secondWhy = '';
-  if (mainPath !== 'ifma') {
+  if (mainPath !== 'ifma' && mainPath !== 'avx2') {
     secondWhy =
       mainPath === 'aws-lc'
-        ? 'this CPU has no AVX-512 IFMA: AWS-LC is the only RSA path'
+        ? 'this CPU has neither AVX-512 IFMA nor AVX2: AWS-LC is the only RSA path'
         : mainPath === 'aws-lc-forced'
           ? 'CELERY_SIGN_SIMD=0 is set for the whole run: AWS-LC is the only RSA path measured'
           : 'the run is on the node:crypto fallback';
@@ -398,7 +401,7 @@ async function main(): Promise<number> {
     coverage: [
       ...plan.coverage,
       second
-        ? 'both RSA paths: celery-sign in this process (IFMA kernels) and, as its own rows (cs-nosimd), deserializeMany/serializeMany in a child with CELERY_SIGN_SIMD=0 (AWS-LC), with event-loop delay and memory; targets for each'
+        ? `two RSA paths: celery-sign in this process (${RSA_PATH_SHORT[mainPath]}) and, as its own rows (cs-nosimd), deserializeMany/serializeMany in a child with CELERY_SIGN_SIMD=0 (AWS-LC), with event-loop delay and memory; targets for each`
         : `one RSA path (${RSA_PATH_LABEL[mainPath]}): ${secondWhy}`,
       ...(python ? [] : ['Python Celery: not measured']),
     ],

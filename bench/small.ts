@@ -117,7 +117,7 @@ function table(results: ModeResult[]): string {
     '| :--- | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of results) {
-    const kernels = r.ifma ? 'IFMA' : r.simd === 'off' ? 'CELERY_SIGN_SIMD=0' : 'no IFMA on this CPU';
+    const kernels = r.ifma ? 'IFMA' : r.simd === 'off' ? 'CELERY_SIGN_SIMD=0' : 'AVX2 kernel where the CPU has AVX2 (no IFMA)';
     for (const b of BATCHES) {
       const c = r.cells[String(b)]!;
       const need = b === 1 ? '>= 1x' : b === 16 ? '>= 1.5x' : '';

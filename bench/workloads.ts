@@ -199,8 +199,8 @@ export const PAIR_LABEL: Record<ContenderId, string> = {
 export const HOW: Record<ContenderId, string> = {
   'cs-many': 'one native call per batch, fanned out over the native thread pool; payloads as strings (as from Redis)',
   'cs-nosimd':
-    'the same calls with CELERY_SIGN_SIMD=0 (AWS-LC does the RSA step, as on a CPU without AVX-512 IFMA), in a child process, timed there; ' +
-    'measured only where the CPU has IFMA',
+    'the same calls with CELERY_SIGN_SIMD=0 (AWS-LC does the RSA step, as on a CPU without the SIMD kernels, e.g. ARM), in a child process, timed there; ' +
+    'measured only where the CPU has a SIMD kernel (AVX-512 IFMA or AVX2)',
   'cs-many-buf': 'the same, payloads as Buffers (as an AMQP consumer has them)',
   'cs-async': 'one native task per item, each awaited before the next',
   'cs-sync': 'on the event loop',

@@ -121,12 +121,19 @@ impl Certificate {
         self.bits
     }
 
-    /// The key laid out for the IFMA kernels, when they can check `signature`
-    /// (the CPU has IFMA, the key fits, the signature has the key's length).
+    /// The key laid out for the batch kernel in use (`mb::kernel`), when it
+    /// can check `signature` (the key fits, the signature has its length).
     pub(crate) fn simd_key_for(&self, signature: &[u8]) -> Option<&MbKey> {
         self.mb
             .as_ref()
-            .filter(|k| k.len() == signature.len() && crate::mb::available())
+            .filter(|k| k.len() == signature.len() && k.usable())
+    }
+
+    /// The key for the one-number kernel (IFMA only, `mb::public_op_one`).
+    fn simd_one_key_for(&self, signature: &[u8]) -> Option<&MbKey> {
+        self.mb
+            .as_ref()
+            .filter(|k| k.len() == signature.len() && crate::mb::one_available())
     }
 
     /// Signature length in bytes for this key.
@@ -176,7 +183,7 @@ impl Certificate {
 
     /// The signature check alone.
     pub fn verify_signature(&self, data: &[u8], signature: &[u8], digest: Digest) -> Result<()> {
-        let ok = match self.simd_key_for(signature) {
+        let ok = match self.simd_one_key_for(signature) {
             Some(key) => crate::rsa::verify_pss_simd(key, digest, data, signature),
             None => crate::rsa::verify_pss(self.uid, &self.pubkey, digest, data, signature),
         };

@@ -9,9 +9,10 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-// Unsafe code is refused everywhere but in `mb` (SIMD intrinsics, see there).
+// Unsafe code is refused everywhere but in `mb` and `avx2` (SIMD intrinsics, see there).
 #![deny(unsafe_code)]
 
+mod avx2;
 pub mod batch;
 pub mod cert;
 pub mod digest;

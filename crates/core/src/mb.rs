@@ -1,5 +1,6 @@
 //! The RSA public operation `s^e mod n` for up to eight signatures at once,
-//! with AVX-512 IFMA (multi-buffer, as Intel's `crypto_mb` does it).
+//! with SIMD (multi-buffer, as Intel's `crypto_mb` does it): AVX-512 IFMA
+//! where the CPU has it, AVX2 (`avx2`) on other x86-64 CPUs.
 //!
 //! Verification is dominated by this one modular exponentiation, and for a
 //! batch it is the same computation eight times over (usually with the same
@@ -12,10 +13,16 @@
 //! Only public data goes through here (signatures and public keys), so it is
 //! written for speed, not constant time. It is checked against AWS-LC's raw
 //! RSA operation (`tests` below and `tests/mb.rs`) on random and edge inputs
-//! for every size it handles. Everything it does not handle (no IFMA, keys
-//! over 4106 bits, even moduli, exponents over 64 bits) goes to AWS-LC.
+//! for every size it handles, with each kernel the CPU has. Everything it
+//! does not handle (neither kernel, keys over 4106 bits with IFMA or over
+//! 3078 with AVX2, even moduli, exponents over 64 bits) goes to AWS-LC.
+//!
+//! `CELERY_SIGN_SIMD` (read once): `0` turns the kernels off (AWS-LC alone,
+//! the path of a CPU with neither, e.g. ARM), `avx2` takes the AVX2 kernel
+//! even where IFMA exists (the path of an x86-64 CPU without IFMA).
 #![allow(unsafe_code)]
 
+use crate::avx2::{self, Limbs28};
 use openssl::bn::{BigNum, BigNumContext, BigNumRef};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -46,6 +53,8 @@ pub struct MbKey {
     /// The modulus, big-endian, `len` bytes (the signature length).
     n_be: Vec<u8>,
     bits: u32,
+    /// The layout of the AVX2 kernel (28-bit limbs), when the key fits it.
+    l28: Option<Box<Limbs28>>,
 }
 
 impl std::fmt::Debug for MbKey {
@@ -58,7 +67,7 @@ impl std::fmt::Debug for MbKey {
 }
 
 impl MbKey {
-    /// Lays out `(n, e)`, or `None` when the kernel cannot take this key.
+    /// Lays out `(n, e)`, or `None` when no kernel can take this key.
     pub fn new(n: &BigNumRef, e: &BigNumRef) -> Option<MbKey> {
         let bits = u32::try_from(n.num_bits()).ok()?;
         let limbs = *SIZES.iter().find(|&&l| 52 * l >= bits as usize + 2)?;
@@ -76,24 +85,50 @@ impl MbKey {
             e,
             n_be,
             bits,
+            l28: None,
         };
-        to_limbs(&key.n_be, &mut key.n[..limbs]);
-        let r2 = r_squared(n, limbs)?;
-        to_limbs(&r2.to_vec_padded(key.n_be.len() as i32).ok()?, &mut key.rr);
-        let r2 = r_squared(n, limbs.next_multiple_of(LANES))?;
-        to_limbs(
+        to_limbs::<52>(&key.n_be, &mut key.n[..limbs]);
+        let r2 = r_squared(n, 52 * limbs)?;
+        to_limbs::<52>(&r2.to_vec_padded(key.n_be.len() as i32).ok()?, &mut key.rr);
+        let r2 = r_squared(n, 52 * limbs.next_multiple_of(LANES))?;
+        to_limbs::<52>(
             &r2.to_vec_padded(key.n_be.len() as i32).ok()?,
             &mut key.rr_one,
         );
-        // k0 = -n^-1 mod 2^52, by Newton's iteration (n is odd).
-        let n0 = key.n[0];
-        let mut inv: u64 = 1;
-        for _ in 0..6 {
-            inv = inv.wrapping_mul(2u64.wrapping_sub(n0.wrapping_mul(inv)));
-        }
-        debug_assert_eq!(n0.wrapping_mul(inv) & MASK52, 1);
-        key.k0 = inv.wrapping_neg() & MASK52;
+        key.k0 = neg_inverse(key.n[0], 52);
+        key.l28 = Self::layout28(n, &key.n_be);
         Some(key)
+    }
+
+    /// The AVX2 kernel's layout of `n`, when a compiled size fits it.
+    fn layout28(n: &BigNumRef, n_be: &[u8]) -> Option<Box<Limbs28>> {
+        let bits = n.num_bits() as usize;
+        let limbs = *avx2::SIZES
+            .iter()
+            .find(|&&l| avx2::BITS as usize * l >= bits + 2)?;
+        let mut l = Box::new(Limbs28 {
+            limbs,
+            n: [0; avx2::MAX_L],
+            rr: [0; avx2::MAX_L],
+            k0: 0,
+        });
+        to_limbs::<28>(n_be, &mut l.n[..limbs]);
+        let r2 = r_squared(n, avx2::BITS as usize * limbs)?;
+        to_limbs::<28>(
+            &r2.to_vec_padded(n_be.len() as i32).ok()?,
+            &mut l.rr[..limbs],
+        );
+        l.k0 = neg_inverse(l.n[0], avx2::BITS);
+        Some(l)
+    }
+
+    /// Whether the batch kernel of this CPU ([`kernel`]) takes this key.
+    pub fn usable(&self) -> bool {
+        match kernel() {
+            Some(Kernel::Ifma) => true,
+            Some(Kernel::Avx2) => self.l28.is_some(),
+            None => false,
+        }
     }
 
     /// The signature length in bytes.
@@ -111,7 +146,10 @@ impl MbKey {
 
     /// Keys that may share one kernel call (same limb count and exponent).
     pub fn group(&self) -> (usize, u64) {
-        (self.limbs, self.e)
+        match (kernel(), &self.l28) {
+            (Some(Kernel::Avx2), Some(l)) => (l.limbs, self.e),
+            _ => (self.limbs, self.e),
+        }
     }
 
     /// Whether `sig` is a number below the modulus, as RSA requires.
@@ -120,25 +158,36 @@ impl MbKey {
     }
 }
 
-/// R^2 mod n with R = 2^(52 limbs).
-fn r_squared(n: &BigNumRef, limbs: usize) -> Option<BigNum> {
+/// R^2 mod n with R = 2^r_bits.
+fn r_squared(n: &BigNumRef, r_bits: usize) -> Option<BigNum> {
     let mut ctx = BigNumContext::new().ok()?;
     let one = BigNum::from_u32(1).ok()?;
     let mut shifted = BigNum::new().ok()?;
-    shifted.lshift(&one, (2 * 52 * limbs) as i32).ok()?;
+    shifted.lshift(&one, (2 * r_bits) as i32).ok()?;
     let mut r2 = BigNum::new().ok()?;
     r2.nnmod(&shifted, n, &mut ctx).ok()?;
     Some(r2)
 }
 
+/// `-n0^-1 mod 2^bits` for odd `n0`, by Newton's iteration.
+fn neg_inverse(n0: u64, bits: u32) -> u64 {
+    let mut inv: u64 = 1;
+    for _ in 0..6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(n0.wrapping_mul(inv)));
+    }
+    debug_assert_eq!(n0.wrapping_mul(inv) & ((1 << bits) - 1), 1);
+    inv.wrapping_neg() & ((1 << bits) - 1)
+}
+
 /// Room for the 64-bit words of the longest number here (`MAX_BYTES`).
 const MAX_WORDS: usize = MAX_BYTES.div_ceil(8) + 1;
 
-/// Big-endian bytes to 52-bit little-endian limbs (`out` zero-filled beyond;
+/// Big-endian bytes to `B`-bit little-endian limbs (`out` zero-filled beyond;
 /// bits beyond `out` dropped). Word by word: the bytes become 64-bit words,
 /// each limb two shifts of them (byte by byte it cost 8% of a batch's
 /// verification with the IFMA kernels).
-fn to_limbs(be: &[u8], out: &mut [u64]) {
+fn to_limbs<const B: usize>(be: &[u8], out: &mut [u64]) {
+    let mask = (1u64 << B) - 1;
     let mut words = [0u64; MAX_WORDS];
     let mut n = 0;
     for (w, chunk) in words.iter_mut().zip(be.rchunks(8)) {
@@ -150,29 +199,29 @@ fn to_limbs(be: &[u8], out: &mut [u64]) {
         n += 1;
     }
     for (j, limb) in out.iter_mut().enumerate() {
-        let (w, o) = ((52 * j) / 64, (52 * j) % 64);
+        let (w, o) = ((B * j) / 64, (B * j) % 64);
         let lo = if w < n { words[w] >> o } else { 0 };
         // The limb's bits from the next word, when it straddles two.
-        let hi = if o > 12 && w + 1 < n {
+        let hi = if o > 64 - B && w + 1 < n {
             words[w + 1] << (64 - o)
         } else {
             0
         };
-        *limb = (lo | hi) & MASK52;
+        *limb = (lo | hi) & mask;
     }
 }
 
-/// 52-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian
+/// `B`-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian
 /// bytes, word by word (see [`to_limbs`]).
-fn from_limbs(limbs: &[u64], out: &mut [u8]) {
+fn from_limbs<const B: usize>(limbs: &[u64], out: &mut [u8]) {
     let mut words = [0u64; MAX_WORDS + 1];
     for (j, &l) in limbs.iter().enumerate() {
-        let (w, o) = ((52 * j) / 64, (52 * j) % 64);
+        let (w, o) = ((B * j) / 64, (B * j) % 64);
         if w >= MAX_WORDS {
             break;
         }
         words[w] |= l << o;
-        if o > 12 {
+        if o > 64 - B {
             words[w + 1] |= l >> (64 - o);
         }
     }
@@ -196,58 +245,155 @@ fn geq(a: &[u64], b: &[u64]) -> bool {
     true
 }
 
-/// `a -= b` on little-endian 52-bit limbs, `a >= b`.
-fn sub_in_place(a: &mut [u64], b: &[u64]) {
+/// `a -= b` on little-endian `B`-bit limbs, `a >= b`.
+fn sub_in_place<const B: usize>(a: &mut [u64], b: &[u64]) {
     let mut borrow = 0u64;
     for (x, &y) in a.iter_mut().zip(b) {
         let t = x.wrapping_sub(y).wrapping_sub(borrow);
         borrow = t >> 63;
-        *x = t & MASK52;
+        *x = t & ((1 << B) - 1);
     }
 }
 
-/// For the kernels' tests: whether the kernels can be exercised here. Where
-/// they cannot (no AVX-512 IFMA, or `CELERY_SIGN_SIMD=0`), says so on the
-/// terminal — written to stderr directly, past the test harness's capture —
-/// and returns `Ok(false)`: the caller skips visibly. Under
-/// `CELERY_SIGN_EXPECT_IFMA=1` (CI on a CPU that has IFMA) that is an `Err`
-/// instead, so a kernel test never passes without checking.
+/// The SIMD kernels of the batch path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kernel {
+    /// AVX-512 IFMA: 52-bit limbs, eight lanes per register (and the
+    /// one-number kernel, [`public_op_one`]).
+    Ifma,
+    /// AVX2: 28-bit limbs, four lanes per register, two registers a limb.
+    Avx2,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Ifma => "AVX-512 IFMA",
+            Kernel::Avx2 => "AVX2",
+        }
+    }
+}
+
+/// For the kernels' tests: whether kernel `k` can be exercised here. Where it
+/// cannot (the CPU lacks it), says so on the terminal — written to stderr
+/// directly, past the test harness's capture — and returns `Ok(false)`: the
+/// caller skips visibly. Under `CELERY_SIGN_EXPECT_IFMA=1` (CI on a CPU that
+/// has IFMA) or `CELERY_SIGN_EXPECT_AVX2=1` that is an `Err` instead, so a
+/// kernel test never passes without checking.
 #[doc(hidden)]
-pub fn kernels_testable(test: &str) -> std::result::Result<bool, String> {
-    if available() {
+pub fn kernel_testable(k: Kernel, test: &str) -> std::result::Result<bool, String> {
+    if cpu_has(k) {
         return Ok(true);
     }
-    let why = if std::env::var("CELERY_SIGN_SIMD").is_ok_and(|v| v.trim() == "0") {
-        "CELERY_SIGN_SIMD=0"
-    } else {
-        "this CPU has no AVX-512 IFMA"
+    let expect = match k {
+        Kernel::Ifma => "CELERY_SIGN_EXPECT_IFMA",
+        Kernel::Avx2 => "CELERY_SIGN_EXPECT_AVX2",
     };
-    if std::env::var("CELERY_SIGN_EXPECT_IFMA").is_ok_and(|v| v.trim() == "1") {
+    if std::env::var(expect).is_ok_and(|v| v.trim() == "1") {
         return Err(format!(
-            "{test}: CELERY_SIGN_EXPECT_IFMA=1 but the IFMA kernels are not available ({why})"
+            "{test}: {expect}=1 but this CPU has no {}",
+            k.name()
         ));
     }
-    let line = format!("SKIPPED {test}: the IFMA kernels are not exercised ({why})\n");
+    let line = format!(
+        "SKIPPED {test}: the {} kernel is not exercised (this CPU has no {})\n",
+        k.name(),
+        k.name()
+    );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     Ok(false)
 }
 
-const NOT_PROBED: u8 = 0;
-const YES: u8 = 1;
-const NO: u8 = 2;
-static AVAILABLE: AtomicU8 = AtomicU8::new(NOT_PROBED);
-
-/// Whether this CPU has AVX-512 IFMA (and `CELERY_SIGN_SIMD` is not `0`).
-pub fn available() -> bool {
-    match AVAILABLE.load(Ordering::Relaxed) {
-        YES => true,
-        NO => false,
-        _ => {
-            let off = std::env::var("CELERY_SIGN_SIMD").is_ok_and(|v| v.trim() == "0");
-            let yes = !off && cpu_has_ifma();
-            AVAILABLE.store(if yes { YES } else { NO }, Ordering::Relaxed);
-            yes
+/// For the pipeline's tests: whether the batch path runs a SIMD kernel here.
+/// Where it does not (`CELERY_SIGN_SIMD=0`, or the CPU has neither), says so
+/// on stderr and returns `Ok(false)`; under `CELERY_SIGN_EXPECT_IFMA=1` or
+/// `CELERY_SIGN_EXPECT_AVX2=1` a path without the expected kernel is an `Err`.
+#[doc(hidden)]
+pub fn kernels_testable(test: &str) -> std::result::Result<bool, String> {
+    let k = kernel();
+    let expected = |var: &str| std::env::var(var).is_ok_and(|v| v.trim() == "1");
+    let off = simd_env().as_deref() == Some("0");
+    if !off {
+        if expected("CELERY_SIGN_EXPECT_IFMA") && k != Some(Kernel::Ifma) && simd_env().is_none() {
+            return Err(format!(
+                "{test}: CELERY_SIGN_EXPECT_IFMA=1 but the IFMA kernel is not in use"
+            ));
         }
+        if expected("CELERY_SIGN_EXPECT_AVX2") && k.is_none() {
+            return Err(format!(
+                "{test}: CELERY_SIGN_EXPECT_AVX2=1 but no SIMD kernel is in use"
+            ));
+        }
+    }
+    if let Some(k) = k {
+        let line = format!("{test}: the batch path runs the {} kernel\n", k.name());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return Ok(true);
+    }
+    let why = if off {
+        "CELERY_SIGN_SIMD=0"
+    } else {
+        "this CPU has neither AVX-512 IFMA nor AVX2"
+    };
+    let line = format!("SKIPPED {test}: the SIMD kernels are not exercised ({why})\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    Ok(false)
+}
+
+/// `CELERY_SIGN_SIMD`, trimmed and lower-cased, when set.
+fn simd_env() -> Option<String> {
+    std::env::var("CELERY_SIGN_SIMD")
+        .ok()
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+const NOT_PROBED: u8 = 0;
+const NONE: u8 = 1;
+const IFMA: u8 = 2;
+const AVX2: u8 = 3;
+static KERNEL: AtomicU8 = AtomicU8::new(NOT_PROBED);
+
+/// The kernel the batch path uses, chosen once: the best the CPU has, unless
+/// `CELERY_SIGN_SIMD` says `0` (none) or `avx2` (AVX2 even where IFMA is).
+pub fn kernel() -> Option<Kernel> {
+    match KERNEL.load(Ordering::Relaxed) {
+        IFMA => Some(Kernel::Ifma),
+        AVX2 => Some(Kernel::Avx2),
+        NONE => None,
+        _ => {
+            let k = match simd_env().as_deref() {
+                Some("0") => None,
+                Some("avx2") => Some(Kernel::Avx2).filter(|&k| cpu_has(k)),
+                _ => [Kernel::Ifma, Kernel::Avx2]
+                    .into_iter()
+                    .find(|&k| cpu_has(k)),
+            };
+            let v = match k {
+                Some(Kernel::Ifma) => IFMA,
+                Some(Kernel::Avx2) => AVX2,
+                None => NONE,
+            };
+            KERNEL.store(v, Ordering::Relaxed);
+            k
+        }
+    }
+}
+
+/// Whether the batch path has a SIMD kernel ([`kernel`]).
+pub fn available() -> bool {
+    kernel().is_some()
+}
+
+/// Whether the one-number kernel ([`public_op_one`], IFMA) is in use.
+pub fn one_available() -> bool {
+    kernel() == Some(Kernel::Ifma)
+}
+
+/// Whether this CPU can run kernel `k`.
+pub fn cpu_has(k: Kernel) -> bool {
+    match k {
+        Kernel::Ifma => cpu_has_ifma(),
+        Kernel::Avx2 => avx2::cpu_has_avx2(),
     }
 }
 
@@ -262,35 +408,61 @@ fn cpu_has_ifma() -> bool {
 }
 
 /// Computes `sig^e mod n` for each lane into `out[i]` (big-endian, the key's
-/// length). All keys must share [`MbKey::group`]; at most [`LANES`] lanes.
-/// A lane whose signature is not a number below its modulus gets `false` and
-/// its output is left alone. Panics (a programming error) on a misuse above
-/// or when [`available`] is false.
+/// length) with the kernel in use ([`kernel`]). All keys must share
+/// [`MbKey::group`] and be [`MbKey::usable`]; at most [`LANES`] lanes. A lane
+/// whose signature is not a number below its modulus gets `false` and its
+/// output is left alone. Panics (a programming error) on a misuse above or
+/// when [`available`] is false.
 pub fn public_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]]) -> [bool; LANES] {
-    assert!(available());
+    let Some(k) = kernel() else {
+        unreachable!("mb::public_op without a kernel (see mb::available)")
+    };
+    public_op_with(k, keys, sigs, out)
+}
+
+/// [`public_op`] with kernel `k` (which the CPU must have), whichever is in use.
+#[doc(hidden)]
+pub fn public_op_with(
+    k: Kernel,
+    keys: &[&MbKey],
+    sigs: &[&[u8]],
+    out: &mut [&mut [u8]],
+) -> [bool; LANES] {
+    assert!(cpu_has(k));
     assert!(!keys.is_empty() && keys.len() <= LANES);
     assert!(keys.len() == sigs.len() && keys.len() == out.len());
-    let group = keys[0].group();
-    assert!(keys.iter().all(|k| k.group() == group));
     let mut ok = [false; LANES];
+    for (i, (key, sig)) in keys.iter().zip(sigs).enumerate() {
+        ok[i] = key.accepts(sig);
+    }
+    match k {
+        Kernel::Ifma => ifma_op(keys, sigs, out, &ok),
+        Kernel::Avx2 => avx2_op(keys, sigs, out, &ok),
+    }
+    ok
+}
+
+/// The IFMA kernel over the lanes `ok` accepts.
+fn ifma_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]], ok: &[bool; LANES]) {
+    let group = (keys[0].limbs, keys[0].e);
+    assert!(keys.iter().all(|k| (k.limbs, k.e) == group));
     // Lanes that fail the range check compute a dummy (zero) instead.
     let mut s = [[0u64; MAX_L]; LANES];
     let limbs = group.0;
-    for (i, (key, sig)) in keys.iter().zip(sigs).enumerate() {
-        if key.accepts(sig) {
-            ok[i] = true;
-            to_limbs(sig, &mut s[i][..limbs]);
+    for (i, sig) in sigs.iter().enumerate() {
+        if ok[i] {
+            to_limbs::<52>(sig, &mut s[i][..limbs]);
         }
     }
     let mut res = [[0u64; MAX_L]; LANES];
     let lane_keys: [&MbKey; LANES] = std::array::from_fn(|i| keys[i.min(keys.len() - 1)]);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available()` checked that the CPU has AVX-512F and IFMA.
+    // SAFETY: the caller checked that the CPU has AVX-512F and IFMA.
     unsafe {
         match limbs {
-            40 => kernel::<40>(&lane_keys, &s, &mut res),
-            60 => kernel::<60>(&lane_keys, &s, &mut res),
-            79 => kernel::<79>(&lane_keys, &s, &mut res),
+            40 => ifma_kernel::<40>(&lane_keys, &s, &mut res),
+            60 => ifma_kernel::<60>(&lane_keys, &s, &mut res),
+            79 => ifma_kernel::<79>(&lane_keys, &s, &mut res),
             _ => unreachable!("MbKey::new only makes compiled sizes"),
         }
     }
@@ -300,28 +472,62 @@ pub fn public_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]]) -> [boo
         }
         let r = &mut res[i][..limbs];
         if geq(r, &key.n[..limbs]) {
-            sub_in_place(r, &key.n[..limbs]);
+            sub_in_place::<52>(r, &key.n[..limbs]);
         }
-        from_limbs(r, out[i]);
+        from_limbs::<52>(r, out[i]);
     }
-    ok
+}
+
+/// The AVX2 kernel over the lanes `ok` accepts.
+fn avx2_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]], ok: &[bool; LANES]) {
+    let l28: Vec<&Limbs28> = keys
+        .iter()
+        .map(|k| k.l28.as_deref())
+        .collect::<Option<_>>()
+        .unwrap_or_else(|| unreachable!("the AVX2 kernel takes only keys laid out for it"));
+    let group = (l28[0].limbs, keys[0].e);
+    assert!(l28.iter().zip(keys).all(|(l, k)| (l.limbs, k.e) == group));
+    let limbs = group.0;
+    let mut s = [[0u64; avx2::MAX_L]; LANES];
+    for (i, sig) in sigs.iter().enumerate() {
+        if ok[i] {
+            to_limbs::<28>(sig, &mut s[i][..limbs]);
+        }
+    }
+    let mut res = [[0u64; avx2::MAX_L]; LANES];
+    let lane_keys: [&Limbs28; LANES] = std::array::from_fn(|i| l28[i.min(l28.len() - 1)]);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller checked that the CPU has AVX2.
+    unsafe {
+        avx2::exp(&lane_keys, group.1, &s, &mut res)
+    };
+    for (i, l) in l28.iter().enumerate() {
+        if !ok[i] {
+            continue;
+        }
+        let r = &mut res[i][..limbs];
+        if geq(r, &l.n[..limbs]) {
+            sub_in_place::<28>(r, &l.n[..limbs]);
+        }
+        from_limbs::<28>(r, out[i]);
+    }
 }
 
 /// Computes `sig^e mod n` for one signature into `out` (big-endian, the
 /// key's length); `false` when `sig` is not a number below the modulus.
 /// Here the limbs of the one number lie across the vectors (eight per
 /// register), as in OpenSSL's `rsaz_amm52` code: about three times AWS-LC's
-/// speed for one RSA-2048 signature. Panics when [`available`] is false.
+/// speed for one RSA-2048 signature. Panics when the CPU has no IFMA.
 pub fn public_op_one(key: &MbKey, sig: &[u8], out: &mut [u8]) -> bool {
-    assert!(available());
+    assert!(cpu_has(Kernel::Ifma));
     if !key.accepts(sig) {
         return false;
     }
     let mut a = [0u64; MAX_L];
-    to_limbs(sig, &mut a);
+    to_limbs::<52>(sig, &mut a);
     let mut r = [0u64; MAX_L];
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available()` checked that the CPU has AVX-512F and IFMA.
+    // SAFETY: checked above: the CPU has AVX-512F and IFMA.
     unsafe {
         match key.limbs.div_ceil(LANES) {
             5 => one_kernel::<5>(key, &a, &mut r),
@@ -332,9 +538,9 @@ pub fn public_op_one(key: &MbKey, sig: &[u8], out: &mut [u8]) -> bool {
     }
     let limbs = key.limbs.next_multiple_of(LANES);
     if geq(&r[..limbs], &key.n[..limbs]) {
-        sub_in_place(&mut r[..limbs], &key.n[..limbs]);
+        sub_in_place::<52>(&mut r[..limbs], &key.n[..limbs]);
     }
-    from_limbs(&r[..limbs], out);
+    from_limbs::<52>(&r[..limbs], out);
     true
 }
 
@@ -431,7 +637,7 @@ fn transpose<const L: usize>(rows: [&[u64; MAX_L]; LANES]) -> [__m512i; L] {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn kernel<const L: usize>(
+fn ifma_kernel<const L: usize>(
     keys: &[&MbKey; LANES],
     s: &[[u64; MAX_L]; LANES],
     res: &mut [[u64; MAX_L]; LANES],
@@ -519,8 +725,9 @@ mod tests {
     use openssl::rsa::{Padding, Rsa};
 
     // The byte-by-byte conversions the word-wise ones replaced, as the reference.
-    /// Big-endian bytes to 52-bit little-endian limbs (`out` zero-filled beyond).
-    fn to_limbs_bytewise(be: &[u8], out: &mut [u64]) {
+    /// Big-endian bytes to `b`-bit little-endian limbs (`out` zero-filled beyond).
+    fn to_limbs_bytewise(b: u32, be: &[u8], out: &mut [u64]) {
+        let mask = (1u64 << b) - 1;
         out.fill(0);
         let mut acc: u128 = 0;
         let mut have = 0u32;
@@ -528,22 +735,22 @@ mod tests {
         for &byte in be.iter().rev() {
             acc |= (byte as u128) << have;
             have += 8;
-            if have >= 52 {
+            if have >= b {
                 if j < out.len() {
-                    out[j] = (acc as u64) & MASK52;
+                    out[j] = (acc as u64) & mask;
                 }
                 j += 1;
-                acc >>= 52;
-                have -= 52;
+                acc >>= b;
+                have -= b;
             }
         }
         if have > 0 && j < out.len() {
-            out[j] = acc as u64 & MASK52;
+            out[j] = acc as u64 & mask;
         }
     }
 
-    /// 52-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian bytes.
-    fn from_limbs_bytewise(limbs: &[u64], out: &mut [u8]) {
+    /// `b`-bit limbs (fully reduced, below the modulus) to `out.len()` big-endian bytes.
+    fn from_limbs_bytewise(b: u32, limbs: &[u64], out: &mut [u8]) {
         let mut acc: u128 = 0;
         let mut have = 0u32;
         let mut limbs = limbs.iter();
@@ -551,7 +758,7 @@ mod tests {
             if have < 8 {
                 if let Some(&l) = limbs.next() {
                     acc |= (l as u128) << have;
-                    have += 52;
+                    have += b;
                 } else {
                     have = 8; // zeros above the top limb
                 }
@@ -582,23 +789,38 @@ mod tests {
                     .map(|_| if fill == 1 { next() as u8 } else { fill })
                     .collect();
                 for limbs in [1, 5, 39, 40, 41, 60, 79, 80] {
-                    let mut a = [7u64; 80];
-                    let mut b = [9u64; 80];
-                    to_limbs(&be, &mut a[..limbs]);
-                    to_limbs_bytewise(&be, &mut b[..limbs]);
-                    assert_eq!(a[..limbs], b[..limbs], "to_limbs len {len} limbs {limbs}");
-                    for out_len in [len, len.saturating_sub(1), len + 1, 256] {
-                        if out_len > MAX_BYTES {
-                            continue;
-                        }
-                        let mut o1 = vec![3u8; out_len];
-                        let mut o2 = vec![5u8; out_len];
-                        from_limbs(&a[..limbs], &mut o1);
-                        from_limbs_bytewise(&a[..limbs], &mut o2);
-                        assert_eq!(o1, o2, "from_limbs len {len} limbs {limbs} out {out_len}");
-                    }
+                    check_conversions::<52>(&be, limbs);
+                }
+                for limbs in [1, 5, 73, 74, 75, 110, 111] {
+                    check_conversions::<28>(&be, limbs);
                 }
             }
+        }
+    }
+
+    fn check_conversions<const B: usize>(be: &[u8], limbs: usize) {
+        let len = be.len();
+        let mut a = [7u64; 111];
+        let mut b = [9u64; 111];
+        to_limbs::<B>(be, &mut a[..limbs]);
+        to_limbs_bytewise(B as u32, be, &mut b[..limbs]);
+        assert_eq!(
+            a[..limbs],
+            b[..limbs],
+            "to_limbs::<{B}> len {len} limbs {limbs}"
+        );
+        for out_len in [len, len.saturating_sub(1), len + 1, 256] {
+            if out_len > MAX_BYTES {
+                continue;
+            }
+            let mut o1 = vec![3u8; out_len];
+            let mut o2 = vec![5u8; out_len];
+            from_limbs::<B>(&a[..limbs], &mut o1);
+            from_limbs_bytewise(B as u32, &a[..limbs], &mut o2);
+            assert_eq!(
+                o1, o2,
+                "from_limbs::<{B}> len {len} limbs {limbs} out {out_len}"
+            );
         }
     }
 
@@ -606,9 +828,9 @@ mod tests {
     fn limbs_round_trip() {
         let be: Vec<u8> = (0..256u32).map(|i| (i * 37 + 11) as u8).collect();
         let mut limbs = [0u64; 40];
-        to_limbs(&be, &mut limbs);
+        to_limbs::<52>(&be, &mut limbs);
         let mut back = vec![0u8; 256];
-        from_limbs(&limbs, &mut back);
+        from_limbs::<52>(&limbs, &mut back);
         assert_eq!(be, back);
     }
 
@@ -621,10 +843,16 @@ mod tests {
     /// Random signatures, and the edges, against AWS-LC's raw public operation.
     #[test]
     fn matches_the_raw_rsa_operation() {
-        if !kernels_testable("mb::matches_the_raw_rsa_operation").unwrap() {
+        let run_ifma =
+            kernel_testable(Kernel::Ifma, "mb::matches_the_raw_rsa_operation (IFMA)").unwrap();
+        let run_avx2 =
+            kernel_testable(Kernel::Avx2, "mb::matches_the_raw_rsa_operation (AVX2)").unwrap();
+        if !run_ifma && !run_avx2 {
             return;
         }
-        // Moduli made from primes, so odd sizes are covered too.
+        let mut checked = [0usize; 2];
+        // Moduli made from primes, so odd sizes are covered too (3078 bits:
+        // the AVX2 kernel's largest; 4104: the IFMA kernel's).
         for (pbits, qbits, e) in [
             (1024, 1024, 65537u32),
             (1536, 1536, 65537),
@@ -632,6 +860,8 @@ mod tests {
             (1024, 1023, 3),
             (1028, 1028, 65537),
             (512, 512, 17),
+            (1539, 1539, 65537),
+            (1540, 1540, 65537),
             (2052, 2052, 65537),
         ] {
             let mut p = BigNum::new().unwrap();
@@ -662,23 +892,56 @@ mod tests {
                 s[0] &= 0x7f >> ((8 - bits % 8) % 8);
                 sigs.push(s);
             }
-            for chunk in sigs.chunks(LANES) {
-                let keys = vec![&key; chunk.len()];
-                let ins: Vec<&[u8]> = chunk.iter().map(|s| s.as_slice()).collect();
-                let mut outs = vec![vec![0u8; len]; chunk.len()];
-                let mut refs: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-                let ok = public_op(&keys, &ins, &mut refs);
-                for (i, s) in chunk.iter().enumerate() {
-                    let want = raw_public(&rsa, s);
-                    assert_eq!(ok[i], want.is_some(), "bits {bits}: range check");
-                    let mut one = vec![0u8; len];
-                    assert_eq!(public_op_one(&key, s, &mut one), want.is_some());
-                    if let Some(want) = want {
-                        assert_eq!(outs[i], want, "bits {bits}, e {e}");
-                        assert_eq!(one, want, "one number: bits {bits}, e {e}");
+            // Out of range: the modulus itself, and all ones.
+            sigs.push(rsa.n().to_vec());
+            sigs.push(vec![0xff; len]);
+            for (k, on) in [(Kernel::Ifma, run_ifma), (Kernel::Avx2, run_avx2)] {
+                let usable = match k {
+                    Kernel::Ifma => true,
+                    Kernel::Avx2 => key.l28.is_some(),
+                };
+                assert_eq!(
+                    usable,
+                    k == Kernel::Ifma || bits <= 3078,
+                    "{k:?} takes {bits} bits"
+                );
+                if !on || !usable {
+                    continue;
+                }
+                for chunk in sigs.chunks(LANES) {
+                    let keys = vec![&key; chunk.len()];
+                    let ins: Vec<&[u8]> = chunk.iter().map(|s| s.as_slice()).collect();
+                    let mut outs = vec![vec![0u8; len]; chunk.len()];
+                    let mut refs: Vec<&mut [u8]> =
+                        outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    let ok = public_op_with(k, &keys, &ins, &mut refs);
+                    for (i, s) in chunk.iter().enumerate() {
+                        let want = raw_public(&rsa, s);
+                        assert_eq!(ok[i], want.is_some(), "{k:?} bits {bits}: range check");
+                        if let Some(want) = &want {
+                            assert_eq!(&outs[i], want, "{k:?} bits {bits}, e {e}");
+                        }
+                        if k == Kernel::Ifma {
+                            let mut one = vec![0u8; len];
+                            assert_eq!(public_op_one(&key, s, &mut one), want.is_some());
+                            if let Some(want) = &want {
+                                assert_eq!(&one, want, "one number: bits {bits}, e {e}");
+                            }
+                        }
+                        checked[k as usize] += 1;
                     }
                 }
             }
         }
+        assert!(
+            !run_ifma || checked[0] > 500,
+            "IFMA lanes checked: {}",
+            checked[0]
+        );
+        assert!(
+            !run_avx2 || checked[1] > 350,
+            "AVX2 lanes checked: {}",
+            checked[1]
+        );
     }
 }

@@ -206,7 +206,7 @@ pub(crate) fn pss_verify_encoded(digest: Digest, mhash: &[u8], em: &[u8], mod_bi
 }
 
 /// Verifies an RSA-PSS signature with the one-number IFMA kernel (`mb`);
-/// `key` comes from `Certificate::simd_key_for(sig)`.
+/// `key` comes from `Certificate::simd_one_key_for(sig)`.
 pub(crate) fn verify_pss_simd(key: &MbKey, digest: Digest, data: &[u8], sig: &[u8]) -> bool {
     let mut em = [0u8; crate::mb::MAX_BYTES];
     let em = &mut em[..key.len()];
@@ -301,9 +301,11 @@ mod tests {
     /// every single-byte corruption of the signature and of the data.
     #[test]
     fn pss_decoding_agrees_with_aws_lc() {
-        let simd =
-            crate::mb::kernels_testable("rsa::pss_decoding_agrees_with_aws_lc (its IFMA half)")
-                .unwrap();
+        let simd = crate::mb::kernel_testable(
+            crate::mb::Kernel::Ifma,
+            "rsa::pss_decoding_agrees_with_aws_lc (its IFMA half)",
+        )
+        .unwrap();
         let mut checked = 0;
         // 2049 bits: emBits is a multiple of 8, so the EM is one byte shorter.
         for bits in [2048, 2047, 2049, 2046, 3072] {

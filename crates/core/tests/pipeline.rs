@@ -684,8 +684,8 @@ fn the_old_format_refuses_bodies_celery_54_cannot_verify() {
     assert!(err.message.starts_with("Unable to serialize"));
 }
 
-/// The batch verifies eight signatures at a time with AVX-512 IFMA where the
-/// CPU has it (`mb`); whatever the path, every result must be the one the
+/// The batch verifies eight signatures at a time with AVX-512 IFMA or AVX2
+/// where the CPU has it (`mb`); whatever the path, every result must be the one the
 /// single-payload path (AWS-LC, one at a time) gives: key sizes mixed in one
 /// batch, keys of one size sharing a call, signatures tampered with, out of
 /// range (at or above the modulus), short, and bodies changed after signing.
@@ -693,7 +693,7 @@ fn the_old_format_refuses_bodies_celery_54_cannot_verify() {
 fn batch_agrees_with_one_by_one_verification() {
     // Without the kernels the batch uses AWS-LC alone: still checked, and said.
     let _ = celery_sign_core::mb::kernels_testable(
-        "pipeline::batch_agrees_with_one_by_one_verification (its IFMA half)",
+        "pipeline::batch_agrees_with_one_by_one_verification (its SIMD half)",
     )
     .unwrap();
     static OTHERS: OnceLock<Vec<Identity>> = OnceLock::new();
