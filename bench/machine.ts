@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem, type } from 'node:os';
 import { join } from 'node:path';
-import { backend } from 'celery-sign';
+import { backend, simdKernel } from 'celery-sign';
 import { ROOT } from './workloads.js';
 
 export interface Machine {
@@ -29,7 +29,7 @@ export interface Machine {
  * or AVX2 on an x86-64 CPU without IFMA (or with CELERY_SIGN_SIMD=avx2) —,
  * AWS-LC alone (a CPU with neither, or CELERY_SIGN_SIMD=0 read by the addon
  * at load), or node:crypto (the fallback backend, CELERY_SIGN_BACKEND=js).
- * The addon chooses by the same rules (crates/core/src/mb.rs, `kernel`).
+ * The addon reports its choice (`simdKernel()`, crates/core/src/mb.rs `kernel`).
  */
 export type RsaPath = 'ifma' | 'avx2' | 'aws-lc' | 'aws-lc-forced' | 'node-crypto';
 
@@ -73,15 +73,14 @@ export function cpuHasAvx2(): boolean {
 export const simdForcedOff = (env: NodeJS.ProcessEnv = process.env): boolean => env.CELERY_SIGN_SIMD?.trim() === '0';
 
 /**
- * The RSA path of a process started with `env` on this CPU; `loaded` is the
- * backend it runs on where known (this process: celery-sign's `backend`).
+ * The RSA path of this process, from the kernel the addon reports
+ * (`simdKernel()`, crates/core/src/mb.rs `kernel`) and the backend loaded.
  */
-export function rsaPath(env: NodeJS.ProcessEnv = process.env, ifma = cpuHasIfma(), loaded?: string, avx2 = cpuHasAvx2()): RsaPath {
-  if (loaded === 'js' || (loaded === undefined && env.CELERY_SIGN_BACKEND?.trim() === 'js')) return 'node-crypto';
-  if (!ifma && !avx2) return 'aws-lc';
-  if (simdForcedOff(env)) return 'aws-lc-forced';
-  if (avx2 && (!ifma || env.CELERY_SIGN_SIMD?.trim().toLowerCase() === 'avx2')) return 'avx2';
-  return 'ifma';
+export function rsaPath(loaded: string = backend, kernel: string | null = loaded === 'js' ? null : simdKernel(), env: NodeJS.ProcessEnv = process.env): RsaPath {
+  if (loaded === 'js') return 'node-crypto';
+  if (kernel === 'avx512-ifma') return 'ifma';
+  if (kernel === 'avx2') return 'avx2';
+  return simdForcedOff(env) && (cpuHasIfma() || cpuHasAvx2()) ? 'aws-lc-forced' : 'aws-lc';
 }
 
 function osName(): string {
@@ -110,6 +109,6 @@ export function machine(): Machine {
     loadAverage: [la[0] ?? 0, la[1] ?? 0, la[2] ?? 0],
     ifma: cpuHasIfma(),
     avx2: cpuHasAvx2(),
-    rsaPath: rsaPath(process.env, cpuHasIfma(), backend),
+    rsaPath: rsaPath(),
   };
 }

@@ -842,4 +842,5 @@ module.exports.NativeSerializer = nativeBinding.NativeSerializer
 module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.pollQueued = nativeBinding.pollQueued
 module.exports.setThreads = nativeBinding.setThreads
+module.exports.simdKernel = nativeBinding.simdKernel
 module.exports.threadCount = nativeBinding.threadCount

@@ -149,6 +149,12 @@ export interface SealedBatch {
 export declare function setThreads(n: number): boolean
 
 /**
+ * The SIMD kernel batch verification uses in this process (`mb::kernel`):
+ * `"avx512-ifma"`, `"avx2"`, or `null` (AWS-LC alone).
+ */
+export declare function simdKernel(): 'avx512-ifma' | 'avx2' | null
+
+/**
  * The number of native threads batches run on (starting them: an
  * `ERR_INTERNAL` error when the system refuses them).
  */

@@ -40,7 +40,7 @@ export { registerAuth, setupSecurity, disableUntrustedSerializers } from './setu
 export type { RegisterAuthOptions, SetupSecurityOverrides } from './setup.js';
 
 // The backend this process runs on and its thread pool.
-export { setThreads, threadCount, backend } from './native.js';
+export { setThreads, simdKernel, threadCount, backend } from './native.js';
 export type { BackendName } from './backend/types.js';
 
 // The Celery wire layer: client, worker, their options, events and errors.

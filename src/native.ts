@@ -169,6 +169,17 @@ export function setThreads(n: number): boolean {
 }
 
 /**
+ * The SIMD kernel celery-sign's batch verification runs in this process:
+ * `'avx512-ifma'` (a CPU with AVX-512 IFMA), `'avx2'` (another x86-64 CPU,
+ * or `CELERY_SIGN_SIMD=avx2`), or `null`: AWS-LC alone (a CPU with neither,
+ * e.g. ARM, or `CELERY_SIGN_SIMD=0`), or node:crypto on the fallback
+ * backend. Chosen once, when the native backend loads.
+ */
+export function simdKernel(): 'avx512-ifma' | 'avx2' | null {
+  return call(() => binding.simdKernel());
+}
+
+/**
  * The number of threads batches run on; starts them. When the system refuses
  * them (a pids or memory limit), a {@link SecurityError} with `ERR_INTERNAL`.
  */

@@ -49,9 +49,10 @@ const EXPORTS = [
   'registerAuth',
   'registry',
   'setupSecurity',
-  // the backend and its thread pool
+  // the backend, its SIMD kernel and its thread pool
   'backend',
   'setThreads',
+  'simdKernel',
   'threadCount',
   // the wire layer: client, worker, errors, registration points
   'AsyncResult',

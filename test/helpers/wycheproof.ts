@@ -28,6 +28,7 @@ import {
   ImproperlyConfigured,
   SecureSerializer,
   SecurityError,
+  simdKernel,
   type DeserializeResult,
   type Digest,
 } from 'celery-sign';
@@ -288,7 +289,8 @@ function interleaved(items: number[], vectors: Vector[]): number[] {
  */
 export function defineWycheproofSuite(path: PathName): void {
   const simdOff = process.env.CELERY_SIGN_SIMD?.trim() === '0';
-  const cpu = cpuHasIfma();
+  // The kernel the addon reports (mb::kernel), checked against the CPU's flags.
+  const kernel = backend === 'js' ? null : simdKernel();
   let label: string;
   if (backend === 'js') {
     label = 'node:crypto backend';
@@ -298,30 +300,43 @@ export function defineWycheproofSuite(path: PathName): void {
     }
   } else if (path === 'aws-lc') {
     if (!simdOff) throw new Error('wycheproof-awslc.test.ts must set CELERY_SIGN_SIMD=0 before celery-sign loads');
+    if (kernel !== null) throw new Error(`CELERY_SIGN_SIMD=0, yet the addon reports the ${kernel} kernel`);
     label = 'AWS-LC, CELERY_SIGN_SIMD=0';
   } else if (simdOff) {
-    test.skip('[IFMA kernels] skipped: CELERY_SIGN_SIMD=0 in the environment (the vectors run on AWS-LC below)', () => {});
+    test.skip('[SIMD kernels] skipped: CELERY_SIGN_SIMD=0 in the environment (the vectors run on AWS-LC below)', () => {});
     label = 'AWS-LC, CELERY_SIGN_SIMD=0';
-  } else if (cpu !== true) {
-    const why = cpu === null ? 'cannot read /proc/cpuinfo to tell whether this CPU has AVX-512 IFMA' : 'this CPU has no AVX-512 IFMA';
-    if (process.env.CELERY_SIGN_EXPECT_IFMA === '1') {
-      test(`[IFMA kernels] CELERY_SIGN_EXPECT_IFMA=1 but ${why}`, (t) => {
-        t.fail(`the IFMA kernels are claimed for this run, but ${why}`);
-      });
-    } else {
-      test.skip(`[IFMA kernels] skipped: ${why} (the vectors run on the path below)`, () => {});
-    }
-    const avx2 = cpuHasAvx2() === true;
-    if (!avx2 && process.env.CELERY_SIGN_EXPECT_AVX2 === '1') {
-      test('[AVX2 kernel] CELERY_SIGN_EXPECT_AVX2=1 but this CPU has no AVX2', (t) => {
-        t.fail('the AVX2 kernel is claimed for this run, but this CPU has no AVX2');
-      });
-    }
-    // Inferred by the rules of mb::kernel (the binding does not report it).
-    label = avx2 ? 'AVX2 kernel for batches, AWS-LC for single payloads (no IFMA on this CPU)' : 'AWS-LC, neither IFMA nor AVX2 on this CPU';
   } else {
-    // Inferred, not reported by the core: the binding does not expose mb::available().
-    label = 'IFMA kernels';
+    const ifma = cpuHasIfma();
+    const avx2 = cpuHasAvx2();
+    const forced = process.env.CELERY_SIGN_SIMD?.trim().toLowerCase() === 'avx2';
+    // What mb::kernel must have chosen on this CPU.
+    const want = ifma && !forced ? 'avx512-ifma' : avx2 ? 'avx2' : ifma === null ? kernel : null;
+    if (kernel !== want) {
+      test(`[SIMD kernels] the addon reports ${String(kernel)} on a CPU whose flags call for ${String(want)}`, (t) => {
+        t.fail(`simdKernel() is ${String(kernel)}, /proc/cpuinfo calls for ${String(want)}`);
+      });
+    }
+    if (kernel !== 'avx512-ifma') {
+      const why = ifma === null ? 'cannot read /proc/cpuinfo to tell whether this CPU has AVX-512 IFMA' : forced ? 'CELERY_SIGN_SIMD=avx2' : 'this CPU has no AVX-512 IFMA';
+      if (process.env.CELERY_SIGN_EXPECT_IFMA === '1' && !forced) {
+        test(`[IFMA kernels] CELERY_SIGN_EXPECT_IFMA=1 but ${why}`, (t) => {
+          t.fail(`the IFMA kernels are claimed for this run, but ${why}`);
+        });
+      } else {
+        test.skip(`[IFMA kernels] skipped: ${why} (the vectors run on the path below)`, () => {});
+      }
+    }
+    if (kernel === null && process.env.CELERY_SIGN_EXPECT_AVX2 === '1') {
+      test('[AVX2 kernel] CELERY_SIGN_EXPECT_AVX2=1 but no SIMD kernel runs', (t) => {
+        t.fail('the AVX2 kernel is claimed for this run, but the addon reports none');
+      });
+    }
+    label =
+      kernel === 'avx512-ifma'
+        ? 'IFMA kernels'
+        : kernel === 'avx2'
+          ? 'AVX2 kernel for batches, AWS-LC for single payloads'
+          : 'AWS-LC, no SIMD kernel on this CPU';
   }
 
   const { keys, vectors } = loadVectors();

@@ -266,6 +266,14 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// The id the binding reports (`simdKernel()` in JavaScript).
+    pub fn id(self) -> &'static str {
+        match self {
+            Kernel::Ifma => "avx512-ifma",
+            Kernel::Avx2 => "avx2",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Ifma => "AVX-512 IFMA",

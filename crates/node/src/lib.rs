@@ -93,6 +93,13 @@ pub fn thread_count() -> Result<u32> {
     guard(|| Ok(batch::threads().map_err(to_js)? as u32))
 }
 
+/// The SIMD kernel batch verification uses in this process (`mb::kernel`):
+/// `"avx512-ifma"`, `"avx2"`, or `null` (AWS-LC alone).
+#[napi(catch_unwind, ts_return_type = "'avx512-ifma' | 'avx2' | null")]
+pub fn simd_kernel() -> Option<&'static str> {
+    celery_sign_core::mb::kernel().map(|k| k.id())
+}
+
 /// Settles the queued calls whose results are in (see `queue`); with `keep`
 /// the caller promises to poll again soon. Returns twice the number of calls
 /// still out, plus 1 when the machine looked busy (the CPU, yielded while

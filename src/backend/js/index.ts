@@ -25,5 +25,7 @@ export const jsBinding: Binding = {
   // Nothing is ever queued: openAsync settles through the pool's messages.
   pollQueued: () => 0,
   setThreads,
+  // node:crypto does the RSA: no kernel of ours.
+  simdKernel: () => null,
   threadCount,
 };
