@@ -8,7 +8,7 @@
 //! in each 64-bit accumulator for every product of a column without a carry
 //! pass (see `mont_mul`). Public data only (signatures and public keys), so
 //! written for speed, not constant time; checked against AWS-LC's raw RSA
-//! operation in the tests below and in `mb`'s.
+//! operation by `mb`'s tests. `mb` lays the keys out and dispatches here.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -62,13 +62,17 @@ pub(crate) unsafe fn exp(
     }
 }
 
+/// One limb of the eight lanes.
+#[cfg(target_arch = "x86_64")]
 type V2 = [__m256i; 2];
 
+#[cfg(target_arch = "x86_64")]
 macro_rules! mul {
     ($x:expr, $y:expr) => {
         _mm256_mul_epu32($x, $y)
     };
 }
+#[cfg(target_arch = "x86_64")]
 macro_rules! add {
     ($x:expr, $y:expr) => {
         _mm256_add_epi64($x, $y)
@@ -141,8 +145,8 @@ fn kernel<const L: usize, const A: usize>(
 /// `r = a b R^-1 mod n`, up to `2n`, for normalized inputs below `2n`, with
 /// `R = 2^(28 L) > 4n`. Column `p` of the accumulator gathers the products of
 /// at most `L` steps, two of them (below 2^56 each) per step, plus a carry:
-/// below `L 2^57 + 2^37 < 2^64` for `L <= 127`. Steps go in blocks of four
-/// (`steps`): eight products per load and store of a column.
+/// below `L 2^57 + 2^37 < 2^64` for `L <= 127`. Steps go in blocks of three
+/// (`steps`): six products per load and store of a column.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
