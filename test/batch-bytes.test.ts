@@ -156,7 +156,7 @@ test.serial('payloads over maxPayloadSize are refused in their slots and never p
 // strings repeated (one string in memory, many slots). Needs some 2 GiB free.
 const bigEnough = freemem() > 3 * 1024 * MiB;
 (bigEnough ? test.serial : test.serial.skip)('a batch of more than 4 GiB: oversize and within the limit, in chunks', async (t) => {
-  t.timeout(10 * 60_000);
+  t.timeout(5 * 60_000);
   const custom = new SecureSerializer({ key, cert, store, accept: ['application/json'] });
   // Within the default limit of 64 MiB, signed as application/x-other: it
   // verifies, then is refused for its content type (not accepted), so that
