@@ -33,17 +33,6 @@ export const DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024;
 const PIPELINE_CHUNK = backend === 'native' ? 128 : 256;
 
 /**
- * Chunks of a large batch in flight at once, past the first two only while
- * their pack buffers add up to less than {@link PIPELINE_BYTES}. With two,
- * the native threads ran out of work whenever the event loop was slow to
- * take a result: on 2 cores with the AVX2 kernel, batches of 4096 back to
- * back kept 1.59-1.65 cores busy with two, 1.75-1.78 with four, and ran at
- * 47-50k against 53-58k payloads/s (four pairs of processes, alternating).
- * The memory bound of the pack buffers is unchanged.
- */
-const PIPELINE_DEPTH = 4;
-
-/**
  * Items per native call when a large batch is signed: about 40 ms of work on
  * 2 threads (RSA-2048), two calls in flight.
  */
@@ -51,8 +40,7 @@ const SEAL_CHUNK = 256;
 
 /**
  * Most bytes of packed payloads per native call. A batch goes down in chunks
- * of at most {@link PIPELINE_CHUNK} items and this many bytes, up to
- * {@link PIPELINE_DEPTH} in flight while they hold less than this:
+ * of at most {@link PIPELINE_CHUNK} items and this many bytes, two in flight:
  * its pack buffers hold at most 2 x 64 MiB, whatever the batch adds up to (a
  * single payload larger than this, possible only with `maxPayloadSize` set
  * above it, goes alone). Payloads over `maxPayloadSize` are never packed.
@@ -161,8 +149,6 @@ interface Chunk {
   tooLarge: Array<SecurityError | undefined> | null;
   /** Pending for the pool and the queue; already there when opened on the calling thread. */
   opened: Promise<OpenedBatch> | OpenedBatch | null;
-  /** Bytes of packed payloads it holds (the pack buffer's size, near enough). */
-  bytes: number;
 }
 
 const FORCE = { force: true } as const;
@@ -372,9 +358,9 @@ export class SecureSerializer {
       return this.#deserializeSmall(payloads, out, this.#batchContext(this.#native));
     }
     const ctx = this.#batchContext(this.#pinnedNative());
-    // Large batches go down in chunks (by count and by bytes), several in
-    // flight: the native threads verify the next ones while this thread
-    // decodes the bodies of the first.
+    // Large batches go down in chunks (by count and by bytes), two in flight:
+    // the native threads verify one chunk while this thread decodes the
+    // bodies of the previous.
     const items = n <= batchLimits.items * 1.5 ? n : batchLimits.items;
     const inflight: Chunk[] = [];
     let next = 0;
@@ -383,24 +369,14 @@ export class SecureSerializer {
       next = c.end;
       inflight.push(c);
     };
-    // Up to PIPELINE_DEPTH chunks in flight, more than two only while their
-    // pack buffers add up to less than PIPELINE_BYTES (so at most twice that).
-    let bytes = 0;
-    const more = (): boolean => next < n && (inflight.length < 2 || (inflight.length < PIPELINE_DEPTH && bytes < PIPELINE_BYTES));
     try {
-      while (more()) {
-        open();
-        bytes += inflight.at(-1)!.bytes;
-      }
+      open();
+      if (next < n) open();
       while (inflight.length > 0) {
         const c = inflight[0]!;
         const batch = c.opened === null ? null : await c.opened;
         inflight.shift();
-        bytes -= c.bytes;
-        while (more()) {
-          open();
-          bytes += inflight.at(-1)!.bytes;
-        }
+        if (next < n) open();
         this.#collect(batch, out, c, ctx);
       }
     } catch (err) {
@@ -513,7 +489,7 @@ export class SecureSerializer {
       room += size;
       packed++;
     }
-    const chunk: Chunk = { start, end, tooLarge, opened: null, bytes: room };
+    const chunk: Chunk = { start, end, tooLarge, opened: null };
     if (packed === 0) return chunk;
     const lengths = new Uint32Array(end - start);
     // Off the pool the buffer is done with when the call returns: one scratch buffer serves.
