@@ -32,6 +32,7 @@ import {
   type DeserializeResult,
   type Digest,
 } from 'celery-sign';
+import { cpuHasAvx2, cpuHasIfma } from './cpu.js';
 import { pack55 } from './payloads.js';
 import { ROOT, runPython } from './python.js';
 
@@ -213,28 +214,6 @@ export function askCelery(keys: string[], vectors: Vector[]): OracleAnswer {
     keys,
     vectors: vectors.map((v) => ({ key: v.key, digest: v.digest, msg: v.msg.toString('hex'), sig: v.sig.toString('hex') })),
   });
-}
-
-function cpuFlags(): Set<string> | null {
-  let info: string;
-  try {
-    info = readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    return null;
-  }
-  return new Set((/^flags\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));
-}
-
-/** Whether /proc/cpuinfo lists AVX-512F and AVX-512 IFMA (what crates/core/src/mb.rs probes); null if unknown. */
-export function cpuHasIfma(): boolean | null {
-  const flags = cpuFlags();
-  return flags === null ? null : flags.has('avx512f') && flags.has('avx512ifma');
-}
-
-/** Whether /proc/cpuinfo lists AVX2 (the AVX2 kernel, crates/core/src/avx2.rs); null if unknown. */
-export function cpuHasAvx2(): boolean | null {
-  const flags = cpuFlags();
-  return flags === null ? null : flags.has('avx2');
 }
 
 export type PathName = 'environment' | 'aws-lc';
