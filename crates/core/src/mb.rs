@@ -235,6 +235,15 @@ fn from_limbs<const B: usize>(limbs: &[u64], out: &mut [u8]) {
     }
 }
 
+/// A kernel's result `r` (below `2n`, `B`-bit limbs) reduced below `n` and
+/// written to `out` as big-endian bytes.
+fn reduce_into<const B: usize>(r: &mut [u64], n: &[u64], out: &mut [u8]) {
+    if geq(r, n) {
+        sub_in_place::<B>(r, n);
+    }
+    from_limbs::<B>(r, out);
+}
+
 /// `a >= b` on little-endian limbs of equal length.
 fn geq(a: &[u64], b: &[u64]) -> bool {
     for (x, y) in a.iter().rev().zip(b.iter().rev()) {
@@ -478,11 +487,7 @@ fn ifma_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]], ok: &[bool; L
         if !ok[i] {
             continue;
         }
-        let r = &mut res[i][..limbs];
-        if geq(r, &key.n[..limbs]) {
-            sub_in_place::<52>(r, &key.n[..limbs]);
-        }
-        from_limbs::<52>(r, out[i]);
+        reduce_into::<52>(&mut res[i][..limbs], &key.n[..limbs], out[i]);
     }
 }
 
@@ -513,11 +518,7 @@ fn avx2_op(keys: &[&MbKey], sigs: &[&[u8]], out: &mut [&mut [u8]], ok: &[bool; L
         if !ok[i] {
             continue;
         }
-        let r = &mut res[i][..limbs];
-        if geq(r, &l.n[..limbs]) {
-            sub_in_place::<28>(r, &l.n[..limbs]);
-        }
-        from_limbs::<28>(r, out[i]);
+        reduce_into::<28>(&mut res[i][..limbs], &l.n[..limbs], out[i]);
     }
 }
 
@@ -545,10 +546,7 @@ pub fn public_op_one(key: &MbKey, sig: &[u8], out: &mut [u8]) -> bool {
         }
     }
     let limbs = key.limbs.next_multiple_of(LANES);
-    if geq(&r[..limbs], &key.n[..limbs]) {
-        sub_in_place::<52>(&mut r[..limbs], &key.n[..limbs]);
-    }
-    from_limbs::<52>(&r[..limbs], out);
+    reduce_into::<52>(&mut r[..limbs], &key.n[..limbs], out);
     true
 }
 
