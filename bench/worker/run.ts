@@ -29,6 +29,9 @@
  * bench/results/worker.svg and the results into bench/results/worker.json;
  * --from FILE measures nothing and reports a saved result (with --write,
  * rewrites those files from it).
+ *
+ * BENCH_CPU_PROF=DIR (a diagnostic): the Node workers run with `--cpu-prof`
+ * and write their V8 CPU profiles into DIR when they stop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -107,8 +110,10 @@ function treeCpu(root: number): number {
   return total;
 }
 
-function runChild(cfg: object, env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, ['--import=tsx', CHILD, JSON.stringify(cfg)], {
+function runChild(cfg: { mode: string; [k: string]: unknown }, env: NodeJS.ProcessEnv = {}): ChildProcess {
+  // BENCH_CPU_PROF=<dir>: the Node workers write a V8 CPU profile there when they stop (a diagnostic).
+  const prof = process.env.BENCH_CPU_PROF && cfg.mode.endsWith('-work') ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  return spawn(process.execPath, [...prof, '--import=tsx', CHILD, JSON.stringify(cfg)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
     env: { ...process.env, ...env },
