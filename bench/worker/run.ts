@@ -111,8 +111,8 @@ function treeCpu(root: number): number {
 }
 
 function runChild(cfg: { mode: string; [k: string]: unknown }, env: NodeJS.ProcessEnv = {}): ChildProcess {
-  // BENCH_CPU_PROF=<dir>: the Node workers write a V8 CPU profile there when they stop (a diagnostic).
-  const prof = process.env.BENCH_CPU_PROF && cfg.mode.endsWith('-work') ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const profDir = process.env.BENCH_CPU_PROF;
+  const prof = profDir && cfg.mode.endsWith('-work') ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
   return spawn(process.execPath, [...prof, '--import=tsx', CHILD, JSON.stringify(cfg)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
