@@ -1,8 +1,8 @@
 /**
  * The runner: builds a section's datasets, checks every contender's answer on
- * every cell before timing it, then takes samples in rounds, each round in a
- * new shuffled order of (cell, contender), so that drift on a noisy machine
- * falls on every contender alike.
+ * every cell before timing it, warms every one up with an untimed sample, then
+ * takes samples in rounds, each round in a new shuffled order of (cell,
+ * contender), so that drift on a noisy machine falls on every contender alike.
  */
 import { constants, verify as nodeVerify, X509Certificate } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -215,6 +215,18 @@ export async function runSection(section: SectionPlan, ctx: RunContext): Promise
       e.result.status = 'ok';
       timed.push(e);
     }
+  }
+
+  // A warm-up round, untimed: one sample of every timed cell, shuffled like a
+  // round. The answer check is one batch, which left some
+  // contenders short of their steady state: the first timed sample of the
+  // fallback child (its worker threads' and decoder's code not yet optimized)
+  // came out 15-30% below its later ones in every run (quick runs, 2026-12-02,
+  // 44.8-51.8k/s against 60.8-65.9k/s at batch 4096), and a sample in 3 or 7
+  // is enough to move a median.
+  for (const e of shuffle(timed, prng(ctx.seed))) {
+    progress.phase(`[${section.id}] warm-up`, `${cellLabel(e.result)} · ${e.contender.label}`);
+    await e.contender.sample(e.cell, section.minSampleMs);
   }
 
   // The rounds.

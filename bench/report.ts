@@ -404,7 +404,7 @@ export function renderMarkdownReport(r: BenchResults, chartPath: string): string
     `## Latest run: ${r.mode} mode, ${r.date.slice(0, 10)}`,
     '',
     `\`npm run bench${r.argv.length ? ' -- ' + r.argv.join(' ') : ''}\`, ${r.durationSeconds.toFixed(0)} s. ` +
-      'Every contender was checked to give the same answer before it was timed; contenders and workloads were interleaved ' +
+      'Every contender was checked to give the same answer before it was timed, then warmed up with one untimed sample of every cell; contenders and workloads were interleaved ' +
       'in a new random order each round. Figures are medians, with the min–max over the rounds in brackets.',
     '',
     '| machine | |',
