@@ -78,6 +78,9 @@ export declare class NativeSerializer {
    * the buffer is read in place by the native threads, never copied.
    * Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
    * are pre-scanned on the native threads as well (see `OpenedBatch`).
+   *
+   * The job runs on the pool itself (`queue::spawn_on_pool`), holding no
+   * libuv thread, so a caller may keep several in flight.
    */
   openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: Array<string>): Promise<OpenedBatch>
   /**

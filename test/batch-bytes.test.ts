@@ -12,7 +12,7 @@
 import test from 'ava';
 import { createPrivateKey } from 'node:crypto';
 import { freemem } from 'node:os';
-import { Certificate, CertStore, PrivateKey, SecureSerializer, type DeserializeResult } from '../src/index.js';
+import { backend, Certificate, CertStore, PrivateKey, SecureSerializer, type DeserializeResult } from '../src/index.js';
 import { native } from '../src/native.js';
 import { batchLimits } from '../src/serializer.js';
 import * as fx from './helpers/fixtures.js';
@@ -29,6 +29,9 @@ interface Call {
   items: number;
   bytes: number;
   buffer: number;
+  /** Pool calls out when this one was made (itself included), and their payload bytes. */
+  out: number;
+  outBytes: number;
 }
 
 /**
@@ -42,10 +45,27 @@ async function watched<T>(run: () => Promise<T>): Promise<{ result: T; calls: Ca
   const names = ['openPacked', 'openPackedSync', 'openPackedQueued'] as const;
   const originals = names.map((name) => proto[name]);
   const calls: Call[] = [];
+  let out = 0;
+  let outBytes = 0;
   names.forEach((name, k) => {
     proto[name] = function (this: unknown, data, lengths, jsonTypes) {
-      calls.push({ items: lengths.length, bytes: lengths.reduce((a, b) => a + b, 0), buffer: data.length });
-      return originals[k]!.call(this, data, lengths, jsonTypes);
+      const bytes = lengths.reduce((a, b) => a + b, 0);
+      const pending = name === 'openPacked';
+      if (pending) {
+        out++;
+        outBytes += bytes;
+      }
+      calls.push({ items: lengths.length, bytes, buffer: data.length, out, outBytes });
+      const r = originals[k]!.call(this, data, lengths, jsonTypes);
+      if (pending) {
+        // Settled before the serializer sees it (this reaction comes first).
+        const done = (): void => {
+          out--;
+          outBytes -= bytes;
+        };
+        (r as Promise<unknown>).then(done, done);
+      }
+      return r;
     };
   });
   try {
@@ -101,6 +121,31 @@ test.serial('a batch is chunked by bytes as well as by count', async (t) => {
   t.deepEqual(
     byCount.calls.map((c) => c.items),
     [...Array.from({ length: 7 }, () => 16), 8],
+  );
+});
+
+test.serial('a large batch keeps a few chunks in flight, never more than two byte budgets of them', async (t) => {
+  const s = new SecureSerializer({ key, cert, store });
+  const values = Array.from({ length: 1500 }, (_, i) => ({ i, pad: 'q'.repeat((i * 131) % 700) }));
+  const payloads = await s.serializeMany(values);
+  const want = values.map((v) => v);
+  // By count (chunks of 128, the bytes far below the budget): the native
+  // backend keeps 4 out at once, the fallback 2 (its threads pull parts).
+  const byCount = await watched(() => s.deserializeMany(payloads));
+  t.deepEqual(byCount.result.map(summary), want);
+  const most = Math.max(...byCount.calls.map((c) => c.out));
+  t.is(most, backend === 'native' ? 4 : 2, `at most ${most} calls out at once`);
+  t.is(byCount.calls.reduce((n, c) => n + c.items, 0), payloads.length);
+  // By bytes: with a budget of 16 KiB, never more than 32 KiB of payloads
+  // out together, however many chunks that is.
+  const budget = 16 * KiB;
+  const byBytes = await withLimits(256, budget, () => watched(() => s.deserializeMany(payloads)));
+  t.deepEqual(byBytes.result.map(summary), want);
+  t.true(byBytes.calls.length > 20, `${byBytes.calls.length} calls`);
+  for (const c of byBytes.calls) t.true(c.outBytes <= 2 * budget, `${c.out} calls out with ${c.outBytes} bytes`);
+  t.true(
+    byBytes.calls.some((c) => c.out >= 2),
+    'chunks overlap',
   );
 });
 

@@ -532,23 +532,36 @@ impl NativeSerializer {
     /// the buffer is read in place by the native threads, never copied.
     /// Bodies of the `jsonTypes` content types (those kombu's JSON decodes)
     /// are pre-scanned on the native threads as well (see `OpenedBatch`).
+    ///
+    /// The job runs on the pool itself (`queue::spawn_on_pool`), holding no
+    /// libuv thread, so a caller may keep several in flight.
     #[napi(ts_return_type = "Promise<OpenedBatch>", catch_unwind)]
-    pub fn open_packed(
+    pub fn open_packed<'env>(
         &self,
+        env: &'env Env,
         data: Buffer,
         lengths: &[u32],
         json_types: Vec<String>,
-    ) -> Result<AsyncTask<OpenManyTask>> {
+    ) -> Result<Unknown<'env>> {
         guard(|| {
             let offsets = packed_offsets(data.len(), lengths)?;
             let opener = self.shared.batch_opener(json_types)?;
-            Ok(AsyncTask::new(OpenManyTask {
-                batch: PackedBatch {
-                    opener,
-                    data,
-                    offsets,
-                },
-            }))
+            // Over the JavaScript buffer of payloads, kept alive (and
+            // unmoved) by its reference until the job is settled.
+            let batch = PackedBatch {
+                opener,
+                data,
+                offsets,
+            };
+            let work: queue::Work = Box::new(move || {
+                let r = batch.open(Place::Pool);
+                Box::new(move |env| r?.into_napi(env))
+            });
+            // No pool (the system refused its threads): this call fails
+            // with that (ERR_INTERNAL); the next one tries again.
+            let pool = batch::pool().map_err(to_js)?;
+            let promise = queue::spawn_on_pool(env, pool, work)?;
+            Ok(unknown(env, promise))
         })
     }
 
@@ -727,12 +740,6 @@ fn sealed_batch(results: Vec<celery_sign_core::Result<String>>) -> SealedBatch {
     out
 }
 
-pub struct OpenManyTask {
-    /// Over the JavaScript buffer of payloads, kept alive (and unmoved) by
-    /// its reference.
-    batch: PackedBatch<Buffer>,
-}
-
 /// Interns short strings (content types, encodings, signer ids) of a batch:
 /// by a look through the few first ones (a small batch has three), by a
 /// hash map once there are more.
@@ -804,19 +811,6 @@ fn scan_one(body: &mut [u8]) -> jsonscan::Scanned {
         }
     }
     jsonscan::scan(body)
-}
-
-impl Task for OpenManyTask {
-    type Output = OpenManyOutput;
-    type JsValue = OpenedBatch;
-
-    fn compute(&mut self) -> Result<OpenManyOutput> {
-        guard(|| self.batch.open(Place::Pool))
-    }
-
-    fn resolve(&mut self, _env: Env, output: OpenManyOutput) -> Result<OpenedBatch> {
-        guard(|| Ok(output.into_js()))
-    }
 }
 
 /// Below this many bytes of buffer and meta, a batch's output is copied into

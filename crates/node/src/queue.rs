@@ -80,7 +80,28 @@ struct Shared {
     notified: AtomicBool,
     parked: AtomicBool,
     stop: AtomicBool,
+    /// Jobs spawned on the batch pool (`spawn_on_pool`) not yet finished:
+    /// the threadsafe function outlives them (see `cleanup`).
+    pool_jobs: AtomicUsize,
     tsfn: Tsfn,
+}
+
+impl Shared {
+    /// Hands settled jobs to the JavaScript thread: wakes its event loop,
+    /// unless it polls for them or a wake-up is already on its way.
+    fn notify(&self) {
+        if !self.polling.load(Ordering::SeqCst) && !self.notified.swap(true, Ordering::SeqCst) {
+            // SAFETY: the threadsafe function lives until this thread is
+            // joined and every pool job has finished (`cleanup`).
+            unsafe {
+                sys::napi_call_threadsafe_function(
+                    self.tsfn.0,
+                    ptr::null_mut(),
+                    sys::ThreadsafeFunctionCallMode::nonblocking,
+                )
+            };
+        }
+    }
 }
 
 struct Dispatcher {
@@ -161,18 +182,7 @@ fn worker_loop(shared: Arc<Shared>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(settled);
-            if !shared.polling.load(Ordering::SeqCst)
-                && !shared.notified.swap(true, Ordering::SeqCst)
-            {
-                // SAFETY: the threadsafe function lives until this thread is joined.
-                unsafe {
-                    sys::napi_call_threadsafe_function(
-                        shared.tsfn.0,
-                        ptr::null_mut(),
-                        sys::ThreadsafeFunctionCallMode::nonblocking,
-                    )
-                };
-            }
+            shared.notify();
             continue;
         }
         if shared.stop.load(Ordering::SeqCst) {
@@ -274,6 +284,11 @@ unsafe extern "C" fn cleanup(_arg: *mut std::ffi::c_void) {
         // may still call the function, which napi then refuses) and release.
         if let Ok(d) = Rc::try_unwrap(d) {
             let _ = d.worker.join();
+            // Jobs on the batch pool may still call the function: let them
+            // finish first (each is one batch chunk, a few ms at most).
+            while d.shared.pool_jobs.load(Ordering::SeqCst) > 0 {
+                thread::sleep(Duration::from_micros(100));
+            }
             // SAFETY: the only other user, the thread, has ended.
             unsafe {
                 sys::napi_release_threadsafe_function(
@@ -330,6 +345,7 @@ impl Dispatcher {
             notified: AtomicBool::new(false),
             parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            pool_jobs: AtomicUsize::new(0),
             tsfn: Tsfn(tsfn),
         });
         let for_worker = Arc::clone(&shared);
@@ -364,9 +380,9 @@ fn dispatcher(env: &Env) -> Result<Rc<Dispatcher>> {
     })
 }
 
-/// Queues `work` on this JavaScript thread's native thread; returns its promise.
-pub fn submit(env: &Env, work: Work) -> Result<sys::napi_value> {
-    let d = dispatcher(env)?;
+/// A promise for a job about to go out, counted among those out (the
+/// threadsafe function keeps the event loop alive while any is).
+fn promise_out(env: &Env, d: &Dispatcher) -> Result<(Deferred, sys::napi_value)> {
     let mut deferred = ptr::null_mut();
     let mut promise = ptr::null_mut();
     // SAFETY: JavaScript thread.
@@ -380,9 +396,48 @@ pub fn submit(env: &Env, work: Work) -> Result<sys::napi_value> {
         unsafe { sys::napi_ref_threadsafe_function(env.raw(), d.shared.tsfn.0) };
     }
     d.inflight.set(d.inflight.get() + 1);
+    Ok((Deferred(deferred), promise))
+}
+
+/// Runs `work` on the batch pool itself, settled as the queue's jobs are (a
+/// threadsafe function, or the caller's polling); returns its promise.
+///
+/// Unlike napi's `AsyncTask`, which blocks a libuv pool thread in
+/// `pool.install` for the whole job, this holds no libuv thread (those stay
+/// free for `fs`, `dns` and `zlib`), and the job starts without waking one:
+/// a batch can keep several chunks in flight, so that the pool's threads
+/// always have the next one when they finish one.
+pub fn spawn_on_pool(
+    env: &Env,
+    pool: &'static rayon::ThreadPool,
+    work: Work,
+) -> Result<sys::napi_value> {
+    let d = dispatcher(env)?;
+    let (deferred, promise) = promise_out(env, &d)?;
+    d.shared.pool_jobs.fetch_add(1, Ordering::SeqCst);
+    let shared = Arc::clone(&d.shared);
+    // Nothing in here unwinds: `run` catches the job's panic (rayon would
+    // abort the process on one that escaped a spawned closure).
+    pool.spawn(move || {
+        let settle = run(work);
+        shared
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((deferred, settle));
+        shared.notify();
+        shared.pool_jobs.fetch_sub(1, Ordering::SeqCst);
+    });
+    Ok(promise)
+}
+
+/// Queues `work` on this JavaScript thread's native thread; returns its promise.
+pub fn submit(env: &Env, work: Work) -> Result<sys::napi_value> {
+    let d = dispatcher(env)?;
+    let (deferred, promise) = promise_out(env, &d)?;
     {
         let mut q = d.shared.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        q.push_back((Deferred(deferred), work));
+        q.push_back((deferred, work));
         d.shared.queued.fetch_add(1, Ordering::SeqCst);
     }
     if d.shared.parked.load(Ordering::SeqCst) {
