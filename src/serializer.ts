@@ -79,7 +79,7 @@ const SEAL_CHUNK = 256;
  * several chunks, so this thread decodes the bodies of one while the pool
  * verifies the next, and each chunk's bytes stay in the caches. 16 bodies
  * of 1 MiB (2-core Intel IFMA machine, 2026-12-02, 40 batches a setting):
- * 0.79-0.81 GB/s in one chunk (the 64 MiB this was before), 1.04-1.10 GB/s
+ * 0.79-0.81 GB/s in one chunk (the 64 MiB this was before), 1.04-1.13 GB/s
  * at 4 MiB (3 bodies a chunk) on both RSA paths, 1.03-1.06 GB/s at 2 MiB;
  * CPU a body 2.05-2.13 ms before, 1.55-1.67 ms at 4 MiB. The fallback keeps
  * 64 MiB: it splits chunks into parts for its worker threads itself.

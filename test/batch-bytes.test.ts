@@ -117,7 +117,7 @@ test.serial('a batch is chunked by bytes as well as by count', async (t) => {
 
   // By count: the batch of 120 goes down whole by default, in chunks of 16 with a lower count.
   const byCount = await withLimits(16, budget * 100, () => watched(() => s.deserializeMany(payloads)));
-  t.deepEqual(byCount.result.map(summary), want);
+  t.deepEqual(byCount.result.map(summary), values);
   t.deepEqual(
     byCount.calls.map((c) => c.items),
     [...Array.from({ length: 7 }, () => 16), 8],
@@ -128,11 +128,10 @@ test.serial('a large batch keeps a few chunks in flight, never more than two byt
   const s = new SecureSerializer({ key, cert, store });
   const values = Array.from({ length: 1500 }, (_, i) => ({ i, pad: 'q'.repeat((i * 131) % 700) }));
   const payloads = await s.serializeMany(values);
-  const want = values.map((v) => v);
   // By count (chunks of 128, the bytes far below the budget): the native
   // backend keeps 4 out at once, the fallback 2 (its threads pull parts).
   const byCount = await watched(() => s.deserializeMany(payloads));
-  t.deepEqual(byCount.result.map(summary), want);
+  t.deepEqual(byCount.result.map(summary), values);
   const most = Math.max(...byCount.calls.map((c) => c.out));
   t.is(most, backend === 'native' ? 4 : 2, `at most ${most} calls out at once`);
   t.is(byCount.calls.reduce((n, c) => n + c.items, 0), payloads.length);
@@ -140,7 +139,7 @@ test.serial('a large batch keeps a few chunks in flight, never more than two byt
   // out together, however many chunks that is.
   const budget = 16 * KiB;
   const byBytes = await withLimits(256, budget, () => watched(() => s.deserializeMany(payloads)));
-  t.deepEqual(byBytes.result.map(summary), want);
+  t.deepEqual(byBytes.result.map(summary), values);
   t.true(byBytes.calls.length > 20, `${byBytes.calls.length} calls`);
   for (const c of byBytes.calls) t.true(c.outBytes <= 2 * budget, `${c.out} calls out with ${c.outBytes} bytes`);
   t.true(

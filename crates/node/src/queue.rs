@@ -289,7 +289,7 @@ unsafe extern "C" fn cleanup(_arg: *mut std::ffi::c_void) {
             while d.shared.pool_jobs.load(Ordering::SeqCst) > 0 {
                 thread::sleep(Duration::from_micros(100));
             }
-            // SAFETY: the only other user, the thread, has ended.
+            // SAFETY: the other users, the thread and the pool jobs, have ended.
             unsafe {
                 sys::napi_release_threadsafe_function(
                     d.shared.tsfn.0,
