@@ -80,9 +80,15 @@ export declare class NativeSerializer {
    * are pre-scanned on the native threads as well (see `OpenedBatch`).
    *
    * The job runs on the pool itself (`queue::spawn_on_pool`), holding no
-   * libuv thread, so a caller may keep several in flight.
+   * libuv thread, so a caller may keep several in flight. With `spread`
+   * false the job opens its items one after the other on the one pool
+   * thread that runs it: for a chunk with others in flight, which keep
+   * the other threads busy. Fanned out (the default), a thread that
+   * waits for the rest of its chunk runs the next chunk's job meanwhile,
+   * so the chunks in flight finished together rather than one after the
+   * other, and the pool waited while the caller decoded them.
    */
-  openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: Array<string>): Promise<OpenedBatch>
+  openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: Array<string>, spread?: boolean | undefined | null): Promise<OpenedBatch>
   /**
    * `openPacked` on the calling thread, for a batch too small to pay for
    * a round trip through the pool (the event loop waits for it, as for

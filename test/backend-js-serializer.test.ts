@@ -384,9 +384,9 @@ function fromBatch(batch: OpenedBatch, i: number, errorCodes: string[]): Outcome
   };
 }
 
-async function openPacked(s: NativeSerializer, payloads: Buffer[], jsonTypes: string[], codes: string[]): Promise<Outcome[]> {
+async function openPacked(s: NativeSerializer, payloads: Buffer[], jsonTypes: string[], codes: string[], spread?: boolean): Promise<Outcome[]> {
   const lengths = Uint32Array.from(payloads.map((p) => p.length));
-  const batch = await s.openPacked(Buffer.concat(payloads), lengths, jsonTypes);
+  const batch = await s.openPacked(Buffer.concat(payloads), lengths, jsonTypes, spread);
   t0check(batch, payloads.length);
   return payloads.map((_, i) => fromBatch(batch, i, codes));
 }
@@ -455,7 +455,7 @@ test('open: the same result for every payload, every digest and limit', (t) => {
   }
 });
 
-test('openPacked: the same results, flags 1 and 2 included, in batches of every size', async (t) => {
+test('openPacked: the same results, flags 1 and 2 included, in batches of every size, fanned out over the pool or not', async (t) => {
   const codes = native.errorCodes();
   const mismatches: Mismatch[] = [];
   for (const c of CONFIGS) {
@@ -468,10 +468,12 @@ test('openPacked: the same results, flags 1 and 2 included, in batches of every 
         const items = corpus.slice(at, at + n);
         at += n;
         const payloads = items.map((i) => i.payload);
-        const [a, b] = await Promise.all([openPacked(ns, payloads, jsonTypes, codes), openPacked(jsS, payloads, jsonTypes, codes)]);
+        // The native side opens a chunk fanned out over its pool, or on one pool thread item after item.
+        const spread = R.pick([true, false, undefined]);
+        const [a, b] = await Promise.all([openPacked(ns, payloads, jsonTypes, codes, spread), openPacked(jsS, payloads, jsonTypes, codes)]);
         for (let i = 0; i < items.length; i++) {
           if (JSON.stringify(a[i]) !== JSON.stringify(b[i])) {
-            mismatches.push({ what: items[i]!.what, config: `${JSON.stringify(c)} ${jsonTypes.join(',')}`, native: a[i]!, js: b[i]! });
+            mismatches.push({ what: items[i]!.what, config: `${JSON.stringify(c)} ${jsonTypes.join(',')} spread ${String(spread)}`, native: a[i]!, js: b[i]! });
           }
         }
       }

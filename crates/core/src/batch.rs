@@ -468,8 +468,9 @@ fn rebase(mut o: Opened, base: usize) -> Opened {
 pub enum Place {
     /// Fanned out over the thread pool (the caller waits).
     Pool,
-    /// On the calling thread, item after item in chunks of the SIMD lanes:
-    /// for a batch too small to pay for a round trip through the pool.
+    /// On the thread that runs the call, item after item in chunks of the
+    /// SIMD lanes: for a batch too small to pay for a round trip through the
+    /// pool, or a pool job among others in flight.
     Here,
 }
 

@@ -534,7 +534,13 @@ impl NativeSerializer {
     /// are pre-scanned on the native threads as well (see `OpenedBatch`).
     ///
     /// The job runs on the pool itself (`queue::spawn_on_pool`), holding no
-    /// libuv thread, so a caller may keep several in flight.
+    /// libuv thread, so a caller may keep several in flight. With `spread`
+    /// false the job opens its items one after the other on the one pool
+    /// thread that runs it: for a chunk with others in flight, which keep
+    /// the other threads busy. Fanned out (the default), a thread that
+    /// waits for the rest of its chunk runs the next chunk's job meanwhile,
+    /// so the chunks in flight finished together rather than one after the
+    /// other, and the pool waited while the caller decoded them.
     #[napi(ts_return_type = "Promise<OpenedBatch>", catch_unwind)]
     pub fn open_packed<'env>(
         &self,
@@ -542,6 +548,7 @@ impl NativeSerializer {
         data: Buffer,
         lengths: &[u32],
         json_types: Vec<String>,
+        spread: Option<bool>,
     ) -> Result<Unknown<'env>> {
         guard(|| {
             let offsets = packed_offsets(data.len(), lengths)?;
@@ -553,8 +560,13 @@ impl NativeSerializer {
                 data,
                 offsets,
             };
+            let place = if spread.unwrap_or(true) {
+                Place::Pool
+            } else {
+                Place::Here
+            };
             let work: queue::Work = Box::new(move || {
-                let r = batch.open(Place::Pool);
+                let r = batch.open(place);
                 Box::new(move |env| r?.into_napi(env))
             });
             // No pool (the system refused its threads): this call fails

@@ -334,9 +334,11 @@ export class JsSerializer {
    * Verifies a batch over the worker threads. The payloads are laid end to
    * end in `data`, item `i` being `lengths[i]` bytes long. Payloads over the
    * size limit are refused here, before anything is copied; the rest go to
-   * the workers in contiguous parts, one per thread.
+   * the workers in contiguous parts, one per thread. `spread` is the native
+   * pool's choice (fanned out or on one thread); the workers here always take
+   * parts of a chunk each.
    */
-  openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: string[]): Promise<OpenedBatch> {
+  openPacked(data: Buffer, lengths: Uint32Array, jsonTypes: string[], _spread?: boolean | null): Promise<OpenedBatch> {
     if (!(data instanceof Uint8Array)) invalidArg('Failed to create reference from Buffer');
     lengthsArg(lengths);
     const types = arrayArg<unknown>(jsonTypes).map(stringArg);
