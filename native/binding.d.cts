@@ -62,7 +62,13 @@ export declare class NativeSerializer {
   seal(contentType: string, contentEncoding: string, body: Uint8Array): string
   /** Signs and packs one body on a libuv worker thread. */
   sealAsync(contentType: string, contentEncoding: string, body: Uint8Array): Promise<string>
-  /** Signs and packs a batch of bodies in one native call over the thread pool. */
+  /**
+   * Signs and packs a batch of bodies in one native call over the thread
+   * pool. The job runs on the pool itself (`queue::spawn_on_pool`), as
+   * `openPacked` does, holding no libuv thread: the facade keeps two
+   * chunks in flight, which as `AsyncTask`s held two of libuv's four
+   * threads (fs, dns, zlib) for the whole batch.
+   */
   sealMany(contentType: string, contentEncoding: string, bodies: Array<Uint8Array>): Promise<SealedBatch>
   /** Verifies one payload on the calling thread. */
   open(payload: Uint8Array): Opened

@@ -133,3 +133,36 @@ out(await attempt(async () => (await s.deserializeMany([s.serialize([5])]))[0]))
   t.deepEqual(single, { ok: [4] });
   t.like(small, { ok: { ok: true, value: [5] } });
 });
+
+// Batches run on the native pool and hold no libuv thread while they do: an
+// fs call made while a batch is signed or verified completes before it, even
+// with a libuv threadpool of one thread. When serializeMany's chunks were napi
+// AsyncTasks (each blocked a libuv thread until its chunk was signed), the fs
+// call waited behind both chunks in flight: ['sealed', 'fs'].
+test('serializeMany and deserializeMany hold no libuv thread (UV_THREADPOOL_SIZE=1: an fs call made meanwhile completes first)', async (t) => {
+  const r = await run(
+    `
+import { stat } from 'node:fs';
+const bodies = Array.from({ length: 512 }, (_, i) => ({ i, pad: 'x'.repeat(400) }));
+await s.serializeMany(bodies.slice(0, 4)); // the pool started
+const race = async (name, batch) => {
+  const order = [];
+  const done = batch().then(() => order.push(name));
+  stat('.', () => order.push('fs'));
+  await done;
+  await new Promise((r) => setTimeout(r, 200));
+  return order;
+};
+out(await race('sealed', () => s.serializeMany(bodies)));
+const payloads = await s.serializeMany(bodies);
+const many = Array.from({ length: 8 }, () => payloads).flat();
+out(await race('opened', () => s.deserializeMany(many)));
+`,
+    { UV_THREADPOOL_SIZE: '1' },
+  );
+  t.deepEqual({ code: r.code, signal: r.signal }, { code: 0, signal: null }, r.stderr);
+  t.deepEqual(r.lines, [
+    ['fs', 'sealed'],
+    ['fs', 'opened'],
+  ]);
+});

@@ -479,21 +479,38 @@ impl NativeSerializer {
         })
     }
 
-    /// Signs and packs a batch of bodies in one native call over the thread pool.
+    /// Signs and packs a batch of bodies in one native call over the thread
+    /// pool. The job runs on the pool itself (`queue::spawn_on_pool`), as
+    /// `openPacked` does, holding no libuv thread: the facade keeps two
+    /// chunks in flight, which as `AsyncTask`s held two of libuv's four
+    /// threads (fs, dns, zlib) for the whole batch.
     #[napi(ts_return_type = "Promise<SealedBatch>", catch_unwind)]
-    pub fn seal_many(
+    pub fn seal_many<'env>(
         &self,
+        env: &'env Env,
         content_type: String,
         content_encoding: String,
         bodies: Vec<&[u8]>,
-    ) -> Result<AsyncTask<SealManyTask>> {
+    ) -> Result<Unknown<'env>> {
         guard(|| {
-            Ok(AsyncTask::new(SealManyTask {
-                sealer: self.shared.sealer()?,
-                content_type,
-                content_encoding,
-                bodies: Packed::from_items(bodies),
-            }))
+            let sealer = self.shared.sealer()?;
+            let bodies = Packed::from_items(bodies);
+            let work: queue::Work = Box::new(move || {
+                let r = sealer
+                    .seal_many(&content_type, &content_encoding, bodies.items())
+                    .map(sealed_batch)
+                    .map_err(to_js);
+                Box::new(move |env| {
+                    let b = r?;
+                    // SAFETY: env is the live environment of the JavaScript thread.
+                    unsafe { ToNapiValue::to_napi_value(env, b) }
+                })
+            });
+            // No pool (the system refused its threads): this call fails
+            // with that (ERR_INTERNAL); the next one tries again.
+            let pool = batch::pool().map_err(to_js)?;
+            let promise = queue::spawn_on_pool(env, pool, work)?;
+            Ok(unknown(env, promise))
         })
     }
 
@@ -696,36 +713,6 @@ impl Task for SealTask {
     }
 
     fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
-        Ok(output)
-    }
-}
-
-pub struct SealManyTask {
-    sealer: Arc<Sealer>,
-    content_type: String,
-    content_encoding: String,
-    bodies: Packed,
-}
-
-impl Task for SealManyTask {
-    type Output = SealedBatch;
-    type JsValue = SealedBatch;
-
-    fn compute(&mut self) -> Result<SealedBatch> {
-        guard(|| {
-            let results = self
-                .sealer
-                .seal_many(
-                    &self.content_type,
-                    &self.content_encoding,
-                    self.bodies.items(),
-                )
-                .map_err(to_js)?;
-            Ok(sealed_batch(results))
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, output: SealedBatch) -> Result<SealedBatch> {
         Ok(output)
     }
 }
