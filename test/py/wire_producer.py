@@ -19,6 +19,7 @@ import json
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 
 warnings.simplefilter('ignore')
 
@@ -35,6 +36,22 @@ def describe(exc):
     }
 
 
+@contextmanager
+def own_producer():
+    """A producer on a connection of its own, closed with the protocol's handshake at the end.
+
+    ``app.producer_or_acquire()`` leaves its pooled connection open until the
+    interpreter exits. Over AMQP (no publisher confirms, as Celery sends) the
+    last publishes may then still sit unread in RabbitMQ's socket when the exit
+    resets the connection (a reset, not a FIN, when a frame from the broker is
+    unread, e.g. a heartbeat), and RabbitMQ drops them. ``Connection.close``
+    sends ``connection.close`` and waits for ``close-ok``, which RabbitMQ
+    sends only after it has handled every frame before it.
+    """
+    with app.connection_for_write() as conn:
+        yield app.amqp.Producer(conn)
+
+
 def main():
     req = json.load(sys.stdin)
     op = req['op']
@@ -45,7 +62,7 @@ def main():
     elif op == 'send':
         results = []
         sent = []
-        with app.producer_or_acquire() as producer:
+        with own_producer() as producer:
             for t in req['tasks']:
                 opts = dict(t.get('options') or {})
                 r = app.send_task(t['name'], args=t.get('args') or [], kwargs=t.get('kwargs') or {},
@@ -65,7 +82,7 @@ def main():
     elif op == 'bulk':
         start = time.perf_counter()
         ids = []
-        with app.producer_or_acquire() as producer:
+        with own_producer() as producer:
             for i in range(req['count']):
                 r = app.send_task(req['name'], args=[i], kwargs=req.get('kwargs') or {},
                                   queue=req['queue'], producer=producer, ignore_result=False)

@@ -312,6 +312,8 @@ test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none 
     },
     { concurrency: 64 },
   );
+  const errors: string[] = [];
+  w.on('error', (err: unknown) => errors.push(err instanceof Error ? err.message : String(err)));
   await w.start();
   try {
     const t0 = performance.now();
@@ -328,7 +330,15 @@ test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none 
     }
     const t1 = performance.now();
     const results = values.map((v) => (v === null ? null : (json.loads(v) as { status: string; result: unknown })));
-    t.is(results.filter((m) => m === null).length, 0, 'results missing');
+    const missing = out.ids.filter((_, i) => results[i] === null);
+    if (missing.length > 0) {
+      // What the worker saw, so that a failure says where the results went.
+      t.log(`after ${((t1 - t0) / 1000).toFixed(1)} s: ran ${runs.size}, stats ${JSON.stringify(w.stats)}, queue depth ${await queueDepth(rabbit, 'bulk')}`);
+      const first = out.ids.findIndex((_, i) => results[i] === null);
+      t.log(`missing results: ${missing.length} (the first is task ${first} of ${N}); of them never ran: ${missing.filter((id) => !runs.has(id)).length}`);
+      for (const e of [...new Set(errors)].slice(0, 10)) t.log(`worker error (${errors.filter((x) => x === e).length}x): ${e}`);
+    }
+    t.is(missing.length, 0, 'results missing');
     t.true(results.every((m, i) => m!.status === 'SUCCESS' && m!.result === i));
     t.is(out.ids.filter((id) => (runs.get(id) ?? 0) === 0).length, 0, 'lost');
     t.is(out.ids.filter((id) => (runs.get(id) ?? 0) > 1).length, 0, 'run twice');
