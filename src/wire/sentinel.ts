@@ -75,8 +75,8 @@ export interface SentinelTransportOptions {
  * `n` replicas hold them (`WAIT n wait_timeout` on the same connection, in
  * the same round trip as the writes); fewer within `wait_timeout` seconds
  * is a `WireError` `ERR_BROKER`. A worker whose result store fails this way
- * does not acknowledge the task (it is delivered again after the visibility
- * timeout); a client's `send` rejects (the task may still run: sending it
+ * does not acknowledge the task: it stores again, then gives the message
+ * back to the queue, to run again; a client's `send` rejects (the task may still run: sending it
  * again may run it twice). Works with any Redis URL, sentinel or not.
  */
 export interface ReplicationWait {

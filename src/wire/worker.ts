@@ -415,6 +415,17 @@ interface Settlement {
  */
 const MAX_HELD_WINDOWS = 4;
 
+/**
+ * @internal How many times the worker tries to store a batch of results
+ * before it gives the batch's messages back to the broker (to run again),
+ * waiting {@link STORE_RETRY_BASE_MS} doubled each time between tries.
+ */
+export const STORE_ATTEMPTS = 5;
+/** @internal The first wait between two tries to store results, in ms. */
+export const STORE_RETRY_BASE_MS = 100;
+/** @internal The longest wait between two tries to store results, in ms (Celery's `result_backend_max_sleep_between_retries_ms` default). */
+export const STORE_RETRY_MAX_MS = 10000;
+
 function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
@@ -1553,19 +1564,12 @@ export class Worker extends EventEmitter {
           // The canvas first (Celery's tracer sends callbacks and the chain before storing).
           await this.#canvasBefore(batch);
           const results = await this.#encodeResults(batch);
-          const backend = this.#backend;
           afterSteps = batch.some((s) => s.canvas?.after !== undefined);
-          if (backend?.storeThenAck && !afterSteps) {
-            // No step between the store and the ack: both in one call where the
-            // backend can (a reject without requeue is an ack, as kombu's).
-            acked = await backend.storeThenAck(results, this.#consumer!, batch.map((s) => s.delivery));
-          }
-          if (!acked && results.length > 0) await backend!.store(results);
+          acked = await this.#store(results, afterSteps ? null : batch);
         } catch (err) {
-          // Not stored, so not acknowledged: the broker redelivers them after the visibility timeout.
+          // Not stored, so not acknowledged: back to the broker, to run again.
           this.#error(err);
-          this.#forget(batch.map((s) => s.delivery));
-          this.#release(batch.length, batch.length);
+          await this.#giveBack(batch);
           continue;
         }
         if (!acked) {
@@ -1593,6 +1597,71 @@ export class Worker extends EventEmitter {
       this.#kickSettle();
       this.#checkIdle();
     }
+  }
+
+  /** Consecutive failed tries to store results (any batch), for the wait before the next. */
+  #storeFailures = 0;
+  /** Ends the waits before the next try to store (stop() calls them). */
+  readonly #storeWaits = new Set<() => void>();
+
+  /**
+   * Stores a batch's results; with `ackWith`, and where the backend can
+   * (Redis: the broker's own server and database), acknowledges its
+   * deliveries in the same step (a reject without requeue is an ack, as
+   * kombu's). Resolves whether it acknowledged them.
+   *
+   * A failed try is reported and tried again, up to {@link STORE_ATTEMPTS}
+   * times, after a wait that doubles with each consecutive failure across
+   * batches (from {@link STORE_RETRY_BASE_MS} up to
+   * {@link STORE_RETRY_MAX_MS}), so that a backend that is down is not
+   * hammered and a batch that can never be stored is given back no more
+   * than once per longest wait. A stopping worker does not try again (stop()
+   * ends the wait). The last failure is thrown.
+   */
+  async #store(results: readonly StoredResult[], ackWith: readonly Settlement[] | null): Promise<boolean> {
+    const backend = this.#backend;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        let acked = false;
+        if (ackWith && backend?.storeThenAck) {
+          acked = await backend.storeThenAck(results, this.#consumer!, ackWith.map((s) => s.delivery));
+        }
+        if (!acked && results.length > 0) await backend!.store(results);
+        this.#storeFailures = 0;
+        return acked;
+      } catch (err) {
+        const wait = Math.min(STORE_RETRY_MAX_MS, STORE_RETRY_BASE_MS * 2 ** this.#storeFailures);
+        this.#storeFailures = Math.min(this.#storeFailures + 1, 30);
+        // A stopping worker tries no more: the messages go back, to run on a worker that can store.
+        if (attempt >= STORE_ATTEMPTS || this.#state !== 'running') throw err;
+        this.#error(err);
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            clearTimeout(timer);
+            this.#storeWaits.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(done, wait);
+          this.#storeWaits.add(done);
+        });
+        if (this.#state !== 'running') throw err;
+      }
+    }
+  }
+
+  /**
+   * Settled messages whose outcome could not be recorded (not stored, or a
+   * canvas step failed): not acknowledged, but given back to the broker
+   * (AMQP: `basic.nack` with requeue; Redis: restored to the queue), to run
+   * again, at least once, as `acks_late` promises. Where that fails too, the
+   * broker redelivers them itself (AMQP: when the channel closes; Redis:
+   * after the visibility timeout).
+   */
+  async #giveBack(settled: readonly Settlement[]): Promise<void> {
+    const deliveries = settled.map((s) => s.delivery);
+    this.#forget(deliveries);
+    await this.#consumer!.recover(deliveries).catch((err: unknown) => this.#error(err));
+    this.#release(settled.length, settled.length);
   }
 
   /**
@@ -1642,7 +1711,7 @@ export class Worker extends EventEmitter {
   /**
    * Runs the steps after the store (chord parts, the failed chain's rest,
    * errbacks). A settlement whose step failed is not acknowledged: it is
-   * given back to the broker by the visibility timeout and runs again.
+   * given back to the broker ({@link Worker.#giveBack}) and runs again.
    * Returns the settlements to acknowledge.
    */
   async #canvasAfter(batch: Settlement[]): Promise<Settlement[]> {
@@ -1659,8 +1728,7 @@ export class Worker extends EventEmitter {
       }),
     );
     if (failed.size === 0) return batch;
-    this.#forget([...failed].map((s) => s.delivery));
-    this.#release(failed.size, failed.size);
+    await this.#giveBack([...failed]);
     return batch.filter((s) => !failed.has(s));
   }
 
@@ -1738,6 +1806,7 @@ export class Worker extends EventEmitter {
       return this.#whenStopped();
     }
     this.#state = 'stopping';
+    for (const w of [...this.#storeWaits]) w();
     const began = Date.now();
     this.#stopDeadline = began + (options.timeout ?? 30000);
     clearTimeout(this.#rateTimer);

@@ -8,7 +8,7 @@
  * not block the prefetch window; the replay guard and header binding
  * (beyond Celery, opt-in); 10,000 tasks run exactly once each.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import {
   createClient,
@@ -17,6 +17,7 @@ import {
   SecurityError,
   TaskError,
   type BrokerTransport,
+  registerBackend,
   type OutgoingMessage,
   type SecurityEvent,
   type TaskContext,
@@ -27,7 +28,8 @@ import {
 import { bindHeaders } from '../../lib/wire/binding.js';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
 import { ReplayGuard } from '../../lib/wire/replay.js';
-import { openTransport } from '../../lib/wire/transport.js';
+import { openBackend, openTransport, type ResultBackend } from '../../lib/wire/transport.js';
+import { STORE_ATTEMPTS } from '../../lib/wire/worker.js';
 import { amqpProducer, queueDepth, rawConnection, until } from './helpers/amqp.js';
 import { makePki, serializer, type Pki } from './helpers/celery.js';
 import { startRabbit, type RabbitServer } from './helpers/rabbitmq-server.js';
@@ -349,4 +351,88 @@ test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none 
   } finally {
     await w.stop();
   }
+});
+
+/**
+ * A result backend on the test's Redis whose `store` fails while `failing()`
+ * says so (a backend blip), counting the failures.
+ */
+function flakyBackend(failing: () => boolean): { scheme: string; failures: () => number } {
+  const scheme = `flaky${++flakyCount}`;
+  let failures = 0;
+  registerBackend([scheme], async (url, options) => {
+    const inner = await openBackend(url.replace(/^[a-z0-9]+:/, 'redis:'), options);
+    return {
+      store: async (results) => {
+        if (failing()) {
+          failures++;
+          throw new Error('the result backend is down (test)');
+        }
+        return inner.store(results);
+      },
+      get: (id) => inner.get(id),
+      wait: (id, ms, ready) => inner.wait(id, ms, ready),
+      close: () => inner.close(),
+    } satisfies ResultBackend;
+  });
+  return { scheme, failures: () => failures };
+}
+let flakyCount = 0;
+
+async function runAgainstFlakyBackend(t: ExecutionContext, queue: string, failCalls: number): Promise<{ runs: Map<string, number>; failures: number; errors: string[] }> {
+  let calls = 0;
+  const flaky = flakyBackend(() => ++calls <= failCalls);
+  const runs = new Map<string, number>();
+  const w = createWorker({
+    broker: rabbit.url,
+    backend: redis.url().replace(/^redis:/, `${flaky.scheme}:`),
+    security: serializer(pki),
+    queues: [queue],
+    hostname: `celery-sign@${queue}`,
+    tasks: {
+      'wire.count': ([i], _kwargs, ctx) => {
+        runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
+        return i;
+      },
+    },
+  });
+  const errors: string[] = [];
+  w.on('error', (err: unknown) => errors.push(err instanceof Error ? err.message : String(err)));
+  await w.start();
+  const ids = Array.from({ length: 50 }, (_, i) => `${queue}-${i}`);
+  try {
+    const messages = await encodeTaskMessages(
+      ids.map((id, i) => buildTaskMessage('wire.count', [i], {}, { queue, id })),
+      serializer(pki),
+    );
+    await transport.publish(messages);
+    const stored = () => r.mget(...ids.map((id) => `celery-task-meta-${id}`));
+    let values = await stored();
+    const deadline = Date.now() + 30000;
+    while (Date.now() < deadline && values.some((v) => v === null)) {
+      await new Promise((res) => setTimeout(res, 50));
+      values = await stored();
+    }
+    t.is(values.filter((v) => v === null).length, 0, 'results missing');
+    t.true(values.every((v, i) => (json.loads(v!) as { status: string; result: unknown }).result === i));
+    t.deepEqual(ids.filter((id) => !runs.has(id)), [], 'never ran');
+  } finally {
+    await w.stop();
+  }
+  // Nothing stayed unacknowledged behind the stopped worker: closing its channel would have put it back.
+  t.is(await until(() => queueDepth(rabbit, queue), 0, 1000), 0, 'messages left unacknowledged');
+  return { runs, failures: flaky.failures(), errors };
+}
+
+test.serial('a result store that fails for a moment is retried: every result is stored, every task ran once, nothing is left unacknowledged', async (t) => {
+  const { runs, failures, errors } = await runAgainstFlakyBackend(t, 'flaky-blip', 2);
+  t.is(failures, 2);
+  t.deepEqual([...runs.values()].filter((n) => n > 1), [], 'run twice');
+  t.true(errors.filter((e) => /backend is down/.test(e)).length >= 1, 'the failure is reported');
+});
+
+test.serial(`a result store that keeps failing (${STORE_ATTEMPTS} attempts) gives the messages back to the broker: they run again and their results are stored`, async (t) => {
+  const { runs, failures } = await runAgainstFlakyBackend(t, 'flaky-down', STORE_ATTEMPTS);
+  t.is(failures, STORE_ATTEMPTS);
+  t.true([...runs.values()].some((n) => n > 1), 'the given-back tasks ran again');
 });

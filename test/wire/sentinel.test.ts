@@ -306,7 +306,7 @@ test.serial('wait_replicas on a master without replicas: the publish rejects (ER
     t.not(await r.get(`celery-task-meta-${res.id}`), null);
     t.true(errors.length > 0);
     for (const e of errors) t.regex(String((e as Error).message), /Storing \d+ result\(s\), which reached 0 of 1 replica/);
-    // Stored on the master, not acknowledged: both stay in unacked, to run again after the visibility timeout.
+    // Stored on the master, not acknowledged: both stay in unacked while the worker stores again (then it gives them back).
     t.is(await r.hlen('unacked'), 2);
   } finally {
     await w.stop({ timeout: 2000 }).catch(() => undefined);

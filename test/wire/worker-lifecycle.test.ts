@@ -20,6 +20,7 @@ import {
   type TaskHandler,
   type WorkerOptions,
 } from 'celery-sign';
+import { STORE_ATTEMPTS } from '../../lib/wire/worker.js';
 import { makePki, serializer, type Pki } from './helpers/celery.js';
 import { eventually, startRedis, type RedisServer } from './helpers/redis-server.js';
 
@@ -187,7 +188,7 @@ test.serial('broker and backend on one Redis database: results and their acks go
   }
 });
 
-test.serial('broker and backend on one Redis database: a store that fails acknowledges nothing', async (t) => {
+test.serial(`broker and backend on one Redis database: a store that fails acknowledges nothing; after ${STORE_ATTEMPTS} tries the message goes back to the queue and runs again`, async (t) => {
   t.timeout(30000);
   const id = `store-fails-${process.pid}`;
   // The result key holds a list: the store script's GET fails (WRONGTYPE) and ends the script before its ack.
@@ -198,14 +199,22 @@ test.serial('broker and backend on one Redis database: a store that fails acknow
   await w.start();
   try {
     await client.sendTask('t.one', [], {}, { queue: 'sfail', id });
-    await eventually(async () => errors.length, 1);
+    await eventually(async () => errors.length >= 1, true);
     t.regex(String((errors[0] as Error).message), /WRONGTYPE/);
     t.is(w.stats.succeeded, 1);
-    t.is(await r.hlen('unacked'), 1, 'the message is still unacknowledged (redelivered after the visibility timeout)');
+    t.is(await r.hlen('unacked'), 1, 'the message is still unacknowledged');
+    // The tries run out: the message is given back and runs again (the store fails again, and so on).
+    await eventually(async () => w.stats.succeeded >= 2, true, 15000);
+    t.true(errors.length >= STORE_ATTEMPTS);
+    t.true(errors.every((e) => /WRONGTYPE/.test(String((e as Error).message))));
     t.is(await r.type(`celery-task-meta-${id}`), 'list');
   } finally {
     await w.stop();
-    await r.del(`celery-task-meta-${id}`, 'unacked', 'unacked_index');
+  }
+  try {
+    t.is((await r.llen('sfail')) + (await r.hlen('unacked')), 1, 'never acknowledged, never lost');
+  } finally {
+    await r.del(`celery-task-meta-${id}`, 'unacked', 'unacked_index', 'sfail');
   }
 });
 
