@@ -397,6 +397,15 @@ fn unknown(env: &Env, value: sys::napi_value) -> Unknown<'_> {
     unsafe { Unknown::from_raw_unchecked(env.raw(), value) }
 }
 
+/// Runs `work` on the batch pool (`queue::spawn_on_pool`); its promise.
+/// No pool (the system refused its threads): this call fails with that
+/// (`ERR_INTERNAL`); the next one tries again.
+fn on_pool<'env>(env: &'env Env, work: queue::Work) -> Result<Unknown<'env>> {
+    let pool = batch::pool().map_err(to_js)?;
+    let promise = queue::spawn_on_pool(env, pool, work)?;
+    Ok(unknown(env, promise))
+}
+
 #[napi]
 pub struct NativeSerializer {
     shared: Shared,
@@ -506,11 +515,7 @@ impl NativeSerializer {
                     unsafe { ToNapiValue::to_napi_value(env, b) }
                 })
             });
-            // No pool (the system refused its threads): this call fails
-            // with that (ERR_INTERNAL); the next one tries again.
-            let pool = batch::pool().map_err(to_js)?;
-            let promise = queue::spawn_on_pool(env, pool, work)?;
-            Ok(unknown(env, promise))
+            on_pool(env, work)
         })
     }
 
@@ -586,11 +591,7 @@ impl NativeSerializer {
                 let r = batch.open(place);
                 Box::new(move |env| r?.into_napi(env))
             });
-            // No pool (the system refused its threads): this call fails
-            // with that (ERR_INTERNAL); the next one tries again.
-            let pool = batch::pool().map_err(to_js)?;
-            let promise = queue::spawn_on_pool(env, pool, work)?;
-            Ok(unknown(env, promise))
+            on_pool(env, work)
         })
     }
 
