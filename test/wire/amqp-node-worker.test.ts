@@ -18,6 +18,9 @@ import {
   TaskError,
   type BrokerTransport,
   registerBackend,
+  chord,
+  signature,
+  type AsyncResult,
   type OutgoingMessage,
   type SecurityEvent,
   type TaskContext,
@@ -354,25 +357,34 @@ test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none 
 });
 
 /**
- * A result backend on the test's Redis whose `store` fails while `failing()`
- * says so (a backend blip), counting the failures.
+ * A result backend on the test's Redis whose `store` (or `chordPartReturn`)
+ * fails while `failing(method)` says so (a backend blip), counting the
+ * failures.
  */
-function flakyBackend(failing: () => boolean): { scheme: string; failures: () => number } {
+function flakyBackend(failing: (method: 'store' | 'chordPartReturn') => boolean): { scheme: string; failures: () => number } {
   const scheme = `flaky${++flakyCount}`;
   let failures = 0;
+  const check = (method: 'store' | 'chordPartReturn'): void => {
+    if (failing(method)) {
+      failures++;
+      throw new Error('the result backend is down (test)');
+    }
+  };
   registerBackend([scheme], async (url, options) => {
     const inner = await openBackend(url.replace(/^[a-z0-9]+:/, 'redis:'), options);
     return {
       store: async (results) => {
-        if (failing()) {
-          failures++;
-          throw new Error('the result backend is down (test)');
-        }
+        check('store');
         return inner.store(results);
       },
       get: (id) => inner.get(id),
       wait: (id, ms, ready) => inner.wait(id, ms, ready),
       close: () => inner.close(),
+      setChordSize: (groupId, size) => inner.setChordSize!(groupId, size),
+      chordPartReturn: async (part) => {
+        check('chordPartReturn');
+        return inner.chordPartReturn!(part);
+      },
     } satisfies ResultBackend;
   });
   return { scheme, failures: () => failures };
@@ -381,7 +393,7 @@ let flakyCount = 0;
 
 async function runAgainstFlakyBackend(t: ExecutionContext, queue: string, failCalls: number): Promise<{ runs: Map<string, number>; failures: number; errors: string[] }> {
   let calls = 0;
-  const flaky = flakyBackend(() => ++calls <= failCalls);
+  const flaky = flakyBackend((method) => method === 'store' && ++calls <= failCalls);
   const runs = new Map<string, number>();
   const w = createWorker({
     broker: rabbit.url,
@@ -435,4 +447,46 @@ test.serial(`a result store that keeps failing (${STORE_ATTEMPTS} attempts) give
   const { runs, failures } = await runAgainstFlakyBackend(t, 'flaky-down', STORE_ATTEMPTS);
   t.is(failures, STORE_ATTEMPTS);
   t.true([...runs.values()].some((n) => n > 1), 'the given-back tasks ran again');
+});
+
+test.serial('a chord part whose count fails (a step after the store) is given back: it runs again, is counted, and the body runs once', async (t) => {
+  const queue = 'flaky-chord';
+  let failed = 0;
+  const flaky = flakyBackend((method) => method === 'chordPartReturn' && failed++ === 0);
+  const runs = new Map<string, number>();
+  const bodies: unknown[] = [];
+  const w = createWorker({
+    broker: rabbit.url,
+    backend: redis.url().replace(/^redis:/, `${flaky.scheme}:`),
+    security: serializer(pki),
+    queues: [queue],
+    hostname: `celery-sign@${queue}`,
+    tasks: {
+      'wire.count': ([i], _kwargs, ctx) => {
+        runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
+        return i;
+      },
+      'wire.collect': ([results]) => {
+        bodies.push(results);
+        return results;
+      },
+    },
+  });
+  w.on('error', () => undefined);
+  const client = createClient({ broker: rabbit.url, backend: redis.url(), security: serializer(pki) });
+  await w.start();
+  try {
+    const at = { queue };
+    const body = (await client.send(
+      chord([signature('wire.count', [1], {}, at), signature('wire.count', [2], {}, at), signature('wire.count', [3], {}, at)], signature('wire.collect', [], {}, at)),
+    )) as AsyncResult;
+    t.deepEqual(await body.get({ timeout: 20000 }), [1, 2, 3]);
+    t.is(flaky.failures(), 1);
+    t.deepEqual([...runs.values()].sort(), [1, 1, 2], 'the part whose count failed ran again');
+    t.deepEqual(bodies, [[1, 2, 3]], 'the body ran once');
+  } finally {
+    await w.stop();
+    await client.close();
+  }
+  t.is(await until(() => queueDepth(rabbit, queue), 0, 1000), 0, 'messages left unacknowledged');
 });
