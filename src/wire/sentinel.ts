@@ -76,8 +76,9 @@ export interface SentinelTransportOptions {
  * the same round trip as the writes); fewer within `wait_timeout` seconds
  * is a `WireError` `ERR_BROKER`. A worker whose result store fails this way
  * does not acknowledge the task: it stores again, then gives the message
- * back to the queue, to run again; a client's `send` rejects (the task may still run: sending it
- * again may run it twice). Works with any Redis URL, sentinel or not.
+ * back to the queue, to run again; a client's `send` rejects (the task may
+ * still run: sending it again may run it twice). Works with any Redis URL,
+ * sentinel or not.
  */
 export interface ReplicationWait {
   /** Replicas that must acknowledge; 0: no `WAIT`. */

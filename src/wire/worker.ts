@@ -1494,9 +1494,7 @@ export class Worker extends EventEmitter {
         this.#error(err);
         if (!job.abandoned) {
           job.abandoned = true;
-          this.#forget([job.delivery]);
-          await this.#consumer!.recover([job.delivery]).catch((e: unknown) => this.#error(e));
-          this.#release(1);
+          await this.#giveBack([job.delivery]);
         }
       }
     }
@@ -1569,7 +1567,7 @@ export class Worker extends EventEmitter {
         } catch (err) {
           // Not stored, so not acknowledged: back to the broker, to run again.
           this.#error(err);
-          await this.#giveBack(batch);
+          await this.#giveBack(batch.map((s) => s.delivery), batch.length);
           continue;
         }
         if (!acked) {
@@ -1650,18 +1648,19 @@ export class Worker extends EventEmitter {
   }
 
   /**
-   * Settled messages whose outcome could not be recorded (not stored, or a
-   * canvas step failed): not acknowledged, but given back to the broker
-   * (AMQP: `basic.nack` with requeue; Redis: restored to the queue), to run
-   * again, at least once, as `acks_late` promises. Where that fails too, the
-   * broker redelivers them itself (AMQP: when the channel closes; Redis:
-   * after the visibility timeout).
+   * Gives held messages back to the broker, unacknowledged (AMQP:
+   * `basic.nack` with requeue; Redis: restored to the queue), to run again:
+   * those not started at a stop, a retry that could not be published, and
+   * settled ones whose outcome could not be recorded (not stored, or a
+   * canvas step failed), which run again at least once, as `acks_late`
+   * promises. `settled` of them had been settled. Where giving back fails
+   * too, the broker redelivers them itself (AMQP: when the channel closes;
+   * Redis: after the visibility timeout).
    */
-  async #giveBack(settled: readonly Settlement[]): Promise<void> {
-    const deliveries = settled.map((s) => s.delivery);
+  async #giveBack(deliveries: readonly Delivery[], settled = 0): Promise<void> {
     this.#forget(deliveries);
     await this.#consumer!.recover(deliveries).catch((err: unknown) => this.#error(err));
-    this.#release(settled.length, settled.length);
+    this.#release(deliveries.length, settled);
   }
 
   /**
@@ -1728,7 +1727,7 @@ export class Worker extends EventEmitter {
       }),
     );
     if (failed.size === 0) return batch;
-    await this.#giveBack([...failed]);
+    await this.#giveBack([...failed].map((s) => s.delivery), failed.size);
     return batch.filter((s) => !failed.has(s));
   }
 
@@ -1830,9 +1829,7 @@ export class Worker extends EventEmitter {
         j.abandoned = true;
         j.abort?.(new Error('worker stopped'));
       }
-      this.#forget(left.map((j) => j.delivery));
-      await this.#consumer!.recover(left.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
-      this.#release(left.length);
+      await this.#giveBack(left.map((j) => j.delivery));
       await within(this.#settling ?? Promise.resolve());
     }
     // What a batch still verifying at a short deadline accepted since.
@@ -1854,9 +1851,7 @@ export class Worker extends EventEmitter {
     this.#etaHeld -= this.#eta.size;
     this.#eta.clear();
     if (unstarted.length > 0) {
-      this.#forget(unstarted.map((j) => j.delivery));
-      await this.#consumer!.recover(unstarted.map((j) => j.delivery)).catch((err: unknown) => this.#error(err));
-      this.#release(unstarted.length);
+      await this.#giveBack(unstarted.map((j) => j.delivery));
     }
   }
 

@@ -391,21 +391,19 @@ function flakyBackend(failing: (method: 'store' | 'chordPartReturn') => boolean)
 }
 let flakyCount = 0;
 
+/** A worker of `queue` (its own hostname) whose result backend is the flaky one of `scheme`. */
+function flakyWorker(queue: string, scheme: string, tasks: Record<string, TaskHandler>): Worker {
+  return nodeWorker(queue, tasks, { backend: redis.url().replace(/^redis:/, `${scheme}:`), hostname: `celery-sign@${queue}` });
+}
+
 async function runAgainstFlakyBackend(t: ExecutionContext, queue: string, failCalls: number): Promise<{ runs: Map<string, number>; failures: number; errors: string[] }> {
   let calls = 0;
   const flaky = flakyBackend((method) => method === 'store' && ++calls <= failCalls);
   const runs = new Map<string, number>();
-  const w = createWorker({
-    broker: rabbit.url,
-    backend: redis.url().replace(/^redis:/, `${flaky.scheme}:`),
-    security: serializer(pki),
-    queues: [queue],
-    hostname: `celery-sign@${queue}`,
-    tasks: {
-      'wire.count': ([i], _kwargs, ctx) => {
-        runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
-        return i;
-      },
+  const w = flakyWorker(queue, flaky.scheme, {
+    'wire.count': ([i], _kwargs, ctx) => {
+      runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
+      return i;
     },
   });
   const errors: string[] = [];
@@ -455,21 +453,14 @@ test.serial('a chord part whose count fails (a step after the store) is given ba
   const flaky = flakyBackend((method) => method === 'chordPartReturn' && failed++ === 0);
   const runs = new Map<string, number>();
   const bodies: unknown[] = [];
-  const w = createWorker({
-    broker: rabbit.url,
-    backend: redis.url().replace(/^redis:/, `${flaky.scheme}:`),
-    security: serializer(pki),
-    queues: [queue],
-    hostname: `celery-sign@${queue}`,
-    tasks: {
-      'wire.count': ([i], _kwargs, ctx) => {
-        runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
-        return i;
-      },
-      'wire.collect': ([results]) => {
-        bodies.push(results);
-        return results;
-      },
+  const w = flakyWorker(queue, flaky.scheme, {
+    'wire.count': ([i], _kwargs, ctx) => {
+      runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
+      return i;
+    },
+    'wire.collect': ([results]) => {
+      bodies.push(results);
+      return results;
     },
   });
   w.on('error', () => undefined);
