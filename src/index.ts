@@ -64,7 +64,16 @@ export type {
 } from './wire/worker.js';
 export type { EventOptions } from './wire/events.js';
 export type { SecurityLogOption, SecurityLogOptions, SecurityLogSink, SecurityLogEntry } from './wire/securitylog.js';
-export type { AuthorizeOption, AuthorizationRule, AuthorizeFunction, SignerSelector, SignerInfo, TaskPattern } from './wire/authorize.js';
+export type {
+  AuthorizeOption,
+  AuthorizationRule,
+  AuthorizeFunction,
+  ControlAuthorizeOption,
+  ControlAuthorizationRule,
+  SignerSelector,
+  SignerInfo,
+  TaskPattern,
+} from './wire/authorize.js';
 export { Retry, MaxRetriesExceededError } from './wire/retry.js';
 export type { RetryOptions, TaskDefinition, TaskRetryOptions, ErrorMatcher, TaskRetriedEvent } from './wire/retry.js';
 export type { ShutdownEvent } from './wire/shutdown.js';

@@ -27,6 +27,13 @@
  * (`requireHeaderBinding: true`, `./binding.ts`), which the worker checks
  * first; see {@link checkAuthorizeConfig}.
  *
+ * Remote control commands (`celery inspect`, `celery control`, Flower) are
+ * authorized the same way, by their own option, `authorizeControl`: rules
+ * name commands instead of tasks (`{ signer, commands: ['ping', 'stats'] }`),
+ * the object form maps a signer to command patterns, the function gets the
+ * command name. The command travels inside the signed body, so this needs
+ * no header binding. See {@link ControlAuthorizeOption}.
+ *
  * @module
  */
 import type { Certificate, CertStore } from '../certificate.js';
@@ -58,6 +65,14 @@ export interface AuthorizationRule {
   readonly tasks: readonly TaskPattern[];
 }
 
+/** One rule of `authorizeControl`: these signers may send these remote control commands. */
+export interface ControlAuthorizationRule {
+  /** One signer or several. */
+  readonly signer: SignerSelector | readonly SignerSelector[];
+  /** The commands they may send (`ping`, `stats`, `revoke`, `shutdown`, ...): exact names, `fnmatch` globs or regular expressions. */
+  readonly commands: readonly TaskPattern[];
+}
+
 /** A decision function: `true` allows; anything else, or an exception, denies. */
 export type AuthorizeFunction = (signer: SignerInfo, task: string) => boolean;
 
@@ -69,6 +84,25 @@ export type AuthorizeOption =
   | readonly AuthorizationRule[]
   | Readonly<Record<string, readonly TaskPattern[]>>
   | AuthorizeFunction;
+
+/**
+ * The `authorizeControl` option of `createWorker`: rules, a map from signer
+ * id or common name to command patterns, or a function of the signer and the
+ * command name. Deny by default once given.
+ */
+export type ControlAuthorizeOption =
+  | readonly ControlAuthorizationRule[]
+  | Readonly<Record<string, readonly TaskPattern[]>>
+  | ((signer: SignerInfo, command: string) => boolean);
+
+/** What an {@link Authorizer} decides about: tasks (`authorize`) or remote control commands (`authorizeControl`). */
+export type AuthorizationKind = 'task' | 'control';
+
+const KINDS = {
+  task: { option: 'authorize', field: 'tasks', item: 'task', verb: 'call task' },
+  control: { option: 'authorizeControl', field: 'commands', item: 'command', verb: 'send remote control command' },
+} as const;
+type KindText = (typeof KINDS)[AuthorizationKind];
 
 /** An authorization decision. */
 export interface AuthorizationDecision {
@@ -112,8 +146,8 @@ export function globRegExp(pattern: string): RegExp {
 
 type Matcher = (task: string) => boolean;
 
-function taskMatcher(patterns: unknown, where: string): Matcher {
-  if (!Array.isArray(patterns)) throw new ImproperlyConfigured(`authorize: ${where}: tasks must be an array of names or patterns`);
+function taskMatcher(patterns: unknown, where: string, k: KindText): Matcher {
+  if (!Array.isArray(patterns)) throw new ImproperlyConfigured(`${k.option}: ${where}: ${k.field} must be an array of names or patterns`);
   const exact = new Set<string>();
   const res: RegExp[] = [];
   for (const p of patterns) {
@@ -121,7 +155,7 @@ function taskMatcher(patterns: unknown, where: string): Matcher {
     else if (typeof p === 'string' && p !== '') {
       if (/[*?[]/.test(p)) res.push(globRegExp(p));
       else exact.add(p);
-    } else throw new ImproperlyConfigured(`authorize: ${where}: a task pattern must be a non-empty string or a RegExp`);
+    } else throw new ImproperlyConfigured(`${k.option}: ${where}: a ${k.item} pattern must be a non-empty string or a RegExp`);
   }
   return (task) =>
     exact.has(task) ||
@@ -139,14 +173,14 @@ interface CompiledRule {
   tasks: Matcher;
 }
 
-function compileRules(option: unknown): CompiledRule[] {
+function compileRules(option: unknown, k: KindText): CompiledRule[] {
   if (Array.isArray(option)) {
     return option.map((rule: unknown, i) => {
       const where = `rule ${i}`;
-      if (rule === null || typeof rule !== 'object') throw new ImproperlyConfigured(`authorize: ${where} must be { signer, tasks }`);
-      const r = rule as AuthorizationRule;
-      const sel = Array.isArray(r.signer) ? r.signer : [r.signer];
-      if (sel.length === 0) throw new ImproperlyConfigured(`authorize: ${where}: no signer`);
+      if (rule === null || typeof rule !== 'object') throw new ImproperlyConfigured(`${k.option}: ${where} must be { signer, ${k.field} }`);
+      const r = rule as Record<string, unknown> & { signer?: unknown };
+      const sel = (Array.isArray(r.signer) ? r.signer : [r.signer]) as unknown[];
+      if (sel.length === 0) throw new ImproperlyConfigured(`${k.option}: ${where}: no signer`);
       const ids = new Set<string>();
       const cns = new Set<string>();
       for (const s of sel as unknown[]) {
@@ -154,18 +188,18 @@ function compileRules(option: unknown): CompiledRule[] {
         const keys = Object.keys(o);
         if (keys.length === 1 && keys[0] === 'id' && typeof o.id === 'string' && o.id !== '') ids.add(o.id);
         else if (keys.length === 1 && keys[0] === 'cn' && typeof o.cn === 'string' && o.cn !== '') cns.add(o.cn);
-        else throw new ImproperlyConfigured(`authorize: ${where}: a signer is { id: '<Celery id>' } or { cn: '<common name>' }`);
+        else throw new ImproperlyConfigured(`${k.option}: ${where}: a signer is { id: '<Celery id>' } or { cn: '<common name>' }`);
       }
-      return { ids, cns, either: new Set<string>(), tasks: taskMatcher(r.tasks, where) };
+      return { ids, cns, either: new Set<string>(), tasks: taskMatcher(r[k.field], where, k) };
     });
   }
   if (option !== null && typeof option === 'object') {
     return Object.entries(option as Record<string, unknown>).map(([key, tasks]) => {
-      if (key === '') throw new ImproperlyConfigured('authorize: an empty signer name');
-      return { ids: new Set<string>(), cns: new Set<string>(), either: new Set([key]), tasks: taskMatcher(tasks, JSON.stringify(key)) };
+      if (key === '') throw new ImproperlyConfigured(`${k.option}: an empty signer name`);
+      return { ids: new Set<string>(), cns: new Set<string>(), either: new Set([key]), tasks: taskMatcher(tasks, JSON.stringify(key), k) };
     });
   }
-  throw new ImproperlyConfigured('authorize must be an array of rules, an object of signer -> task patterns, or a function');
+  throw new ImproperlyConfigured(`${k.option} must be an array of rules, an object of signer -> ${k.item} patterns, or a function`);
 }
 
 function quote(s: string): string {
@@ -173,20 +207,26 @@ function quote(s: string): string {
   return q.length > 202 ? `${q.slice(0, 200)}..."` : q;
 }
 
-/** Decides, per signer and task name, from an {@link AuthorizeOption}. */
+/**
+ * Decides, per signer and task name, from an {@link AuthorizeOption}; or,
+ * of kind `'control'`, per signer and remote control command, from a
+ * {@link ControlAuthorizeOption}.
+ */
 export class Authorizer {
   readonly #fn: AuthorizeFunction | undefined;
   readonly #rules: CompiledRule[];
   readonly #store: CertStore | undefined;
+  readonly #kind: KindText;
 
   /** `store`: where a signer's certificate (and its common name) is looked up. */
-  constructor(option: AuthorizeOption, store: CertStore | undefined) {
+  constructor(option: AuthorizeOption | ControlAuthorizeOption, store: CertStore | undefined, kind: AuthorizationKind = 'task') {
     this.#store = store;
+    this.#kind = KINDS[kind];
     if (typeof option === 'function') {
       this.#fn = option;
       this.#rules = [];
     } else {
-      this.#rules = compileRules(option);
+      this.#rules = compileRules(option, this.#kind);
     }
   }
 
@@ -201,7 +241,7 @@ export class Authorizer {
     return { id, commonName: cert?.commonName ?? null, subject: cert?.subject || null, certificate: cert };
   }
 
-  /** Whether `signerId` may call `task`. */
+  /** Whether `signerId` may call `task` (of kind `'control'`: send the command `task`). */
   decide(signerId: string, task: string): AuthorizationDecision {
     const signer = this.signerInfo(signerId);
     let allowed = false;
@@ -211,7 +251,7 @@ export class Authorizer {
         allowed = this.#fn(signer, task) === true;
       } catch (err) {
         allowed = false;
-        why = ` (the authorize function threw: ${err instanceof Error ? err.name : typeof err})`;
+        why = ` (the ${this.#kind.option} function threw: ${err instanceof Error ? err.name : typeof err})`;
       }
     } else {
       const cn = signer.commonName;
@@ -228,7 +268,7 @@ export class Authorizer {
       ? null
       : new SecurityError(
           'ERR_NOT_AUTHORIZED',
-          `Signer ${quote(signer.id)}${signer.commonName !== null ? ` (CN ${quote(signer.commonName)})` : ''} is not authorized to call task ${quote(task)}${why}`,
+          `Signer ${quote(signer.id)}${signer.commonName !== null ? ` (CN ${quote(signer.commonName)})` : ''} is not authorized to ${this.#kind.verb} ${quote(task)}${why}`,
         );
     return { allowed, signer, task, error };
   }

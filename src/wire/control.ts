@@ -35,6 +35,13 @@
  * `WorkerShutdown` before replying). An unknown command is answered
  * `{error: "KeyError('<name>')"}`, as kombu's `Node.dispatch` answers it.
  *
+ * Beyond Celery, opt-in: `authorizeControl` (`./authorize.ts`) says which
+ * signer may send which commands. Once given, a verified command its signer
+ * may not send is refused (`ERR_NOT_AUTHORIZED`, a `'security'` event with
+ * check `'authorization'`, the security log), neither run nor answered, as
+ * a forged one. The command name is in the signed body, so no header binding
+ * is needed.
+ *
  * Where this worker differs from Celery's, and why:
  * - a revoked task the worker holds (an ETA task, or one waiting for a slot
  *   or a rate limit) is settled at once: `REVOKED` stored, message
@@ -171,8 +178,14 @@ export interface ControlHost {
   heartbeat(): void;
   /** A warm stop (`worker.stop()`), not awaited. */
   shutdown(): void;
-  /** A refused (unsigned, forged) control message. */
-  refused(d: Delivery, error: SecurityError): void;
+  /**
+   * Whether the signer may send the command (`authorizeControl`): `null`
+   * allows, an `ERR_NOT_AUTHORIZED` error refuses. Absent: every verified
+   * signer may send every command, as in Celery.
+   */
+  authorizeCommand?(signer: string, command: string): SecurityError | null;
+  /** A refused control message: unsigned, forged, or (with `signer`) a verified one its signer may not send. */
+  refused(d: Delivery, error: SecurityError, signer?: string): void;
   /** A command was executed. */
   executed(e: ControlEvent): void;
   /** Broker trouble, a command that threw. */
@@ -437,11 +450,11 @@ export class ControlNode {
       this.#host.error(new SecurityError('ERR_DECODE', 'Control message body is not a mapping'));
       return;
     }
-    await this.#dispatchMessage(body, r.signer);
+    await this.#dispatchMessage(d, body, r.signer);
   }
 
   /** kombu's `Node.handle_message` + `dispatch`. */
-  async #dispatchMessage(body: Record<string, unknown>, signer: string): Promise<void> {
+  async #dispatchMessage(d: Delivery, body: Record<string, unknown>, signer: string): Promise<void> {
     const destination = body.destination;
     const pattern = body.pattern;
     const matcher = body.matcher;
@@ -458,6 +471,9 @@ export class ControlNode {
     }
     if (!run) return;
     const method = typeof body.method === 'string' ? body.method : String(body.method);
+    // Authorized for this node only: a command for another node is no business of this one's.
+    const denied = this.#host.authorizeCommand?.(signer, method) ?? null;
+    if (denied !== null) return this.#host.refused(d, denied, signer);
     const rawArgs = toPlain(body.arguments);
     const args = isRecord(rawArgs) ? rawArgs : {};
     const replyTo = toPlain(body.reply_to);

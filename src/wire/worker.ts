@@ -53,7 +53,7 @@ import { EventEmitter } from 'node:events';
 import { hostname as osHostname } from 'node:os';
 import { ImproperlyConfigured, SecurityError, type SecurityErrorCode } from '../errors.js';
 import type { SecureSerializer } from '../serializer.js';
-import { Authorizer, checkAuthorizeConfig, type AuthorizeOption } from './authorize.js';
+import { Authorizer, checkAuthorizeConfig, type AuthorizeOption, type ControlAuthorizeOption } from './authorize.js';
 import { BINDING_KEY, bindHeaders, checkBinding } from './binding.js';
 import { SecurityLog, subjectIn, type SecurityLogOption } from './securitylog.js';
 import { censorUrl, ControlNode, RevokedSet, type ControlEvent, type ControlHost, type RemoteControlOptions, type RequestInfo } from './control.js';
@@ -177,7 +177,8 @@ export interface SecurityEvent {
    * `'replay'` (the task id was accepted within `replayWindow`) or
    * `'header-binding'` (the headers do not match the signed binding, or a
    * binding is required and missing) or `'authorization'` (the signer may
-   * not call this task: `authorize`).
+   * not call this task, `authorize`, or send this remote control command,
+   * `authorizeControl`).
    */
   check?: 'replay' | 'header-binding' | 'authorization';
 }
@@ -302,9 +303,24 @@ export interface WorkerOptions {
    * explicit `false` is accepted with a warning, for a roll-out). The tasks
    * the worker sends itself (chains, callbacks, retries) are signed with its
    * own certificate: authorize it for them. Default: every verified signer
-   * may call every task, as in Celery.
+   * may call every task, as in Celery. Remote control commands are not
+   * tasks: see `authorizeControl`.
    */
   authorize?: AuthorizeOption;
+  /**
+   * Beyond Celery: which signer may send which remote control commands
+   * (`celery inspect` / `celery control`, Flower): rules
+   * `{ signer: { cn: 'ops' }, commands: ['*'] }` (names or globs such as
+   * `ping`, `stats`, `revoke`, `shutdown`), an object of signer id or common
+   * name to command patterns, or a function of the signer and the command
+   * name. Once given, every other command is refused (`ERR_NOT_AUTHORIZED`,
+   * check `'authorization'`, neither run nor answered). The command is in the
+   * signed body, so no header binding is needed. The worker's own replies are
+   * not commands. Default: every verified signer may send every command, as
+   * in Celery; with `authorize` given, give this too, or a signer allowed
+   * one task may still `shutdown` every worker.
+   */
+  authorizeControl?: ControlAuthorizeOption;
   /**
    * Beyond Celery, opt-in: every refusal (and store reload, expiry skip,
    * authorization refusal) as one JSON line, to a stream
@@ -458,6 +474,7 @@ export class Worker extends EventEmitter {
   readonly #replay: ReplayGuard | undefined;
   readonly #requireBinding: boolean;
   readonly #authorizer: Authorizer | undefined;
+  readonly #controlAuthorizer: Authorizer | undefined;
   readonly #securityLog: SecurityLog | undefined;
   readonly #canvas: boolean;
   #canvasRunner: CanvasRunner | undefined;
@@ -535,6 +552,9 @@ export class Worker extends EventEmitter {
       const warning = checkAuthorizeConfig(options.authorize, options.requireHeaderBinding);
       this.#authorizer = new Authorizer(options.authorize, this.security.store);
       if (warning !== null) process.emitWarning(warning, 'CelerySignSecurityWarning');
+    }
+    if (options.authorizeControl !== undefined && options.authorizeControl !== null) {
+      this.#controlAuthorizer = new Authorizer(options.authorizeControl, this.security.store, 'control');
     }
     this.#canvas = options.canvas !== false;
     try {
@@ -875,6 +895,25 @@ export class Worker extends EventEmitter {
     return this.#authorize(d, signer, id, name) && this.#notReplayed(d, signer, id);
   }
 
+  /** `authorizeControl`'s decision for a verified command (logged when allowed, if asked): the refusal, or `null`. */
+  #authorizeCommand(signer: string, command: string): SecurityError | null {
+    const decision = this.#controlAuthorizer!.decide(signer, command);
+    if (decision.error) return decision.error;
+    if (this.#securityLog?.authorized) {
+      this.#securityLog.log({
+        event: 'authorized',
+        code: null,
+        reason: `Signer ${JSON.stringify(signer)} is authorized to send remote control command ${JSON.stringify(command).slice(0, 200)}`,
+        signer,
+        subject: decision.signer.subject,
+        task: null,
+        taskId: null,
+        queue: this.#control?.spec.queue ?? '',
+      });
+    }
+    return null;
+  }
+
   /** The authorizer's decision for the signer and task name (logged when allowed, if asked); false when refused. */
   #authorize(d: Delivery, signer: string, id: string, name: string): boolean {
     if (!this.#authorizer) return true;
@@ -1116,10 +1155,20 @@ export class Worker extends EventEmitter {
       shutdown: () => {
         setImmediate(() => void this.stop().catch((err: unknown) => this.#error(err)));
       },
-      refused: (d, error) => {
+      ...(this.#controlAuthorizer ? { authorizeCommand: (signer: string, command: string) => this.#authorizeCommand(signer, command) } : {}),
+      refused: (d, error, signer) => {
         this.stats.refused++;
-        const event: SecurityEvent = { code: error.code, reason: error.message, taskId: null, task: null, queue: d.queue, action: 'ack', error };
-        this.#securityLog?.refused(event, d);
+        const event: SecurityEvent = {
+          code: error.code,
+          reason: error.message,
+          taskId: null,
+          task: null,
+          queue: d.queue,
+          action: 'ack',
+          error,
+          ...(signer !== undefined ? { signer, check: 'authorization' as const } : {}),
+        };
+        this.#securityLog?.refused(event, d, subjectIn(this.security.store, signer));
         this.emit('security', event);
       },
       executed: (e: ControlEvent) => this.emit('control', e),

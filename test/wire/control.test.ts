@@ -18,12 +18,16 @@ import { Redis } from 'ioredis';
 import {
   Certificate,
   createWorker,
+  FSCertStore,
+  PrivateKey,
+  SecureSerializer,
   type ControlEvent,
   type SecurityEvent,
   type TaskHandler,
   type Worker,
   type WorkerOptions,
 } from 'celery-sign';
+import * as fx from '../helpers/fixtures.js';
 import { pythonPath } from '../helpers/python.js';
 import { amqpEnv, queueDepth, until } from './helpers/amqp.js';
 import { makePki, PY_DIR, runScript, serializer, startCeleryWorker, wireEnv, type Pki } from './helpers/celery.js';
@@ -156,6 +160,15 @@ async function storedStatus(id: string): Promise<string | null> {
 /** Messages waiting in a queue (not held by a consumer). */
 async function waiting(b: Broker, queue: string): Promise<number> {
   return b === 'redis' ? r.llen(queue) : queueDepth(rabbit, queue);
+}
+
+/** The worker's 'security' and 'control' events, as they come. */
+function recorded(w: Worker): { refused: SecurityEvent[]; commands: ControlEvent[] } {
+  const refused: SecurityEvent[] = [];
+  const commands: ControlEvent[] = [];
+  w.on('security', (e: SecurityEvent) => refused.push(e));
+  w.on('control', (e: ControlEvent) => commands.push(e));
+  return { refused, commands };
 }
 
 function names(b: Broker): { node: string; queue: string } {
@@ -404,10 +417,7 @@ for (const b of ['redis', 'amqp'] as const) {
     t.timeout(120000);
     const { node, queue } = names(b);
     const w = nodeWorker(b, node, queue, { 'n.add': ([x, y]) => Number(x) + Number(y) });
-    const refused: SecurityEvent[] = [];
-    const commands: ControlEvent[] = [];
-    w.on('security', (e: SecurityEvent) => refused.push(e));
-    w.on('control', (e: ControlEvent) => commands.push(e));
+    const { refused, commands } = recorded(w);
     await w.start();
     try {
       // a forged, unsigned shutdown (kombu's mailbox with the json serializer)
@@ -557,6 +567,89 @@ test.serial('redis: control time_limit gives a task a hard time limit (TimeLimit
   } finally {
     await w.stop();
   }
+});
+
+test.serial('redis: authorizeControl: a signer runs only the commands its rules name; others are refused unanswered (ERR_NOT_AUTHORIZED, security event and log), stock celery CLI and a second signer', async (t) => {
+  t.timeout(120000);
+  const { node, queue } = names('redis');
+  const lines: Record<string, unknown>[] = [];
+  const w = nodeWorker(
+    'redis',
+    node,
+    queue,
+    { 'n.add': ([x, y]) => Number(x) + Number(y) },
+    {
+      // The celery CLI signs as 'worker rsa2048' (wire_app.py), the second signer as 'worker rsa1024'.
+      authorizeControl: [
+        { signer: { cn: 'worker rsa2048' }, commands: ['ping', 'stat?'] },
+        { signer: { cn: 'worker rsa1024' }, commands: [/^ping$/] },
+      ],
+      securityLog: { to: (e) => lines.push(e as unknown as Record<string, unknown>), authorized: true },
+    },
+  );
+  const { refused, commands } = recorded(w);
+  await w.start();
+  try {
+    t.deepEqual(await inspect(t, 'redis', node, 'ping'), { ok: 'pong' });
+    t.is(((await inspect(t, 'redis', node, 'stats')) as { pid: number }).pid, process.pid);
+    // Not in the rules: neither run nor answered (the CLI's "no nodes replied", 69).
+    t.is((await celery('redis', ['inspect', 'active', '-d', node, '-t', '2'])).code, 69);
+    t.is((await celery('redis', ['control', 'shutdown', '-d', node, '-t', '2'])).code, 69);
+    t.true(w.running, 'a refused shutdown does not stop the worker');
+    const cli = new Certificate(readFileSync(pki.cert));
+    const byCli = refused.filter((e) => e.signer === cli.id);
+    t.deepEqual(
+      byCli.map((e) => [e.code, e.check, e.task, e.queue]),
+      [
+        ['ERR_NOT_AUTHORIZED', 'authorization', null, `${node}.celery.pidbox`],
+        ['ERR_NOT_AUTHORIZED', 'authorization', null, `${node}.celery.pidbox`],
+      ],
+    );
+    t.regex(byCli[0]!.reason, /\(CN "worker rsa2048"\) is not authorized to send remote control command "active"/);
+    t.regex(byCli[1]!.reason, /"shutdown"/);
+
+    // A second certificate of the store, straight onto the pidbox topic: ping runs, shutdown does not.
+    const second = new SecureSerializer({
+      key: new PrivateKey(readFileSync(fx.pathOf(fx.key('rsa1024.pkcs8')))),
+      cert: new Certificate(readFileSync(fx.pathOf(fx.cert('rsa1024')))),
+      store: new FSCertStore(pki.storeDir),
+    });
+    const envelope = (body: string): string =>
+      JSON.stringify({
+        body: Buffer.from(body).toString('base64'),
+        'content-encoding': 'utf-8',
+        'content-type': 'application/data',
+        headers: { clock: 1 },
+        properties: { delivery_mode: 2, delivery_info: { exchange: 'celery.pidbox', routing_key: '' }, priority: 0, body_encoding: 'base64', delivery_tag: 'x' },
+      });
+    const secondId = new Certificate(readFileSync(fx.pathOf(fx.cert('rsa1024')))).id;
+    await r.publish('/0.celery.pidbox', envelope(second.serialize({ method: 'shutdown', arguments: {}, destination: [node] })));
+    await r.publish('/0.celery.pidbox', envelope(second.serialize({ method: 'ping', arguments: {}, destination: [node] })));
+    await until(async () => commands.some((c) => c.command === 'ping' && c.signer === secondId), true);
+    await until(async () => refused.some((e) => e.signer === secondId), true);
+    t.true(w.running);
+    t.false(commands.some((c) => c.command === 'shutdown' || c.command === 'active'));
+    t.regex(refused.find((e) => e.signer === secondId)!.reason, /\(CN "worker rsa1024"\) is not authorized to send remote control command "shutdown"/);
+
+    // The security log: the refusals with the signer's subject, the allowed commands as 'authorized'.
+    const denied = lines.filter((l) => l.event === 'refused');
+    t.is(denied.length, 3);
+    t.true(denied.every((l) => l.code === 'ERR_NOT_AUTHORIZED' && l.check === 'authorization' && typeof l.subject === 'string'));
+    t.true(lines.some((l) => l.event === 'authorized' && /remote control command "ping"/.test(String(l.reason)) && l.signer === secondId));
+    // Tasks are not commands: authorizeControl leaves them alone.
+    const { ids } = await send('redis', [{ name: 'n.add', args: [2, 3], options: { queue } }]);
+    t.is(await until(() => storedStatus(ids[0]!), 'SUCCESS'), 'SUCCESS');
+  } finally {
+    await w.stop();
+  }
+});
+
+test('authorizeControl: a bad option is ImproperlyConfigured at construction, named as the option', (t) => {
+  const make = (authorizeControl: unknown): Worker =>
+    nodeWorker('redis', 'x@y', 'q', {}, { authorizeControl: authorizeControl as WorkerOptions['authorizeControl'] });
+  t.throws(() => make([{ signer: { cn: 'ops' }, tasks: ['ping'] }]), { name: 'ImproperlyConfigured', message: /authorizeControl: rule 0: commands must be an array/ });
+  t.throws(() => make([{ signer: { cn: 'ops' }, commands: [''] }]), { name: 'ImproperlyConfigured', message: /authorizeControl: rule 0: a command pattern must be/ });
+  t.throws(() => make(42), { name: 'ImproperlyConfigured', message: /authorizeControl must be an array of rules, an object of signer -> command patterns/ });
 });
 
 test.serial('remoteControl: false: the worker does not answer; a verify-only worker is refused at start unless remoteControl: false', async (t) => {
