@@ -260,6 +260,25 @@ export interface WorkerOptions {
   resultSerializer?: ResultSerializer;
   /** Seconds results are kept (Celery's `result_expires`). Default 86400; `null`: forever. */
   resultExpires?: number | null;
+  /**
+   * Celery's `result_backend_always_retry`: a failed store of results is
+   * tried again, after an exponential wait with full jitter (as Celery's
+   * `get_exponential_backoff_interval`), up to `resultBackendMaxRetries`
+   * times (then Celery's defaults: no limit, 10 ms doubling up to 10 s); the
+   * batch's messages stay unacknowledged meanwhile, and the worker takes no
+   * more once its held windows are full. `false`: no retry, the messages go
+   * back to the broker at once (to run again). Not given: celery-sign's
+   * default, 4 retries 100 ms doubling up to 10 s, then the messages go back.
+   * Either way a stopping worker stops trying, and a message is acknowledged
+   * only once its result is stored.
+   */
+  resultBackendAlwaysRetry?: boolean;
+  /** Celery's `result_backend_max_retries`: how many times a failed store is tried again before its messages go back to the broker (`Infinity`: until it works or the worker stops). */
+  resultBackendMaxRetries?: number;
+  /** Celery's `result_backend_base_sleep_between_retries_ms`: the first wait, doubled with each consecutive failure. */
+  resultBackendBaseSleepBetweenRetriesMs?: number;
+  /** Celery's `result_backend_max_sleep_between_retries_ms`: the longest wait (default 10000). */
+  resultBackendMaxSleepBetweenRetriesMs?: number;
   /** Celery's `result_persistent`: `rpc://` results sent as persistent messages. Default `false`. */
   resultPersistent?: boolean;
   /** This worker's name. Default `celery-sign@<hostname>`. */
@@ -434,13 +453,42 @@ const MAX_HELD_WINDOWS = 4;
 /**
  * @internal How many times the worker tries to store a batch of results
  * before it gives the batch's messages back to the broker (to run again),
- * waiting {@link STORE_RETRY_BASE_MS} doubled each time between tries.
+ * waiting {@link STORE_RETRY_BASE_MS} doubled each time between tries,
+ * when `resultBackendAlwaysRetry` and `resultBackendMaxRetries` are not given.
  */
 export const STORE_ATTEMPTS = 5;
 /** @internal The first wait between two tries to store results, in ms. */
 export const STORE_RETRY_BASE_MS = 100;
 /** @internal The longest wait between two tries to store results, in ms (Celery's `result_backend_max_sleep_between_retries_ms` default). */
 export const STORE_RETRY_MAX_MS = 10000;
+
+/** How a worker retries a failed store of results (see `resultBackendAlwaysRetry`). */
+interface StoreRetryPolicy {
+  /** Retries after the first try; `Infinity`: no limit. */
+  retries: number;
+  baseMs: number;
+  maxMs: number;
+  /** Celery's full jitter: a wait drawn from [0, the exponential wait]. */
+  jitter: boolean;
+}
+
+function storeRetryPolicy(o: WorkerOptions): StoreRetryPolicy {
+  const num = (name: string, v: number | undefined, integral: boolean): number | undefined => {
+    if (v === undefined) return undefined;
+    const ok = typeof v === 'number' && v >= 0 && (v === Infinity || (Number.isFinite(v) && (!integral || Number.isInteger(v))));
+    if (!ok) throw new ImproperlyConfigured(`${name} must be a number >= 0${integral ? ' (an integer, or Infinity)' : ''}, not ${String(v).slice(0, 40)}`);
+    return v;
+  };
+  const always = o.resultBackendAlwaysRetry;
+  if (always !== undefined && typeof always !== 'boolean') throw new ImproperlyConfigured('resultBackendAlwaysRetry must be a boolean');
+  const retries = num('resultBackendMaxRetries', o.resultBackendMaxRetries, true);
+  const baseMs = num('resultBackendBaseSleepBetweenRetriesMs', o.resultBackendBaseSleepBetweenRetriesMs, false);
+  const maxMs = num('resultBackendMaxSleepBetweenRetriesMs', o.resultBackendMaxSleepBetweenRetriesMs, false);
+  if (maxMs === Infinity) throw new ImproperlyConfigured('resultBackendMaxSleepBetweenRetriesMs must be finite');
+  if (always === true) return { retries: retries ?? Infinity, baseMs: baseMs ?? 10, maxMs: maxMs ?? STORE_RETRY_MAX_MS, jitter: true };
+  if (always === false) return { retries: 0, baseMs: 0, maxMs: 0, jitter: false };
+  return { retries: retries ?? STORE_ATTEMPTS - 1, baseMs: baseMs ?? STORE_RETRY_BASE_MS, maxMs: maxMs ?? STORE_RETRY_MAX_MS, jitter: false };
+}
 
 function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
@@ -475,6 +523,7 @@ export class Worker extends EventEmitter {
   readonly #requireBinding: boolean;
   readonly #authorizer: Authorizer | undefined;
   readonly #controlAuthorizer: Authorizer | undefined;
+  readonly #storeRetry: StoreRetryPolicy;
   readonly #securityLog: SecurityLog | undefined;
   readonly #canvas: boolean;
   #canvasRunner: CanvasRunner | undefined;
@@ -553,6 +602,7 @@ export class Worker extends EventEmitter {
       this.#authorizer = new Authorizer(options.authorize, this.security.store);
       if (warning !== null) process.emitWarning(warning, 'CelerySignSecurityWarning');
     }
+    this.#storeRetry = storeRetryPolicy(options);
     if (options.authorizeControl !== undefined && options.authorizeControl !== null) {
       this.#controlAuthorizer = new Authorizer(options.authorizeControl, this.security.store, 'control');
     }
@@ -1123,6 +1173,10 @@ export class Worker extends EventEmitter {
           accept_content: ['auth'],
           result_serializer: this.#resultSerializer,
           result_expires: o.resultExpires === undefined ? 86400 : o.resultExpires,
+          result_backend_always_retry: o.resultBackendAlwaysRetry ?? false,
+          result_backend_max_retries: this.#storeRetry.retries,
+          result_backend_base_sleep_between_retries_ms: this.#storeRetry.baseMs,
+          result_backend_max_sleep_between_retries_ms: this.#storeRetry.maxMs,
           task_acks_late: true,
           worker_concurrency: this.#concurrency,
           worker_prefetch_multiplier: Math.max(1, Math.floor(o.prefetchMultiplier ?? 4)),
@@ -1657,9 +1711,10 @@ export class Worker extends EventEmitter {
    * deliveries in the same step (a reject without requeue is an ack, as
    * kombu's). Resolves whether it acknowledged them.
    *
-   * A failed try is reported and tried again, up to {@link STORE_ATTEMPTS}
-   * times, after a wait that doubles with each consecutive failure across
-   * batches (from {@link STORE_RETRY_BASE_MS} up to
+   * A failed try is reported and tried again as `resultBackendAlwaysRetry`
+   * and its companions say (by default up to {@link STORE_ATTEMPTS} tries),
+   * after a wait that doubles with each consecutive failure across batches
+   * (by default from {@link STORE_RETRY_BASE_MS} up to
    * {@link STORE_RETRY_MAX_MS}), so that a backend that is down is not
    * hammered and a batch that can never be stored is given back no more
    * than once per longest wait. A stopping worker does not try again (stop()
@@ -1677,10 +1732,12 @@ export class Worker extends EventEmitter {
         this.#storeFailures = 0;
         return acked;
       } catch (err) {
-        const wait = Math.min(STORE_RETRY_MAX_MS, STORE_RETRY_BASE_MS * 2 ** this.#storeFailures);
+        const policy = this.#storeRetry;
+        const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** this.#storeFailures);
+        const wait = policy.jitter ? Math.floor(Math.random() * (Math.floor(ceiling) + 1)) : ceiling;
         this.#storeFailures = Math.min(this.#storeFailures + 1, 30);
         // A stopping worker tries no more: the messages go back, to run on a worker that can store.
-        if (attempt >= STORE_ATTEMPTS || this.#state !== 'running') throw err;
+        if (attempt > policy.retries || this.#state !== 'running') throw err;
         this.#error(err);
         await new Promise<void>((resolve) => {
           const done = (): void => {

@@ -392,20 +392,30 @@ function flakyBackend(failing: (method: 'store' | 'chordPartReturn') => boolean)
 let flakyCount = 0;
 
 /** A worker of `queue` (its own hostname) whose result backend is the flaky one of `scheme`. */
-function flakyWorker(queue: string, scheme: string, tasks: Record<string, TaskHandler>): Worker {
-  return nodeWorker(queue, tasks, { backend: redis.url().replace(/^redis:/, `${scheme}:`), hostname: `celery-sign@${queue}` });
+function flakyWorker(queue: string, scheme: string, tasks: Record<string, TaskHandler>, extra: Partial<WorkerOptions> = {}): Worker {
+  return nodeWorker(queue, tasks, { backend: redis.url().replace(/^redis:/, `${scheme}:`), hostname: `celery-sign@${queue}`, ...extra });
 }
 
-async function runAgainstFlakyBackend(t: ExecutionContext, queue: string, failCalls: number): Promise<{ runs: Map<string, number>; failures: number; errors: string[] }> {
+async function runAgainstFlakyBackend(
+  t: ExecutionContext,
+  queue: string,
+  failCalls: number,
+  extra: Partial<WorkerOptions> = {},
+): Promise<{ runs: Map<string, number>; failures: number; errors: string[] }> {
   let calls = 0;
   const flaky = flakyBackend((method) => method === 'store' && ++calls <= failCalls);
   const runs = new Map<string, number>();
-  const w = flakyWorker(queue, flaky.scheme, {
-    'wire.count': ([i], _kwargs, ctx) => {
-      runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
-      return i;
+  const w = flakyWorker(
+    queue,
+    flaky.scheme,
+    {
+      'wire.count': ([i], _kwargs, ctx) => {
+        runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1);
+        return i;
+      },
     },
-  });
+    extra,
+  );
   const errors: string[] = [];
   w.on('error', (err: unknown) => errors.push(err instanceof Error ? err.message : String(err)));
   await w.start();
@@ -445,6 +455,34 @@ test.serial(`a result store that keeps failing (${STORE_ATTEMPTS} attempts) give
   const { runs, failures } = await runAgainstFlakyBackend(t, 'flaky-down', STORE_ATTEMPTS);
   t.is(failures, STORE_ATTEMPTS);
   t.true([...runs.values()].some((n) => n > 1), 'the given-back tasks ran again');
+});
+
+test.serial(`resultBackendAlwaysRetry (Celery's result_backend_always_retry): a store failing ${STORE_ATTEMPTS + 3} times in a row is retried, not given back: every task ran once`, async (t) => {
+  const { runs, failures } = await runAgainstFlakyBackend(t, 'flaky-always', STORE_ATTEMPTS + 3, {
+    resultBackendAlwaysRetry: true,
+    resultBackendBaseSleepBetweenRetriesMs: 5,
+    resultBackendMaxSleepBetweenRetriesMs: 50,
+  });
+  t.is(failures, STORE_ATTEMPTS + 3);
+  t.deepEqual([...runs.values()].filter((n) => n > 1), [], 'run twice');
+});
+
+test.serial('resultBackendMaxRetries: 1: the second failure in a row gives the messages back; they run again and their results are stored', async (t) => {
+  const { runs, failures } = await runAgainstFlakyBackend(t, 'flaky-max1', 2, { resultBackendMaxRetries: 1, resultBackendBaseSleepBetweenRetriesMs: 1 });
+  t.is(failures, 2);
+  t.true([...runs.values()].some((n) => n > 1), 'the given-back tasks ran again');
+});
+
+test('the result_backend retry settings are checked at construction (ImproperlyConfigured)', (t) => {
+  const bad: Partial<WorkerOptions>[] = [
+    { resultBackendMaxRetries: -1 },
+    { resultBackendMaxRetries: 1.5 },
+    { resultBackendBaseSleepBetweenRetriesMs: Number.NaN },
+    { resultBackendMaxSleepBetweenRetriesMs: Infinity },
+    { resultBackendAlwaysRetry: 'yes' as unknown as boolean },
+  ];
+  for (const extra of bad) t.throws(() => nodeWorker('conf-check', {}, extra), { name: 'ImproperlyConfigured' }, JSON.stringify(extra));
+  t.notThrows(() => nodeWorker('conf-check', {}, { resultBackendAlwaysRetry: true, resultBackendMaxRetries: Infinity }));
 });
 
 test.serial('a chord part whose count fails (a step after the store) is given back: it runs again, is counted, and the body runs once', async (t) => {

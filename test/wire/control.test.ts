@@ -189,7 +189,16 @@ for (const b of ['redis', 'amqp'] as const) {
       t.deepEqual(await inspect(t, b, node, 'registered'), ['n.add', 'n.echo [rate_limit=100/m]']);
       t.deepEqual(await inspect(t, b, node, 'revoked'), []);
       const conf = await inspect(t, b, node, 'conf');
-      t.like(conf, { task_serializer: 'auth', accept_content: ['auth'], worker_concurrency: 16, task_queues: [queue] });
+      t.like(conf, {
+        task_serializer: 'auth',
+        accept_content: ['auth'],
+        worker_concurrency: 16,
+        task_queues: [queue],
+        result_backend_always_retry: false,
+        result_backend_max_retries: 4,
+        result_backend_base_sleep_between_retries_ms: 100,
+        result_backend_max_sleep_between_retries_ms: 10000,
+      });
       if (b === 'amqp') t.regex((conf as { broker_url: string }).broker_url, /^amqp:\/\/guest:\*{8}@127\.0\.0\.1:/);
       const clock = (await inspect(t, b, node, 'clock')) as { clock: number };
       t.true(Number.isInteger(clock.clock) && clock.clock > 0);
