@@ -143,6 +143,22 @@ export interface ControlEvent {
 }
 
 /** What the worker lends its node. Not for direct use. */
+/**
+ * The name `authorizeControl` decides on, for the commands that are another
+ * command under a second name: kombu's `dump_*` aliases are their `inspect`
+ * command, and `terminate` is `revoke` with `terminate=True`. A rule that
+ * allows or denies `revoke` so covers `terminate` too.
+ */
+export const AUTHORIZED_AS: ReadonlyMap<string, string> = new Map([
+  ['dump_active', 'active'],
+  ['dump_reserved', 'reserved'],
+  ['dump_schedule', 'scheduled'],
+  ['dump_revoked', 'revoked'],
+  ['dump_tasks', 'registered'],
+  ['dump_conf', 'conf'],
+  ['terminate', 'revoke'],
+]);
+
 export interface ControlHost {
   readonly hostname: string;
   readonly rateLimits: RateLimits;
@@ -472,7 +488,7 @@ export class ControlNode {
     if (!run) return;
     const method = typeof body.method === 'string' ? body.method : String(body.method);
     // Authorized for this node only: a command for another node is no business of this one's.
-    const denied = this.#host.authorizeCommand?.(signer, method) ?? null;
+    const denied = this.#host.authorizeCommand?.(signer, AUTHORIZED_AS.get(method) ?? method) ?? null;
     if (denied !== null) return this.#host.refused(d, denied, signer);
     const rawArgs = toPlain(body.arguments);
     const args = isRecord(rawArgs) ? rawArgs : {};

@@ -174,7 +174,9 @@ export class SecurityLog {
     subject?: string | null,
   ): void {
     const message =
-      e.action === 'ack'
+      e.check === 'authorization' && e.task === null
+        ? `Refused remote control command: ${e.reason}`
+        : e.action === 'ack'
         ? `Can't decode message body: SecurityError(${pyRepr(e.reason)}) [type:${pyRepr(String(delivery?.contentType ?? ''))} encoding:${pyRepr(String(delivery?.contentEncoding ?? ''))}]`
         : `Received invalid task message: ${e.reason}\nThe message has been ignored and discarded.`;
     this.log({

@@ -264,13 +264,20 @@ export interface WorkerOptions {
    * Celery's `result_backend_always_retry`: a failed store of results is
    * tried again, after an exponential wait with full jitter (as Celery's
    * `get_exponential_backoff_interval`), up to `resultBackendMaxRetries`
-   * times (then Celery's defaults: no limit, 10 ms doubling up to 10 s); the
-   * batch's messages stay unacknowledged meanwhile, and the worker takes no
-   * more once its held windows are full. `false`: no retry, the messages go
-   * back to the broker at once (to run again). Not given: celery-sign's
-   * default, 4 retries 100 ms doubling up to 10 s, then the messages go back.
-   * Either way a stopping worker stops trying, and a message is acknowledged
-   * only once its result is stored.
+   * times (then Celery's defaults: no limit, 20 ms doubling up to 10 s), as
+   * long as the error may pass (a lost connection, a timeout, a Redis
+   * `LOADING`/`READONLY`/`BUSY`...; not an error reply such as `WRONGTYPE` or
+   * `OOM`, as Celery's `exception_safe_to_retry`). The batch's messages stay
+   * unacknowledged meanwhile, and later settlements wait behind it: the
+   * worker takes no more once its held windows are full, and a message held
+   * beyond the broker's own limit (Redis: `visibilityTimeout`, restored to
+   * another worker; RabbitMQ: `consumer_timeout`, 30 minutes by default)
+   * runs again elsewhere. `false`: no retry. Not given: celery-sign's
+   * default, 4 retries 100 ms doubling up to 10 s. When the tries run out,
+   * the messages go back to the broker to run again, after one more wait
+   * (so that a backend that stays down does not loop them). A stopping
+   * worker stops trying, and a message is acknowledged only once its result
+   * is stored.
    */
   resultBackendAlwaysRetry?: boolean;
   /** Celery's `result_backend_max_retries`: how many times a failed store is tried again before its messages go back to the broker (`Infinity`: until it works or the worker stops). */
@@ -468,15 +475,39 @@ interface StoreRetryPolicy {
   retries: number;
   baseMs: number;
   maxMs: number;
-  /** Celery's full jitter: a wait drawn from [0, the exponential wait]. */
-  jitter: boolean;
+  /**
+   * Celery's `result_backend_always_retry` behaviour: full jitter (a wait
+   * drawn from [0, base x 2^retries], the first retry's ceiling 2 x base), and
+   * only errors that may pass (see {@link retrySafe}) are retried.
+   */
+  celery: boolean;
 }
+
+/**
+ * Whether a failed store may succeed if tried again, as Celery's
+ * `exception_safe_to_retry` asks it: anything but an error the server
+ * answered (a Redis error reply such as `WRONGTYPE`, `NOAUTH`, `OOM`,
+ * `MISCONF`), unless that reply says to wait (`LOADING`, `BUSY`,
+ * `TRYAGAIN`, `MASTERDOWN`, `READONLY` during a fail-over, `CLUSTERDOWN`).
+ */
+function retrySafe(err: unknown): boolean {
+  if (!(err instanceof Error) || err.name !== 'ReplyError') return true;
+  return /^(?:LOADING|BUSY|TRYAGAIN|MASTERDOWN|READONLY|CLUSTERDOWN)\b/.test(err.message);
+}
+
+/** The longest delay `setTimeout` takes (2^31 - 1 ms); beyond it Node waits 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function storeRetryPolicy(o: WorkerOptions): StoreRetryPolicy {
   const num = (name: string, v: number | undefined, integral: boolean): number | undefined => {
     if (v === undefined) return undefined;
-    const ok = typeof v === 'number' && v >= 0 && (v === Infinity || (Number.isFinite(v) && (!integral || Number.isInteger(v))));
-    if (!ok) throw new ImproperlyConfigured(`${name} must be a number >= 0${integral ? ' (an integer, or Infinity)' : ''}, not ${String(v).slice(0, 40)}`);
+    const ok = integral
+      ? typeof v === 'number' && v >= 0 && (v === Infinity || Number.isSafeInteger(v))
+      : typeof v === 'number' && v >= 0 && v <= MAX_TIMER_MS;
+    if (!ok) {
+      const want = integral ? 'an integer >= 0, or Infinity' : `a number of milliseconds from 0 to ${MAX_TIMER_MS}`;
+      throw new ImproperlyConfigured(`${name} must be ${want}, not ${String(v).slice(0, 40)}`);
+    }
     return v;
   };
   const always = o.resultBackendAlwaysRetry;
@@ -484,10 +515,11 @@ function storeRetryPolicy(o: WorkerOptions): StoreRetryPolicy {
   const retries = num('resultBackendMaxRetries', o.resultBackendMaxRetries, true);
   const baseMs = num('resultBackendBaseSleepBetweenRetriesMs', o.resultBackendBaseSleepBetweenRetriesMs, false);
   const maxMs = num('resultBackendMaxSleepBetweenRetriesMs', o.resultBackendMaxSleepBetweenRetriesMs, false);
-  if (maxMs === Infinity) throw new ImproperlyConfigured('resultBackendMaxSleepBetweenRetriesMs must be finite');
-  if (always === true) return { retries: retries ?? Infinity, baseMs: baseMs ?? 10, maxMs: maxMs ?? STORE_RETRY_MAX_MS, jitter: true };
-  if (always === false) return { retries: 0, baseMs: 0, maxMs: 0, jitter: false };
-  return { retries: retries ?? STORE_ATTEMPTS - 1, baseMs: baseMs ?? STORE_RETRY_BASE_MS, maxMs: maxMs ?? STORE_RETRY_MAX_MS, jitter: false };
+  if (always === true) return { retries: retries ?? Infinity, baseMs: baseMs ?? 10, maxMs: maxMs ?? STORE_RETRY_MAX_MS, celery: true };
+  // No retry; the wait is still kept before the messages go back (see #store).
+  const waits = { baseMs: baseMs ?? STORE_RETRY_BASE_MS, maxMs: maxMs ?? STORE_RETRY_MAX_MS, celery: false };
+  if (always === false) return { retries: 0, ...waits };
+  return { retries: retries ?? STORE_ATTEMPTS - 1, ...waits };
 }
 
 function str(v: unknown): string | null {
@@ -1173,7 +1205,7 @@ export class Worker extends EventEmitter {
           accept_content: ['auth'],
           result_serializer: this.#resultSerializer,
           result_expires: o.resultExpires === undefined ? 86400 : o.resultExpires,
-          result_backend_always_retry: o.resultBackendAlwaysRetry ?? false,
+          result_backend_always_retry: this.#storeRetry.retries > 0,
           result_backend_max_retries: this.#storeRetry.retries,
           result_backend_base_sleep_between_retries_ms: this.#storeRetry.baseMs,
           result_backend_max_sleep_between_retries_ms: this.#storeRetry.maxMs,
@@ -1733,12 +1765,14 @@ export class Worker extends EventEmitter {
         return acked;
       } catch (err) {
         const policy = this.#storeRetry;
-        const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** this.#storeFailures);
-        const wait = policy.jitter ? Math.floor(Math.random() * (Math.floor(ceiling) + 1)) : ceiling;
+        const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** (this.#storeFailures + (policy.celery ? 1 : 0)));
+        const wait = policy.celery ? Math.floor(Math.random() * (Math.floor(ceiling) + 1)) : ceiling;
         this.#storeFailures = Math.min(this.#storeFailures + 1, 30);
         // A stopping worker tries no more: the messages go back, to run on a worker that can store.
-        if (attempt > policy.retries || this.#state !== 'running') throw err;
-        this.#error(err);
+        if (this.#state !== 'running') throw err;
+        const last = attempt > policy.retries || (policy.celery && !retrySafe(err));
+        // The last failure is the caller's to report, with what it does about it.
+        if (!last) this.#error(err);
         await new Promise<void>((resolve) => {
           const done = (): void => {
             clearTimeout(timer);
@@ -1748,7 +1782,9 @@ export class Worker extends EventEmitter {
           const timer = setTimeout(done, wait);
           this.#storeWaits.add(done);
         });
-        if (this.#state !== 'running') throw err;
+        // After the last try the wait still comes first: messages given back run again at once,
+        // and a backend that stays down must not turn them into a loop of re-runs.
+        if (last || this.#state !== 'running') throw err;
       }
     }
   }

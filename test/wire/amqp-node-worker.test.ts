@@ -361,13 +361,16 @@ test.serial('10,000 tasks from a Python producer over RabbitMQ: none lost, none 
  * fails while `failing(method)` says so (a backend blip), counting the
  * failures.
  */
-function flakyBackend(failing: (method: 'store' | 'chordPartReturn') => boolean): { scheme: string; failures: () => number } {
+function flakyBackend(
+  failing: (method: 'store' | 'chordPartReturn') => boolean,
+  failure: () => Error = () => new Error('the result backend is down (test)'),
+): { scheme: string; failures: () => number } {
   const scheme = `flaky${++flakyCount}`;
   let failures = 0;
   const check = (method: 'store' | 'chordPartReturn'): void => {
     if (failing(method)) {
       failures++;
-      throw new Error('the result backend is down (test)');
+      throw failure();
     }
   };
   registerBackend([scheme], async (url, options) => {
@@ -401,9 +404,10 @@ async function runAgainstFlakyBackend(
   queue: string,
   failCalls: number,
   extra: Partial<WorkerOptions> = {},
+  failure?: () => Error,
 ): Promise<{ runs: Map<string, number>; failures: number; errors: string[] }> {
   let calls = 0;
-  const flaky = flakyBackend((method) => method === 'store' && ++calls <= failCalls);
+  const flaky = flakyBackend((method) => method === 'store' && ++calls <= failCalls, failure);
   const runs = new Map<string, number>();
   const w = flakyWorker(
     queue,
@@ -465,6 +469,19 @@ test.serial(`resultBackendAlwaysRetry (Celery's result_backend_always_retry): a 
   });
   t.is(failures, STORE_ATTEMPTS + 3);
   t.deepEqual([...runs.values()].filter((n) => n > 1), [], 'run twice');
+});
+
+test.serial('resultBackendAlwaysRetry: an error reply that cannot pass (WRONGTYPE) is not retried, as Celery: the messages go back after one failure and run again', async (t) => {
+  const wrongType = (): Error => Object.assign(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'), { name: 'ReplyError' });
+  const { runs, failures } = await runAgainstFlakyBackend(
+    t,
+    'flaky-wrongtype',
+    1,
+    { resultBackendAlwaysRetry: true, resultBackendBaseSleepBetweenRetriesMs: 5 },
+    wrongType,
+  );
+  t.is(failures, 1);
+  t.true([...runs.values()].some((n) => n > 1), 'given back and run again');
 });
 
 test.serial('resultBackendMaxRetries: 1: the second failure in a row gives the messages back; they run again and their results are stored', async (t) => {

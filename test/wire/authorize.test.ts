@@ -153,6 +153,39 @@ test('task patterns are fnmatch globs; rules deny by default; a throwing functio
   t.throws(() => new Authorizer([{ signer: { cn: 'x' }, tasks: 'x' } as never], store), { instanceOf: ImproperlyConfigured });
 });
 
+test('of kind control (authorizeControl): rules name commands; the object and function forms; a throwing function denies, named as the option', (t) => {
+  const store = new FSCertStore(pki.storeDir);
+  const a = certA();
+  const rules = new Authorizer([{ signer: { cn: 'worker rsa2048' }, commands: ['ping', 'dump_*'] }], store, 'control');
+  t.true(rules.decide(a.id, 'ping').allowed);
+  t.true(rules.decide(a.id, 'dump_conf').allowed);
+  const d = rules.decide(a.id, 'shutdown');
+  t.false(d.allowed);
+  t.regex(d.error!.message, /\(CN "worker rsa2048"\) is not authorized to send remote control command "shutdown"$/);
+  const byMap = new Authorizer({ 'worker rsa2048': ['stats'] }, store, 'control');
+  t.true(byMap.decide(a.id, 'stats').allowed);
+  t.false(byMap.decide(a.id, 'revoke').allowed);
+  const thrower = new Authorizer(
+    () => {
+      throw new TypeError('boom');
+    },
+    store,
+    'control',
+  );
+  const thrown = thrower.decide(a.id, 'ping');
+  t.false(thrown.allowed);
+  t.regex(thrown.error!.message, /\(the authorizeControl function threw: TypeError\)$/);
+  t.false(thrown.error!.message.includes('boom'), 'the exception text stays out');
+  const fn = new Authorizer((s, command) => s.commonName === 'worker rsa2048' && command === 'ping', store, 'control');
+  t.true(fn.decide(a.id, 'ping').allowed);
+  t.false(fn.decide(a.id, 'pong').allowed);
+  // A task rule's field is not a command rule's.
+  t.throws(() => new Authorizer([{ signer: { cn: 'x' }, tasks: ['ping'] } as never], store, 'control'), {
+    instanceOf: ImproperlyConfigured,
+    message: /authorizeControl: rule 0: commands must be an array/,
+  });
+});
+
 test('authorize without requireHeaderBinding is refused at construction; an explicit false warns once', async (t) => {
   const base = { broker: redis.url(), security: signer('rsa2048'), tasks: { 'wire.add': () => 1 }, authorize: { x: ['*'] } };
   t.throws(() => createWorker(base), { instanceOf: ImproperlyConfigured, message: /requireHeaderBinding: true/ });
