@@ -18,6 +18,11 @@ way celery-sign (Node.js) does, and checks the binding on a Celery worker:
   ``InvalidTaskError``: Celery's consumer then rejects the message without
   requeueing (``on_invalid_task``), logs it and sends ``task_rejected``; the
   task does not run and no result is stored.
+* ``install_worker(app, authorize_control=rules)`` also checks who signed
+  each remote control command (``celery inspect``, ``celery control``,
+  Flower) addressed to the worker, as celery-sign's ``authorizeControl``: a
+  command no rule allows is logged ("Refused remote control command: ...")
+  and neither run nor answered.
 """
 import fnmatch
 import hashlib
@@ -31,7 +36,7 @@ from celery.worker.request import Request
 __all__ = [
     'BINDING_KEY', 'BOUND_HEADERS', 'binding_digest', 'make_binding', 'bind',
     'install_producer', 'uninstall_producer', 'check_binding', 'Authorizer',
-    'BindingRequest', 'install_worker', 'Refused', 'signer_of',
+    'BindingRequest', 'install_worker', 'Refused', 'signer_of', 'AUTHORIZED_AS',
 ]
 
 #: The embed key, as celery-sign's ``BINDING_KEY``.
@@ -140,15 +145,26 @@ def signer_of(raw_body):
     return signer, cn
 
 
+#: The name a control rule decides on, for commands that are another under a second name
+#: (kombu's ``dump_*`` aliases; ``terminate`` is ``revoke`` with ``terminate=True``), as celery-sign's.
+AUTHORIZED_AS = {
+    'dump_active': 'active', 'dump_reserved': 'reserved', 'dump_schedule': 'scheduled',
+    'dump_revoked': 'revoked', 'dump_tasks': 'registered', 'dump_conf': 'conf', 'terminate': 'revoke',
+}
+
+
 class Authorizer:
     """Which signer may call which tasks, as celery-sign's ``authorize``; deny by default.
 
     ``rules``: a list of ``{'signer': {'id': ...} | {'cn': ...} | [...], 'tasks': [...]}``,
     a dict ``{id_or_cn: [patterns]}``, or a callable ``(signer_id, common_name, task) -> bool``.
     Patterns are exact names, ``fnmatch`` globs (``billing.*``) or compiled regular expressions.
+    With ``field='commands'`` (celery-sign's ``authorizeControl``) rules name remote control
+    commands instead: ``{'signer': ..., 'commands': ['ping', 'stats']}``.
     """
 
-    def __init__(self, rules):
+    def __init__(self, rules, field='tasks'):
+        self._field = field
         self._fn = rules if callable(rules) else None
         self._rules = []
         if self._fn is not None:
@@ -166,7 +182,9 @@ class Authorizer:
             cns = {s['cn'] for s in sel if 'cn' in s}
             if not ids and not cns:
                 raise TypeError("authorize: a signer is {'id': ...} or {'cn': ...}")
-            self._rules.append((ids, cns, set(), self._patterns(rule['tasks'])))
+            if not isinstance(rule.get(field), (list, tuple)):
+                raise TypeError(f'authorize: a rule is {{signer, {field}}}')
+            self._rules.append((ids, cns, set(), self._patterns(rule[field])))
 
     @staticmethod
     def _patterns(tasks):
@@ -195,6 +213,15 @@ class Authorizer:
             if who and any(m(task) for m in patterns):
                 return True
         return False
+
+    def check_command(self, raw_body, command):
+        """Raises :class:`Refused` unless the signer of ``raw_body`` may send ``command``."""
+        signer_id, cn = signer_of(raw_body)
+        name = AUTHORIZED_AS.get(command, command)
+        if not self.allowed(signer_id, cn, name):
+            who = json.dumps(signer_id) + (f' (CN {json.dumps(cn)})' if cn is not None else '')
+            raise Refused(ERR_NOT_AUTHORIZED,
+                          f'Signer {who} is not authorized to send remote control command {json.dumps(name)[:200]}')
 
     def check(self, raw_body, task):
         signer_id, cn = signer_of(raw_body)
@@ -233,13 +260,56 @@ class BindingRequest(Request):
             raise Refused(exc.code, f'{exc.reason} [task {_short(headers.get("task"))} id {_short(headers.get("id"))}]') from None
 
 
-def install_worker(app, require=False, authorize=None):
+def _for_node(body, hostname):
+    """Whether a control message is addressed to ``hostname``, as kombu's ``Node.handle_message`` decides."""
+    from kombu.pidbox import match
+    destination = body.get('destination')
+    if destination:
+        return hostname in destination
+    pattern, matcher = body.get('pattern'), body.get('matcher')
+    if pattern and matcher:
+        return match(hostname, pattern, matcher)
+    return True
+
+
+_original_on_message = None
+
+
+def _guard_pidbox():
+    """Wraps ``celery.worker.pidbox.Pidbox.on_message`` once: the app's control authorizer decides first."""
+    global _original_on_message
+    from celery.worker import pidbox
+    if _original_on_message is not None:
+        return
+    _original_on_message = pidbox.Pidbox.on_message
+
+    def on_message(self, body, message):
+        authorizer = getattr(self.c.app, '_celery_sign_control_authorizer', None)
+        if authorizer is not None and isinstance(body, dict):
+            try:
+                mine = _for_node(body, self.node.hostname)
+            except Exception:  # noqa: BLE001 - a bad pattern: kombu's own handling reports it
+                mine = False
+            if mine:
+                try:
+                    authorizer.check_command(message.body if message is not None else None, str(body.get('method')))
+                except Refused as exc:
+                    pidbox.error('Refused remote control command: %s', exc)
+                    return None
+        return _original_on_message(self, body, message)
+
+    pidbox.Pidbox.on_message = on_message
+
+
+def install_worker(app, require=False, authorize=None, authorize_control=None):
     """Makes every task of ``app`` check header binding on arrival (``Task.Request``).
 
     ``require``: refuse unbound messages (and bind what this process sends:
     :func:`install_producer`). ``authorize``: rules for :class:`Authorizer`;
     authorization implies ``require`` (the task name is an unsigned header,
-    only the binding ties it to the signed body).
+    only the binding ties it to the signed body). ``authorize_control``: rules
+    for remote control commands (:class:`Authorizer` with ``field='commands'``);
+    the command is in the signed body, so it needs no binding.
     Call it before the worker starts. A task with its own ``Request`` keeps it.
     Returns the request class.
     """
@@ -249,6 +319,9 @@ def install_worker(app, require=False, authorize=None):
         # What this worker sends itself (retries, chains, callbacks, chord bodies) must
         # pass workers that require binding too: bind it, as celery-sign's Node worker does.
         install_producer()
+    if authorize_control is not None:
+        app._celery_sign_control_authorizer = Authorizer(authorize_control, field='commands')
+        _guard_pidbox()
     cls = type('BindingRequest', (BindingRequest,), attrs)
     # Every task class of the app derives from app.Task, and the worker reads
     # task.Request when it starts: tasks defined before or after this call use it.

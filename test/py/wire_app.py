@@ -189,16 +189,19 @@ if _ssl_setting('WIRE_BACKEND_USE_SSL') is not None:
 #   WIRE_BIND_PRODUCER  "1": bind the headers of every task this process sends (install_producer)
 #   WIRE_BIND_WORKER    "check": check a binding that is present; "require": refuse unbound messages too
 #   WIRE_AUTHORIZE      JSON rules for celery_sign_binding.Authorizer (implies "require")
+#   WIRE_AUTHORIZE_CONTROL  JSON rules for remote control commands (install_worker's authorize_control)
 if os.environ.get('WIRE_BIND_PRODUCER') == '1':
     import celery_sign_binding
     celery_sign_binding.install_producer()
-if os.environ.get('WIRE_BIND_WORKER') or os.environ.get('WIRE_AUTHORIZE'):
+if os.environ.get('WIRE_BIND_WORKER') or os.environ.get('WIRE_AUTHORIZE') or os.environ.get('WIRE_AUTHORIZE_CONTROL'):
     import json as _json
 
     import celery_sign_binding
     _rules = os.environ.get('WIRE_AUTHORIZE')
     celery_sign_binding.install_worker(app, require=os.environ.get('WIRE_BIND_WORKER') == 'require',
-                                       authorize=_json.loads(_rules) if _rules else None)
+                                       authorize=_json.loads(_rules) if _rules else None,
+                                       authorize_control=_json.loads(os.environ['WIRE_AUTHORIZE_CONTROL'])
+                                       if os.environ.get('WIRE_AUTHORIZE_CONTROL') else None)
 
 
 # --- Redis Sentinel (test/wire/sentinel.test.ts) ---

@@ -11,14 +11,16 @@
  * in Celery's log line.
  */
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Certificate, chain, createClient, FSCertStore, PrivateKey, SecureSerializer } from 'celery-sign';
 import { bindHeaders } from '../../lib/wire/binding.js';
 import { buildTaskMessage, encodeTaskMessages } from '../../lib/wire/protocol.js';
 import { redisEnvelope } from '../../lib/wire/redis.js';
 import * as fx from '../helpers/fixtures.js';
+import { pythonPath } from '../helpers/python.js';
 import { until } from './helpers/amqp.js';
 import { makePki, PY_DIR, runScript, startCeleryWorker, wireEnv, type CeleryWorker, type Pki } from './helpers/celery.js';
 import { startRedis, type RedisServer } from './helpers/redis-server.js';
@@ -54,6 +56,8 @@ test.before(async () => {
         { signer: { id: idOf('rsa2048') }, tasks: ['wire.*'] },
         { signer: { cn: 'worker rsa1024' }, tasks: ['wire.add'] },
       ]),
+      // The celery CLI signs as 'worker rsa2048': it may ping, nothing else.
+      WIRE_AUTHORIZE_CONTROL: JSON.stringify([{ signer: { cn: 'worker rsa2048' }, commands: ['ping'] }]),
     },
   });
 });
@@ -157,4 +161,44 @@ test.serial('a chain through the Python worker: the worker binds the next task i
   } finally {
     await a.close();
   }
+});
+
+test.serial('authorize_control on the Python worker: the CLI signer may ping; inspect active and control shutdown are refused, logged, unanswered', async (t) => {
+  t.timeout(120000);
+  const cli = (...args: string[]): { code: number | null; out: string } => {
+    const res = spawnSync(join(dirname(pythonPath('current')), 'celery'), ['-A', 'wire_app', ...args, '--json', '-t', '5'], {
+      cwd: PY_DIR,
+      env: wireEnv(pki, redis.url()),
+      encoding: 'utf8',
+      timeout: 60000,
+    });
+    return { code: res.status, out: res.stdout };
+  };
+  const ping = cli('inspect', 'ping');
+  t.is(ping.code, 0, ping.out);
+  t.deepEqual(Object.values(JSON.parse(ping.out.trim().split('\n').pop()!) as Record<string, unknown>), [{ ok: 'pong' }]);
+  t.is(cli('inspect', 'active').code, 69, 'no reply to a refused command');
+  t.is(cli('control', 'shutdown').code, 69);
+  await py.waitForLog(/Refused remote control command: ERR_NOT_AUTHORIZED: Signer "[^"]+" \(CN "worker rsa2048"\) is not authorized to send remote control command "active"/);
+  await py.waitForLog(/is not authorized to send remote control command "shutdown"/);
+  t.pass('both refusals logged');
+  // Still up: the refused shutdown did not stop it.
+  t.is(cli('inspect', 'ping').code, 0);
+});
+
+test('the Python Authorizer of commands: rules name commands, aliases decide under the main name', (t) => {
+  const script = [
+    'import json',
+    'from celery_sign_binding import Authorizer, AUTHORIZED_AS',
+    "a = Authorizer([{'signer': {'cn': 'ops'}, 'commands': ['revoke', 'dump_*', 'active']}], field='commands')",
+    "out = [a.allowed('id', 'ops', AUTHORIZED_AS.get(c, c)) for c in ['revoke', 'terminate', 'dump_active', 'shutdown']]",
+    'try:',
+    "    Authorizer([{'signer': {'cn': 'ops'}, 'tasks': ['ping']}], field='commands'); out.append('accepted')",
+    'except TypeError as e:',
+    '    out.append(str(e))',
+    'print(json.dumps(out))',
+  ].join('\n');
+  const res = spawnSync(pythonPath('current'), ['-c', script], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: PYTHON_PKG } });
+  t.is(res.status, 0, res.stderr);
+  t.deepEqual(JSON.parse(res.stdout), [true, true, true, false, 'authorize: a rule is {signer, commands}']);
 });
