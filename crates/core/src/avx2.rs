@@ -43,7 +43,7 @@ pub(crate) fn cpu_has_avx2() -> bool {
     false
 }
 
-/// `res[i] = s[i]^e * R^0 mod n_i` (up to `n_i`, reduced by the caller) for
+/// `res[i] = s[i]^e mod n_i`, below `2 n_i` (reduced by the caller), for
 /// the eight lanes. # Safety: the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn exp(
@@ -118,7 +118,8 @@ fn kernel<const L: usize, const A: usize>(
     mont_mul::<L, A>(&mut am, &a, &rr, &n, k0);
     let mut x = am;
     let mut t = [zero; L];
-    for bit in (0..63 - e.leading_zeros()).rev() {
+    // e is odd (`MbKey::new`): bit 0 is left for the last step below.
+    for bit in (1..63 - e.leading_zeros()).rev() {
         mont_mul::<L, A>(&mut t, &x, &x, &n, k0);
         if (e >> bit) & 1 == 1 {
             mont_mul::<L, A>(&mut x, &t, &am, &n, k0);
@@ -126,9 +127,12 @@ fn kernel<const L: usize, const A: usize>(
             x = t;
         }
     }
-    let mut one = [zero; L];
-    one[0] = [_mm256_set1_epi64x(1); 2];
-    mont_mul::<L, A>(&mut t, &x, &one, &n, k0);
+    // The last multiplication takes the signature itself, not its Montgomery
+    // form: (s^(e-1) R) s R^-1 = s^e, out of the domain without a
+    // multiplication by 1 (18 multiplications for e = 65537, not 19).
+    mont_mul::<L, A>(&mut t, &x, &x, &n, k0);
+    mont_mul::<L, A>(&mut x, &t, &a, &n, k0);
+    let t = x;
     for (j, v) in t.iter().enumerate() {
         let mut lane = [0u64; LANES];
         // SAFETY: writes 32 bytes twice into an array of eight u64.

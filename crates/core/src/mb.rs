@@ -12,10 +12,11 @@
 //!
 //! Only public data goes through here (signatures and public keys), so it is
 //! written for speed, not constant time. It is checked against AWS-LC's raw
-//! RSA operation (`tests` below and `tests/mb.rs`) on random and edge inputs
-//! for every size it handles, with each kernel the CPU has. Everything it
-//! does not handle (neither kernel, keys over 4106 bits with IFMA or over
-//! 3078 with AVX2, even moduli, exponents over 64 bits) goes to AWS-LC.
+//! RSA operation (`tests` below; `tests/pipeline.rs` runs the batch path
+//! through it) on random and edge inputs for every size it handles, with each
+//! kernel the CPU has. Everything it does not handle (neither kernel, keys
+//! over 4106 bits with IFMA or over 3078 with AVX2, even moduli, exponents
+//! that are even or over 64 bits) goes to AWS-LC.
 //!
 //! `CELERY_SIGN_SIMD` (read once): `0` turns the kernels off (AWS-LC alone,
 //! the path of a CPU with neither, e.g. ARM), `avx2` takes the AVX2 kernel
@@ -71,7 +72,14 @@ impl MbKey {
     pub fn new(n: &BigNumRef, e: &BigNumRef) -> Option<MbKey> {
         let bits = u32::try_from(n.num_bits()).ok()?;
         let limbs = *SIZES.iter().find(|&&l| 52 * l >= bits as usize + 2)?;
-        if bits < 512 || !n.is_bit_set(0) || e.num_bits() > 64 || e.num_bits() < 2 {
+        // An even e is no RSA key (e must be prime to p - 1 and q - 1); the
+        // AVX2 kernel ends on bit 0 of an odd one (see `avx2::kernel`).
+        if bits < 512
+            || !n.is_bit_set(0)
+            || e.num_bits() > 64
+            || e.num_bits() < 2
+            || !e.is_bit_set(0)
+        {
             return None;
         }
         let e = u64::from_str_radix(&e.to_hex_str().ok()?, 16).ok()?;
@@ -844,6 +852,29 @@ mod tests {
         let mut out = vec![0u8; rsa.size() as usize];
         rsa.public_decrypt(sig, &mut out, Padding::NONE).ok()?;
         Some(out)
+    }
+
+    /// Keys no kernel takes go to AWS-LC: an even exponent (the AVX2 kernel ends on
+    /// bit 0 of e as a multiplication), e = 1, an even modulus.
+    #[test]
+    fn declines_what_the_kernels_do_not_compute() {
+        let mut p = BigNum::new().unwrap();
+        let mut q = BigNum::new().unwrap();
+        p.generate_prime(1024, false, None, None).unwrap();
+        q.generate_prime(1024, false, None, None).unwrap();
+        let mut n = BigNum::new().unwrap();
+        n.checked_mul(&p, &q, &mut BigNumContext::new().unwrap())
+            .unwrap();
+        let e = |v: u32| BigNum::from_u32(v).unwrap();
+        assert!(MbKey::new(&n, &e(65537)).is_some());
+        assert!(MbKey::new(&n, &e(3)).is_some());
+        for even in [2, 4, 65536, 65538] {
+            assert!(MbKey::new(&n, &e(even)).is_none(), "e = {even}");
+        }
+        assert!(MbKey::new(&n, &e(1)).is_none());
+        let mut even_n = BigNum::new().unwrap();
+        even_n.checked_add(&n, &e(1)).unwrap();
+        assert!(MbKey::new(&even_n, &e(65537)).is_none());
     }
 
     /// Random signatures, and the edges, against AWS-LC's raw public operation.
