@@ -6,20 +6,21 @@
  * batch item that panics fails alone).
  *
  * The panics come from exports that exist only in a build with the
- * `panic-probe` feature of crates/node (never in a release: `npm run
- * build:native` does not enable it). This test builds that addon itself
- * (`cargo build -p celery-sign-node --features panic-probe`, a debug build
- * in target/debug, apart from the release binary) and drives it in a child
- * process, so that an abort fails the test rather than killing ava. `npm
- * test` builds it beforehand (`npm run build:probe`), so that here cargo
- * finds it fresh and the tests' timeouts stay within ava's own.
+ * `panic-probe` feature of crates/node (never in a package: `npm run
+ * build:native` does not enable it). This test builds that addon itself,
+ * with the command of `npm run build:probe` (package.json: a release build
+ * in target/release, where `cargo test --release` has already built its
+ * dependencies, apart from the packaged binary in target/<triple>), and
+ * drives it in a child process, so that an abort fails the test rather than
+ * killing ava. `npm test` builds it beforehand, so that here cargo finds it
+ * fresh and the tests' timeouts stay within ava's own.
  *
  * Also here: `translate()` (src/native.ts) never passes a native error on
  * untyped.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,12 +39,16 @@ function exec(file: string, args: string[], opts: { env?: NodeJS.ProcessEnv; tim
   });
 }
 
+/** `npm run build:probe`'s command, the one source of how the probe is built. */
+const PROBE_BUILD = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['build:probe']!.split(' ');
+
 /** Builds the addon with the probe exports; returns a copy loadable as a .node file. */
 async function buildProbe(): Promise<string> {
-  const r = await exec('cargo', ['build', '-p', 'celery-sign-node', '--features', 'panic-probe', '--message-format=json'], {
+  const [cargo, ...args] = PROBE_BUILD;
+  const r = await exec(cargo!, [...args, '--message-format=json'], {
     timeout: 15 * 60_000,
   });
-  if (r.code !== 0) throw new Error(`cargo build --features panic-probe failed:\n${r.stderr.slice(-4000)}`);
+  if (r.code !== 0) throw new Error(`${PROBE_BUILD.join(' ')} failed:\n${r.stderr.slice(-4000)}`);
   let lib: string | undefined;
   for (const line of r.stdout.split('\n')) {
     if (!line.startsWith('{')) continue;
