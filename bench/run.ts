@@ -275,8 +275,8 @@ async function main(): Promise<number> {
     processes: opts.threads,
     seconds: plan.openssl.seconds,
     how: plan.openssl.interleave
-      ? `openssl speed -elapsed: rsa2048 for 1 s per operation, 1 core and -multi ${opts.threads}, once in every headline round among the contenders; ` +
-        `${plan.openssl.bits.map((b) => `rsa${b}`).join(', ')} for ${plan.openssl.seconds} s per operation before the sections`
+      ? `openssl speed -elapsed: rsa2048 for 1 s per operation, 1 core and -multi ${opts.threads}, once in every headline round among the contenders` +
+        (plan.openssl.bits.length > 0 ? `; ${plan.openssl.bits.map((b) => `rsa${b}`).join(', ')} for ${plan.openssl.seconds} s per operation before the sections` : '')
       : `openssl speed -elapsed -seconds ${plan.openssl.seconds}: ${[2048, ...plan.openssl.bits.filter((b) => b !== 2048)].map((b) => `rsa${b}`).join(', ')}, 1 core and -multi ${opts.threads}, once before the sections`,
     single: {},
     multi: {},
@@ -297,15 +297,15 @@ async function main(): Promise<number> {
     `openssl speed${kind === 'multi' ? ` -multi ${opts.threads}` : ''} ${bits.map((b) => `rsa${b}`).join(' ')}`;
   if (!version) openssl.note = 'no openssl on PATH';
   endPhase('set-up (Python, keys, worker pool)');
-  if (version) {
-    const first: Bits[] = plan.openssl.interleave ? plan.openssl.bits : [2048, ...plan.openssl.bits.filter((b) => b !== 2048)];
+  const first: Bits[] = plan.openssl.interleave ? plan.openssl.bits : [2048, ...plan.openssl.bits.filter((b) => b !== 2048)];
+  if (version && first.length > 0) {
     for (const kind of ['single', 'multi'] as const) {
       progress.phase(speedLabel(kind, first));
       await speedOne(kind, first, plan.openssl.seconds);
     }
     endPhase('openssl speed');
   }
-  // In full mode RSA-2048's limit is sampled once a round among the headline's contenders.
+  // With `interleave` (both modes) RSA-2048's limit is sampled once a round among the headline's contenders.
   const interleave =
     version && plan.openssl.interleave
       ? (['single', 'multi'] as const).map((kind) => ({
