@@ -16,6 +16,8 @@ import * as fx from './helpers/fixtures.js';
 import { ROOT, pythonPath, type PythonEnv } from './helpers/python.js';
 import { makePki, runProducer } from './wire/helpers/celery.js';
 import { startRedis } from './wire/helpers/redis-server.js';
+import { fromEnv } from '../src/cli/settings.js';
+import { moduleOptions, tasksOf } from '../src/cli/worker.js';
 
 const MAIN = join(ROOT, 'lib', 'cli', 'main.js');
 const PY = join(ROOT, 'test', 'py', 'cli_celery.py');
@@ -469,6 +471,34 @@ test('inspect and verify read a whole kombu message as a Python producer left it
   }
 });
 
+test("worker settings: Celery's result-store retries from the environment, a module's authorize options never taken for tasks", (t) => {
+  t.deepEqual(
+    fromEnv({
+      CELERY_RESULT_BACKEND_ALWAYS_RETRY: 'yes',
+      CELERY_RESULT_BACKEND_MAX_RETRIES: '7',
+      CELERY_RESULT_BACKEND_BASE_SLEEP_BETWEEN_RETRIES_MS: '20',
+      CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS: '1000',
+    }),
+    {
+      result_backend_always_retry: true,
+      result_backend_max_retries: 7,
+      result_backend_base_sleep_between_retries_ms: 20,
+      result_backend_max_sleep_between_retries_ms: 1000,
+    },
+  );
+  t.deepEqual(fromEnv({ CELERY_RESULT_BACKEND_ALWAYS_RETRY: 'off' }), { result_backend_always_retry: false });
+  t.throws(() => fromEnv({ CELERY_RESULT_BACKEND_MAX_RETRIES: 'many' }), { message: 'CELERY_RESULT_BACKEND_MAX_RETRIES must be a whole number' });
+  t.throws(() => fromEnv({ CELERY_RESULT_BACKEND_MAX_RETRIES: '-1' }), { message: 'CELERY_RESULT_BACKEND_MAX_RETRIES must be a whole number' });
+  t.throws(() => fromEnv({ CELERY_RESULT_BACKEND_ALWAYS_RETRY: 'maybe' }), { message: 'CELERY_RESULT_BACKEND_ALWAYS_RETRY must be true or false' });
+  const authorize = (): boolean => true;
+  const authorizeControl = [{ signer: { cn: 'ops' }, commands: ['ping'] }];
+  const mod = { authorize, authorizeControl, add: () => 1 };
+  t.deepEqual(Object.keys(tasksOf(mod)), ['add']);
+  t.deepEqual(moduleOptions(mod), { authorize, authorizeControl });
+  t.deepEqual(moduleOptions({ default: { tasks: { add: () => 1 }, authorizeControl } }), { authorizeControl });
+  t.deepEqual(moduleOptions({ tasks: {} }), {});
+});
+
 test('worker runs the tasks a module exports, sent by a stock Python producer over redis-server; SIGTERM is a warm shutdown', async (t) => {
   t.timeout(120000);
   const redis = await startRedis();
@@ -477,10 +507,17 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
   let child: ReturnType<typeof spawn> | null = null;
   try {
     const mod = join(dir, 'tasks.mjs');
+    // The module's signer may call every task but cli.secret (authorize, beside the tasks).
+    const signer = new Certificate(readFileSync(pki.cert)).id;
+    // The producer binds its headers (celery_sign_binding), as authorize requires.
+    const bind = { extraEnv: { WIRE_BIND_PRODUCER: '1' } };
     writeFileSync(
       mod,
       `export const tasks = {\n  'wire.add': ([x, y]) => x + y,\n  'cli.hello': (args, kwargs, ctx) => ({ hello: kwargs.name, id: ctx.id }),\n` +
-        `  'cli.slow': async ([ms]) => { console.log('cli.slow started'); await new Promise((r) => setTimeout(r, ms)); return 'finished'; },\n};\n`,
+        `  'cli.slow': async ([ms]) => { console.log('cli.slow started'); await new Promise((r) => setTimeout(r, ms)); return 'finished'; },\n` +
+        `  'cli.secret': () => { console.log('cli.secret RAN'); return 1; },\n};\n` +
+        `export const authorize = [{ signer: { id: ${JSON.stringify(signer)} }, tasks: ['wire.add', 'cli.hello', 'cli.slow'] }];\n` +
+        'export const requireHeaderBinding = true;\n',
     );
     const env = cleanEnv({
       CELERY_BROKER_URL: redis.url(0),
@@ -490,6 +527,8 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
       CELERY_SECURITY_KEY: pki.key,
       CELERY_SECURITY_CERTIFICATE: pki.cert,
       CELERY_SECURITY_CERT_STORE: pki.storeDir,
+      CELERY_RESULT_BACKEND_ALWAYS_RETRY: 'true',
+      CELERY_RESULT_BACKEND_MAX_RETRIES: '3',
     });
     child = spawn(process.execPath, [MAIN, 'worker', mod, '-Q', 'cli'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -500,7 +539,7 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     await new Promise<void>((resolve, reject) => {
       const tm = setTimeout(() => reject(new Error(`worker not ready: ${out} ${err}`)), 30000);
       const check = () => {
-        if (/ ready: 3 tasks \(wire\.add, cli\.hello, cli\.slow\), queues cli/.test(out)) {
+        if (/ ready: 4 tasks \(wire\.add, cli\.hello, cli\.slow, cli\.secret\), queues cli/.test(out)) {
           clearTimeout(tm);
           resolve();
         }
@@ -517,11 +556,11 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
       ],
       wait: true,
       timeout: 30,
-    });
+    }, bind);
     t.deepEqual(res.results[0], { ok: true, value: 42 });
     t.deepEqual(res.results[1], { ok: true, value: { hello: 'celery', id: res.ids[1] } });
     // A message from a signer not in the store: refused, one line on stderr with the code.
-    await runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'wire.add', args: [1, 1], kwargs: {}, options: { queue: 'cli' } }], wait: false }, { signer: 'unknown' });
+    await runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'wire.add', args: [1, 1], kwargs: {}, options: { queue: 'cli' } }], wait: false }, { ...bind, signer: 'unknown' });
     await new Promise<void>((resolve) => {
       const check = () => {
         if (err.includes('\n')) {
@@ -534,9 +573,23 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     });
     t.regex(err, /^celery-sign worker: refused [0-9a-f-]{36}: ERR_UNKNOWN_CERTIFICATE: .*\n$/);
     t.false(err.includes('PRIVATE KEY'));
+    // A task the module's authorize does not give this signer: refused, not run.
+    const [secretId] = (await runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'cli.secret', args: [], kwargs: {}, options: { queue: 'cli' } }], wait: false }, bind)).ids;
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (err.split('\n').length >= 3) {
+          child!.stderr!.off('data', check);
+          resolve();
+        }
+      };
+      child!.stderr!.on('data', check);
+      check();
+    });
+    t.regex(err.split('\n')[1]!, new RegExp(`^celery-sign worker: refused ${secretId}: ERR_NOT_AUTHORIZED: `));
+    t.false(out.includes('cli.secret RAN'));
 
     // Warm shutdown: a task running when SIGTERM comes finishes, and its result is stored.
-    const slow = runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'cli.slow', args: [1500], kwargs: {}, options: { queue: 'cli' } }], wait: true, timeout: 30 });
+    const slow = runProducer(pki, redis.url(0), { op: 'send', tasks: [{ name: 'cli.slow', args: [1500], kwargs: {}, options: { queue: 'cli' } }], wait: true, timeout: 30 }, bind);
     await new Promise<void>((resolve) => {
       const check = () => {
         if (out.includes('cli.slow started')) {
@@ -552,7 +605,7 @@ test('worker runs the tasks a module exports, sent by a stock Python producer ov
     t.is(await exited, 0, err);
     t.regex(out, /SIGTERM: warm shutdown/);
     t.regex(out, / stopped\n$/);
-    t.is(err.split('\n').length, 2, err); // the one refusal, nothing else
+    t.is(err.split('\n').length, 3, err); // the two refusals, nothing else
 
     // Settings with a problem: refused before connecting, one line.
     const badEnv = { ...env, CELERY_ACCEPT_CONTENT: 'json' };

@@ -29,9 +29,30 @@ export const SETTINGS = [
   'result_backend_transport_options',
   'broker_use_ssl',
   'redis_backend_use_ssl',
+  'result_backend_always_retry',
+  'result_backend_max_retries',
+  'result_backend_base_sleep_between_retries_ms',
+  'result_backend_max_sleep_between_retries_ms',
 ] as const;
 
 const LISTS = new Set(['accept_content']);
+/** Settings whose value is a boolean (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`). */
+const BOOLEANS = new Set(['result_backend_always_retry']);
+/** Settings whose value is a whole number. */
+const INTEGERS = new Set(['result_backend_max_retries', 'result_backend_base_sleep_between_retries_ms', 'result_backend_max_sleep_between_retries_ms']);
+
+function booleanValue(name: string, v: string): boolean {
+  const t = v.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(t)) return true;
+  if (['false', '0', 'no', 'off'].includes(t)) return false;
+  throw new CliError(`${envName(name)} must be true or false`);
+}
+
+function integerValue(name: string, v: string): number {
+  const t = v.trim();
+  if (!/^[0-9]+$/.test(t) || !Number.isSafeInteger(Number(t))) throw new CliError(`${envName(name)} must be a whole number`);
+  return Number(t);
+}
 /** Settings whose value is a JSON object (e.g. `{"master_name": "mymaster"}`). */
 const OBJECTS = new Set(['broker_transport_options', 'result_backend_transport_options', 'broker_use_ssl', 'redis_backend_use_ssl']);
 
@@ -70,7 +91,15 @@ export function fromEnv(env: Record<string, string | undefined>): Record<string,
   for (const name of SETTINGS) {
     const v = env[envName(name)];
     if (v === undefined) continue;
-    conf[name] = LISTS.has(name) ? listValue(v) : OBJECTS.has(name) ? objectValue(name, v) : v;
+    conf[name] = LISTS.has(name)
+      ? listValue(v)
+      : OBJECTS.has(name)
+        ? objectValue(name, v)
+        : BOOLEANS.has(name)
+          ? booleanValue(name, v)
+          : INTEGERS.has(name)
+            ? integerValue(name, v)
+            : v;
   }
   // Celery's own two: broker_url and result_backend fall back to these.
   if (conf.broker_url === undefined && env.CELERY_BROKER_URL !== undefined) conf.broker_url = env.CELERY_BROKER_URL;

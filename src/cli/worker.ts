@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createWorker, type TaskHandler } from '../wire/worker.js';
+import { createWorker, type TaskHandler, type WorkerOptions } from '../wire/worker.js';
 import type { BrokerUseSsl, RedisSslOptions } from '../wire/tls.js';
 import { CliError, EXIT, int, str, UsageError, type Command } from './common.js';
 import { checkConfig } from './check-config.js';
@@ -18,15 +18,55 @@ import { loadSettings } from './settings.js';
 // dynamic import, so that MODULE may be ESM (.mjs, "type": "module") or CommonJS.
 const importModule = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<Record<string, unknown>>;
 
+/** What a task module may export beside its tasks, never taken for a task. */
+const MODULE_OPTIONS = ['authorize', 'authorizeControl', 'requireHeaderBinding'] as const;
+
 /** The tasks a module exports: `tasks`, a default export of handlers, or its named functions. */
 export function tasksOf(mod: Record<string, unknown>): Record<string, TaskHandler> {
   const pick = (o: unknown): Record<string, TaskHandler> | null => {
     if (o === null || typeof o !== 'object') return null;
-    const entries = Object.entries(o).filter(([, v]) => typeof v === 'function');
+    const entries = Object.entries(o).filter(([k, v]) => typeof v === 'function' && !(MODULE_OPTIONS as readonly string[]).includes(k));
     return entries.length > 0 ? (Object.fromEntries(entries) as Record<string, TaskHandler>) : null;
   };
   const def = mod.default as Record<string, unknown> | undefined;
   return pick(mod.tasks) ?? pick(def?.tasks) ?? pick(def) ?? pick(mod) ?? {};
+}
+
+/**
+ * The worker options a module exports beside its tasks (`authorize`,
+ * `authorizeControl`: rules, a map or a function; `requireHeaderBinding`,
+ * which `authorize` needs; as `createWorker` takes them), as named exports or
+ * on its default export.
+ */
+export function moduleOptions(mod: Record<string, unknown>): Pick<WorkerOptions, (typeof MODULE_OPTIONS)[number]> {
+  const def = mod.default as Record<string, unknown> | null | undefined;
+  const out: Record<string, unknown> = {};
+  for (const k of MODULE_OPTIONS) {
+    const v = mod[k] ?? (def !== null && typeof def === 'object' ? def[k] : undefined);
+    if (v !== undefined) out[k] = v;
+  }
+  return out as Pick<WorkerOptions, (typeof MODULE_OPTIONS)[number]>;
+}
+
+/** Celery's result-store retry settings, as the worker's options. */
+function storeRetryOptions(conf: Record<string, unknown>): Partial<WorkerOptions> {
+  const out: Record<string, unknown> = {};
+  const always = conf.result_backend_always_retry;
+  if (always !== undefined) {
+    if (typeof always !== 'boolean') throw new CliError('result_backend_always_retry must be true or false');
+    out.resultBackendAlwaysRetry = always;
+  }
+  for (const [setting, option] of [
+    ['result_backend_max_retries', 'resultBackendMaxRetries'],
+    ['result_backend_base_sleep_between_retries_ms', 'resultBackendBaseSleepBetweenRetriesMs'],
+    ['result_backend_max_sleep_between_retries_ms', 'resultBackendMaxSleepBetweenRetriesMs'],
+  ] as const) {
+    const v = conf[setting];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new CliError(`${setting} must be a whole number`);
+    out[option] = v;
+  }
+  return out as Partial<WorkerOptions>;
 }
 
 export const workerCmd: Command = {
@@ -44,7 +84,13 @@ CELERY_RESULT_BACKEND, CELERY_TASK_SERIALIZER=auth, CELERY_ACCEPT_CONTENT=auth,
 CELERY_SECURITY_KEY, CELERY_SECURITY_KEY_PASSWORD, CELERY_SECURITY_CERTIFICATE,
 CELERY_SECURITY_CERT_STORE, CELERY_SECURITY_DIGEST, CELERY_BROKER_TRANSPORT_OPTIONS and
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS, CELERY_BROKER_USE_SSL and CELERY_REDIS_BACKEND_USE_SSL
-as JSON; see check-config --help).
+as JSON, CELERY_RESULT_BACKEND_ALWAYS_RETRY, CELERY_RESULT_BACKEND_MAX_RETRIES,
+CELERY_RESULT_BACKEND_BASE_SLEEP_BETWEEN_RETRIES_MS and
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS; see check-config --help).
+Per-signer authorization comes from MODULE, as createWorker's options of these
+names: \`export const authorize = [{ signer, tasks }]\` (rules, a map or a
+function; it needs \`export const requireHeaderBinding = true\`) and
+\`export const authorizeControl = [{ signer, commands }]\`.
 SIGTERM or SIGINT: warm shutdown (running tasks finish, the rest go back to the
 queue); a second signal exits at once.
 
@@ -105,19 +151,28 @@ Options:
     // broker_use_ssl / redis_backend_use_ssl: Celery's TLS settings, the same keys (checked by the transports).
     const brokerUseSsl = objectOf(conf.broker_use_ssl, 'broker_use_ssl') as BrokerUseSsl | undefined;
     const redisBackendUseSsl = objectOf(conf.redis_backend_use_ssl, 'redis_backend_use_ssl') as RedisSslOptions | undefined;
-    const worker = createWorker({
-      broker,
-      ...(backend ? { backend } : {}),
-      ...(transportOptions ? { transportOptions } : {}),
-      ...(backendTransportOptions ? { backendTransportOptions } : {}),
-      ...(brokerUseSsl ? { brokerUseSsl } : {}),
-      ...(redisBackendUseSsl ? { redisBackendUseSsl } : {}),
-      security: conf,
-      tasks,
-      queues,
-      concurrency: int(p, 'concurrency', 16),
-      hostname: name,
-    });
+    const retry = storeRetryOptions(conf);
+    const fromModule = moduleOptions(mod);
+    let worker: ReturnType<typeof createWorker>;
+    try {
+      worker = createWorker({
+        broker,
+        ...(backend ? { backend } : {}),
+        ...(transportOptions ? { transportOptions } : {}),
+        ...(backendTransportOptions ? { backendTransportOptions } : {}),
+        ...(brokerUseSsl ? { brokerUseSsl } : {}),
+        ...(redisBackendUseSsl ? { redisBackendUseSsl } : {}),
+        security: conf,
+        tasks,
+        queues,
+        concurrency: int(p, 'concurrency', 16),
+        hostname: name,
+        ...retry,
+        ...fromModule,
+      });
+    } catch (e) {
+      throw new CliError(`cannot make the worker: ${(e as Error).message.split('\n')[0]}`);
+    }
     worker.on('error', (e: unknown) => io.stderr.write(`celery-sign worker: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}\n`));
     worker.on('security', (e: { code: string; reason: string; taskId: string | null }) =>
       io.stderr.write(`celery-sign worker: refused ${e.taskId ?? 'a message'}: ${e.code}: ${e.reason}\n`),
