@@ -86,7 +86,23 @@ function notFound(what: string, err: NodeJS.ErrnoException): Error {
     : err;
 }
 
+/**
+ * Starts a RabbitMQ node of its own (ports, directory, Erlang cookie). A
+ * port taken between its choice and RabbitMQ's bind (eaddrinuse) gets new
+ * ports and one more try, twice at most.
+ */
 export async function startRabbit(options: RabbitOptions = {}): Promise<RabbitServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRabbitOnce(options);
+    } catch (err) {
+      if (attempt < 3 && /eaddrinuse/i.test((err as Error).message)) continue;
+      throw err;
+    }
+  }
+}
+
+async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
   if (RABBITMQ_SERVER.startsWith('/') && !existsSync(RABBITMQ_SERVER)) {
     throw new Error(`${RABBITMQ_SERVER} not found: install RabbitMQ (apt-get install rabbitmq-server; scripts/setup.sh does)`);
   }

@@ -5,7 +5,7 @@
  * (scripts/setup.sh does).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,17 +28,49 @@ export interface RedisServerOptions {
 
 export const REDIS_SERVER = process.env.CELERY_SIGN_REDIS_SERVER ?? 'redis-server';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Whether `port` (0: any) can be listened on at 127.0.0.1 now; the port it got, or null. */
+function tryListen(port: number): Promise<number | null> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.once('error', () => resolve(null));
+    srv.listen(port, '127.0.0.1', () => {
       const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
+      const got = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(got));
     });
   });
+}
+
+/** The kernel's range of ephemeral ports (those outgoing connections get). */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo !== undefined && hi !== undefined && Number.isInteger(lo) && Number.isInteger(hi)) return [lo, hi];
+  } catch {
+    // not Linux
+  }
+  return [32768, 60999];
+}
+
+/**
+ * A port free at 127.0.0.1 for a server the test starts, chosen below the
+ * ephemeral range: a port the kernel picks for `listen(0)` is one an outgoing
+ * connection (a client of another test, Python's) may take before a slow
+ * server binds it (RabbitMQ takes seconds: it failed with eaddrinuse so).
+ */
+export async function freePort(): Promise<number> {
+  const [lo] = ephemeralRange();
+  const base = 10000;
+  if (lo - base >= 1000) {
+    for (let i = 0; i < 50; i++) {
+      const port = base + Math.floor(Math.random() * (lo - base));
+      if ((await tryListen(port)) !== null) return port;
+    }
+  }
+  const port = await tryListen(0);
+  if (port === null) throw new Error('no free port at 127.0.0.1');
+  return port;
 }
 
 function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
